@@ -1,0 +1,167 @@
+"""Commands (what a person asked for) and the one grammar every chat adapter shares.
+
+``parse`` turns the text after the slash command (Slack) or after "renew-token" (Teams, console)
+into a command. Bad text raises CommandSyntaxError with a reply fit for chat.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+
+from core.errors import CommandSyntaxError
+from core.model import Actor, Origin
+
+
+@dataclass(frozen=True)
+class RequestRenewal:
+    tenant_ref: str
+    email: str | None
+    origin: Origin
+    requester: Actor
+
+
+@dataclass(frozen=True)
+class IssueCode:
+    tenant_ref: str
+    requester: Actor
+
+
+@dataclass(frozen=True)
+class CancelRenewal:
+    tenant_ref: str
+    requester: Actor
+
+
+@dataclass(frozen=True)
+class ValidateTenant:
+    tenant_ref: str
+    requester: Actor
+
+
+@dataclass(frozen=True)
+class ShowTenant:
+    tenant_ref: str
+
+
+@dataclass(frozen=True)
+class ListPending:
+    pass
+
+
+@dataclass(frozen=True)
+class ShowStatus:
+    pass
+
+
+@dataclass(frozen=True)
+class ShowHistory:
+    tenant_ref: str
+
+
+@dataclass(frozen=True)
+class ShowErrors:
+    tenant_ref: str | None
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    pass
+
+
+Command = (
+    RequestRenewal
+    | IssueCode
+    | CancelRenewal
+    | ValidateTenant
+    | ShowTenant
+    | ListPending
+    | ShowStatus
+    | ShowHistory
+    | ShowErrors
+    | ShowHelp
+)
+
+_TENANT_VERBS = {"code", "cancel", "validate", "show", "history"}
+_NO_ARG_VERBS = {"pending", "status", "help"}
+_ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors"}
+_EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
+_TENANT_REF = re.compile(r"^[\w.\- ]{1,120}$")
+# Slack wraps e-mail addresses as <mailto:a@b.c|a@b.c>; keep the visible part.
+_SLACK_MAILTO = re.compile(r"<mailto:([^|>]+)(?:\|[^>]*)?>")
+MAX_TEXT = 500
+
+
+def _tenant(ref: str, verb: str) -> str:
+    if not _TENANT_REF.match(ref):
+        raise CommandSyntaxError(
+            f"'{ref[:40]}' does not look like a tenant name. Usage: renew-token {verb} <tenant>"
+        )
+    return ref
+
+
+def parse(text: str, origin: Origin, requester: Actor) -> Command:
+    """Read one command.
+
+    Args:
+        text: what the person typed after the command name.
+        origin: where it was typed.
+        requester: who typed it.
+
+    Returns:
+        The command.
+
+    Raises:
+        CommandSyntaxError: with a short reply that says what was wrong and how to write it.
+    """
+    if len(text) > MAX_TEXT:
+        raise CommandSyntaxError("That command is too long. Try `renew-token help`.")
+    cleaned = _SLACK_MAILTO.sub(r"\1", text).replace("\u00a0", " ")
+    words = cleaned.split()
+    if not words:
+        raise CommandSyntaxError(
+            "Which tenant? Usage: renew-token <tenant> [email]. Try `renew-token help`."
+        )
+    verb, args = words[0].lower(), words[1:]
+    if verb in _NO_ARG_VERBS:
+        if args:
+            raise CommandSyntaxError(f"`{verb}` takes no arguments. Try `renew-token help`.")
+        return {"pending": ListPending(), "status": ShowStatus(), "help": ShowHelp()}[verb]
+    if verb == "errors":
+        return ShowErrors(_tenant(" ".join(args), verb) if args else None)
+    if verb in _TENANT_VERBS:
+        if not args:
+            raise CommandSyntaxError(f"Which tenant? Usage: renew-token {verb} <tenant>")
+        ref = _tenant(" ".join(args), verb)
+        if verb == "code":
+            return IssueCode(ref, requester)
+        if verb == "cancel":
+            return CancelRenewal(ref, requester)
+        if verb == "validate":
+            return ValidateTenant(ref, requester)
+        if verb == "show":
+            return ShowTenant(ref)
+        return ShowHistory(ref)
+    if args and (guess := difflib.get_close_matches(verb, _ALL_VERBS, n=1, cutoff=0.75)):
+        raise CommandSyntaxError(f"Unknown command '{verb[:30]}'. Did you mean `{guess[0]}`?")
+    return _renew(words, origin, requester)
+
+
+def _renew(words: list[str], origin: Origin, requester: Actor) -> RequestRenewal:
+    email = None
+    if len(words) > 1 and "@" in words[-1]:
+        if not _EMAIL.match(words[-1]):
+            raise CommandSyntaxError(
+                f"'{words[-1][:60]}' is not an e-mail address. Usage: renew-token <tenant> [email]"
+            )
+        email = words[-1]
+        words = words[:-1]
+    ref = " ".join(words)
+    if "@" in ref and not _EMAIL.match(ref):
+        raise CommandSyntaxError("Usage: renew-token <tenant> [email]")
+    return RequestRenewal(_tenant(ref, "<tenant>").strip(), email, origin, requester)
+
+
+def known_verbs() -> frozenset[str]:
+    return frozenset(_ALL_VERBS)

@@ -1,0 +1,184 @@
+"""The support desk: runs one chat command and returns the reply, for every chat adapter alike.
+
+Adapters give it the raw text, where it was typed and who typed it; it answers in plain language.
+Errors a person can fix become replies here; anything else propagates to the adapter's catch-all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core import commands, messages
+from core.errors import (
+    CommandSyntaxError,
+    IdentityProviderError,
+    InvalidTransitionError,
+    NoActiveRenewalError,
+    RenewalInProgressError,
+    UnknownTenantError,
+)
+from core.model import Actor, Origin, RenewalState, ThreadRef
+from core.services import RenewalService
+from core.tenants import resolve
+from core.validation import Validator
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the adapter shows the person who typed the command (ephemeral where possible)."""
+
+    text: str
+    thread: ThreadRef | None = None
+
+
+def _age(since: datetime, now: datetime) -> str:
+    minutes = int((now - since).total_seconds() // 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
+
+
+class Desk:
+    def __init__(self, service: RenewalService) -> None:
+        self.service = service
+
+    async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
+        try:
+            cmd = commands.parse(text, origin, actor)
+            return await self.run(cmd)
+        except CommandSyntaxError as exc:
+            return Reply(exc.reply)
+        except UnknownTenantError as exc:
+            return Reply(messages.unknown_tenant(exc.ref, exc.suggestions))
+        except NoActiveRenewalError as exc:
+            return Reply(messages.no_active(exc.tenant_slug))
+        except InvalidTransitionError as exc:
+            return Reply(f"That is not possible now: the renewal is {exc.current.value}.")
+        except IdentityProviderError as exc:
+            return Reply(messages.failed(exc.code))
+
+    async def run(self, cmd: commands.Command) -> Reply:
+        s = self.service
+        match cmd:
+            case commands.RequestRenewal():
+                return await self._renew(cmd)
+            case commands.IssueCode():
+                renewal = await s.issue_code(cmd)
+                code = renewal.device_code
+                text = f"New code {code.user_code} posted in the thread." if code else "Code issued."
+                return Reply(text, renewal.thread)
+            case commands.CancelRenewal():
+                renewal = await s.cancel(cmd)
+                return Reply("Cancelled. The Auth URL no longer works.", renewal.thread)
+            case commands.ValidateTenant():
+                return await self._validate(cmd)
+            case commands.ShowTenant(tenant_ref=ref):
+                async with s.uow() as uow:
+                    tenant = await resolve(uow, ref)
+                    open_renewal = await uow.renewals.active_for(tenant.key)
+                return Reply(messages.tenant_summary(tenant, open_renewal))
+            case commands.ListPending():
+                return await self._pending()
+            case commands.ShowStatus():
+                return await self._status()
+            case commands.ShowHistory(tenant_ref=ref):
+                async with s.uow() as uow:
+                    tenant = await resolve(uow, ref)
+                    entries = await uow.audit.for_tenant(tenant.key)
+                if not entries:
+                    return Reply(f"No history for {tenant.display_name} yet.")
+                lines = [f"History of {tenant.display_name}, newest first:"]
+                lines += [
+                    f"{e.at:%Y-%m-%d %H:%M} {e.kind.split('.')[-1]} by {e.actor}"
+                    + (f" ({e.detail})" if e.detail else "")
+                    for e in entries
+                ]
+                return Reply("\n".join(lines))
+            case commands.ShowErrors(tenant_ref=ref):
+                return await self._errors(ref)
+            case commands.ShowHelp():
+                return Reply(messages.HELP)
+        raise AssertionError(f"unhandled command {cmd!r}")
+
+    async def _renew(self, cmd: commands.RequestRenewal) -> Reply:
+        try:
+            renewal, tenant = await self.service.request_renewal(cmd)
+        except RenewalInProgressError as exc:
+            async with self.service.uow() as uow:
+                tenant = await resolve(uow, cmd.tenant_ref)
+            open_renewal = exc.renewal
+            state = open_renewal.state if open_renewal else RenewalState.INVITED
+            return Reply(
+                messages.in_progress(tenant, state), open_renewal.thread if open_renewal else None
+            )
+        return Reply(f"Renewal for {tenant.display_name} started in a thread.", renewal.thread)
+
+    async def _validate(self, cmd: commands.ValidateTenant) -> Reply:
+        s = self.service
+        async with s.uow() as uow:
+            tenant = await resolve(uow, cmd.tenant_ref)
+            renewal = await uow.renewals.active_for(tenant.key)
+        if renewal and renewal.state is RenewalState.TOKENS_ACQUIRED:
+            renewal = await Validator(s).validate(renewal.id, tenant)
+            return Reply(f"Validation ran: {renewal.state.value}.", renewal.thread)
+        try:
+            check = await s.identity.check_directory(tenant)
+        except IdentityProviderError as exc:
+            await s._record_error(tenant, exc)
+            return Reply(messages.revalidation_failed(tenant, exc.code))
+        if check.organization_id.lower() != tenant.tenant_id.lower():
+            return Reply(messages.revalidation_failed(tenant, "graph_mismatch"))
+        async with s.uow() as uow:
+            await uow.tenants.mark_validated(tenant.key, s.clock.now())
+            await uow.commit()
+        return Reply(messages.revalidated(tenant, check.organization_name))
+
+    async def _pending(self) -> Reply:
+        s = self.service
+        now = s.clock.now()
+        async with s.uow() as uow:
+            renewals = await uow.renewals.open()
+            tenants = {r.tenant_key: await uow.tenants.get(r.tenant_key) for r in renewals}
+        if not renewals:
+            return Reply("No open invitations.")
+        lines = ["Open invitations:"]
+        for r in sorted(renewals, key=lambda r: r.created_at):
+            t = tenants[r.tenant_key]
+            name = t.display_name if t else r.tenant_key
+            lines.append(
+                f"{name}: {messages.STATE_LABELS[r.state]}, {_age(r.created_at, now)} old, "
+                f"for {r.invitation_email}"
+            )
+        return Reply("\n".join(lines))
+
+    async def _status(self) -> Reply:
+        s = self.service
+        async with s.uow() as uow:
+            tenants = await uow.tenants.list()
+            renewals = await uow.renewals.open()
+        counts: dict[str, int] = {}
+        for r in renewals:
+            counts[r.state.value] = counts.get(r.state.value, 0) + 1
+        never = [t.display_name for t in tenants if t.last_validated_at is None]
+        lines = [f"{len(tenants)} tenants, {len(renewals)} open renewals."]
+        lines += [f"  {state}: {n}" for state, n in sorted(counts.items())]
+        if never:
+            shown = ", ".join(never[:10]) + (" ..." if len(never) > 10 else "")
+            lines.append(f"Never validated ({len(never)}): {shown}")
+        return Reply("\n".join(lines))
+
+    async def _errors(self, ref: str | None) -> Reply:
+        s = self.service
+        async with s.uow() as uow:
+            tenant = await resolve(uow, ref) if ref else None
+            records = await uow.identity_errors.newest(tenant.key if tenant else None)
+        if not records:
+            return Reply("No identity errors recorded.")
+        lines = ["Newest identity errors:"]
+        for rec in records:
+            ex = messages.explain(rec.code)
+            lines.append(f"{rec.at:%Y-%m-%d %H:%M} {rec.code}: {ex.title}. Next: {ex.support}")
+        return Reply("\n".join(lines))

@@ -1,0 +1,118 @@
+"""The one exception tree of renewbot. Adapters translate library errors into these at the boundary.
+
+    RenewalError
+    ├── UnknownTenantError          (carries close-match suggestions)
+    ├── RenewalInProgressError      (carries the open renewal, to link its thread)
+    ├── NoActiveRenewalError
+    ├── InvalidTransitionError
+    ├── InvitationError
+    │   ├── InvitationNotFoundError (HTTP 404)
+    │   └── InvitationGoneError     (HTTP 410: used, cancelled or expired)
+    ├── ConcurrencyError            (someone else changed the renewal first)
+    ├── CommandSyntaxError          (chat text we cannot read)
+    ├── IdentityProviderError       (.code: AADSTS code or OAuth error; never a secret)
+    ├── ChatDeliveryError
+    └── StorageError
+
+Messages of these exceptions never contain tokens, codes or secrets: they may reach a log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.model import Renewal, RenewalState
+
+
+class RenewalError(Exception):
+    """Base of every error renewbot raises on purpose."""
+
+
+class UnknownTenantError(RenewalError):
+    def __init__(self, ref: str, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(f"no tenant matches {ref!r}")
+        self.ref = ref
+        self.suggestions = tuple(suggestions)
+
+
+class RenewalInProgressError(RenewalError):
+    def __init__(self, renewal: Renewal | None = None) -> None:
+        super().__init__("a renewal is already open for this tenant")
+        self.renewal = renewal
+
+
+class NoActiveRenewalError(RenewalError):
+    def __init__(self, tenant_slug: str) -> None:
+        super().__init__(f"no open renewal for {tenant_slug}")
+        self.tenant_slug = tenant_slug
+
+
+class InvalidTransitionError(RenewalError):
+    def __init__(self, current: RenewalState, target: RenewalState) -> None:
+        super().__init__(f"cannot go from {current.value} to {target.value}")
+        self.current = current
+        self.target = target
+
+
+class InvitationError(RenewalError):
+    """The Auth URL cannot be used."""
+
+
+class InvitationNotFoundError(InvitationError):
+    def __init__(self) -> None:
+        super().__init__("unknown invitation link")
+
+
+class InvitationGoneError(InvitationError):
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class ConcurrencyError(RenewalError):
+    def __init__(self) -> None:
+        super().__init__("the renewal changed concurrently")
+
+
+class CommandSyntaxError(RenewalError):
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class IdentityProviderError(RenewalError):
+    """An answer of the identity provider that ends (or blocks) the sign-in.
+
+    Attributes:
+        code: ``AADSTS53003`` style code when the provider sent one, else the OAuth ``error``.
+        error: the OAuth ``error`` field (``invalid_grant``, ``authorization_declined`` ...).
+        description: the provider's description, for storage in msal_errors only (not chat).
+        correlation_id: the provider's correlation id, when given.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        error: str = "",
+        description: str = "",
+        correlation_id: str = "",
+    ) -> None:
+        super().__init__(code)
+        self.code = code
+        self.error = error or code
+        self.description = description
+        self.correlation_id = correlation_id
+
+    @property
+    def is_transient(self) -> bool:
+        return self.code in {"unavailable", "temporarily_unavailable", "server_error"}
+
+
+class ChatDeliveryError(RenewalError):
+    """A chat platform did not take a message."""
+
+
+class StorageError(RenewalError):
+    """The database failed or went away."""

@@ -1,0 +1,322 @@
+"""Every sentence renewbot shows a person, as platform-neutral text.
+
+Adapters may add formatting; they must not invent wording. Nothing here may contain a secret: the
+functions take only names, user codes (meant to be shared) and error codes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from core.model import Renewal, RenewalState, Tenant
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """An identity error in plain words: what happened, what support does, what the customer does."""
+
+    title: str
+    support: str
+    customer: str
+    retry_with_new_code: bool = False
+
+
+_GENERIC = Explanation(
+    "Sign-in failed",
+    "Microsoft refused the sign-in. Check `errors` for the code, then start a new renewal.",
+    "Sign-in did not complete. Please contact your support team.",
+)
+
+EXPLANATIONS: dict[str, Explanation] = {
+    "authorization_declined": Explanation(
+        "The customer declined the sign-in",
+        "The customer pressed Decline / Cancel at Microsoft. Ask them to press New code and "
+        "accept this time.",
+        "You declined the sign-in. If that was a mistake, press New code and sign in again.",
+        retry_with_new_code=True,
+    ),
+    "expired_token": Explanation(
+        "The code expired",
+        "The code lives about 15 minutes and was not used in time. The customer can press "
+        "New code on the page (or run `code` here during a call).",
+        "This code has expired. Press New code to get a fresh one.",
+        retry_with_new_code=True,
+    ),
+    "bad_verification_code": Explanation(
+        "Microsoft did not recognise the code",
+        "The code was mistyped or is unknown. Ask the customer for a New code.",
+        "That code was not recognised. Press New code and type the new one carefully.",
+        retry_with_new_code=True,
+    ),
+    "AADSTS70000": Explanation(
+        "The code is no longer valid",
+        "The code was already used or withdrawn. Ask the customer for a New code.",
+        "This code can no longer be used. Press New code.",
+        retry_with_new_code=True,
+    ),
+    "AADSTS700082": Explanation(
+        "The refresh token expired after 90 days without use",
+        "The stored tokens aged out. A renewal (this thread) is exactly the fix.",
+        "Your organization's connection expired after a long time without use. Please sign in "
+        "again.",
+    ),
+    "AADSTS50173": Explanation(
+        "The grant was revoked (password changed or sessions revoked)",
+        "The admin's password was changed or their sessions were revoked. Start a new renewal.",
+        "Your earlier sign-in was revoked, for example by a password change. Please sign in "
+        "again.",
+    ),
+    "AADSTS65001": Explanation(
+        "Consent is missing for the application",
+        "The Enterprise Application is missing or consent was withdrawn. A Global Administrator "
+        "must sign in and tick 'Consent on behalf of your organization'.",
+        "Your organization has not approved this application. A Global Administrator must sign "
+        "in and accept 'Consent on behalf of your organization'.",
+        retry_with_new_code=True,
+    ),
+    "AADSTS90094": Explanation(
+        "Administrator approval is needed",
+        "The account that signed in may not grant consent. Ask the customer to sign in with a "
+        "Global Administrator account.",
+        "This needs a Global Administrator. Press New code and sign in with a Global "
+        "Administrator account.",
+        retry_with_new_code=True,
+    ),
+    "AADSTS700016": Explanation(
+        "The application is not known in the customer's tenant",
+        "Our application was not found in that directory: the Enterprise Application was deleted "
+        "or the tenant id is wrong. Check `show`, then have a Global Administrator sign in and "
+        "consent.",
+        "Our application is not registered in your organization yet. A Global Administrator "
+        "must sign in and consent.",
+    ),
+    "AADSTS50076": Explanation(
+        "Multi-factor authentication is required",
+        "The tenant requires MFA for this sign-in. The customer must complete MFA at Microsoft; "
+        "press New code for them.",
+        "Your organization requires multi-factor authentication. Press New code and complete "
+        "the extra verification step.",
+        retry_with_new_code=True,
+    ),
+    "AADSTS53003": Explanation(
+        "Conditional Access blocked the sign-in",
+        "A Conditional Access policy in the customer's tenant blocks device code sign-in. Their "
+        "administrator must exclude this sign-in (or allow device code flow) before retrying.",
+        "Your organization's Conditional Access policy blocked this sign-in. Ask your IT "
+        "administrator to allow device code sign-in for this application, then try again.",
+    ),
+    "AADSTS530033": Explanation(
+        "Conditional Access blocks device code flow",
+        "The tenant's Conditional Access policy blocks the device code flow. The customer's "
+        "administrator must allow it for this application before a renewal can succeed.",
+        "Your organization blocks device code sign-in. Ask your IT administrator to allow it "
+        "for this application, then try again.",
+    ),
+    "AADSTS50020": Explanation(
+        "The account belongs to another tenant",
+        "The customer signed in with an account from a different organization. Ask for an "
+        "account of this tenant.",
+        "That account belongs to a different organization. Press New code and sign in with an "
+        "account of this organization.",
+        retry_with_new_code=True,
+    ),
+    "wrong_tenant": Explanation(
+        "Signed in to the wrong tenant",
+        "The account that signed in belongs to a different tenant than this one. Start a new "
+        "renewal and ask for an administrator of this tenant.",
+        "You signed in with an account of a different organization. Please contact your "
+        "support team.",
+    ),
+    "graph_mismatch": Explanation(
+        "Microsoft Graph answered for another organization",
+        "The new token works, but Graph reports a different organization. Check the tenant id "
+        "in `show`.",
+        "The sign-in could not be confirmed. Please contact your support team.",
+    ),
+    "graph_failed": Explanation(
+        "Microsoft Graph refused the new token",
+        "The token was issued but Graph did not accept it. Run `validate` again in a few "
+        "minutes; if it persists start a new renewal.",
+        "The sign-in could not be confirmed yet. Your support team will follow up.",
+    ),
+    "not_global_admin": Explanation(
+        "Consent was granted by an account that is not a Global Administrator",
+        "The Enterprise Application had to be recreated, which needs a Global Administrator, "
+        "but the account that signed in does not hold that role. Start a new renewal with a "
+        "Global Administrator.",
+        "A Global Administrator must sign in for this step. Please contact your support team.",
+    ),
+    "unavailable": Explanation(
+        "Microsoft's sign-in service did not answer",
+        "The identity service is unreachable. Nothing was changed; try again in a few minutes.",
+        "Microsoft's sign-in service is not answering. Please try again in a few minutes.",
+    ),
+}
+
+
+def explain(code: str) -> Explanation:
+    return EXPLANATIONS.get(code, _GENERIC)
+
+
+STATE_LABELS = {
+    RenewalState.REQUESTED: "Requested",
+    RenewalState.INVITED: "Invitation sent, waiting for the customer",
+    RenewalState.CODE_ISSUED: "Code issued, waiting for sign-in",
+    RenewalState.TOKENS_ACQUIRED: "Tokens acquired, validating",
+    RenewalState.VALIDATED: "Validated",
+    RenewalState.FAILED: "Failed",
+    RenewalState.EXPIRED: "Expired",
+    RenewalState.CANCELLED: "Cancelled",
+}
+
+ALL_TOKENS = "All tokens acquired! You can close this page now."
+
+
+def _when(at: datetime | None) -> str:
+    return at.strftime("%Y-%m-%d %H:%M UTC") if at else "never"
+
+
+def thread_opened(tenant: Tenant, who: str) -> str:
+    return f"Token renewal for {tenant.display_name} ({tenant.slug}), requested by {who}."
+
+
+def status_line(tenant: Tenant, renewal: Renewal) -> str:
+    order = [
+        RenewalState.INVITED,
+        RenewalState.CODE_ISSUED,
+        RenewalState.TOKENS_ACQUIRED,
+        RenewalState.VALIDATED,
+    ]
+    reached = {RenewalState.REQUESTED}
+    for state in order:
+        if renewal.state == state:
+            reached.update(order[: order.index(state) + 1])
+    steps = " > ".join(
+        f"[{'x' if s in reached else ' '}] {STATE_LABELS[s].split(',')[0]}" for s in order
+    )
+    return f"{tenant.display_name}: {STATE_LABELS[renewal.state]}. {steps}"
+
+
+def auth_url_posted(auth_url: str, email: str, expires_at: datetime | None) -> str:
+    return (
+        f"Auth URL for the customer (invitation for {email}, valid until {_when(expires_at)}):\n"
+        f"{auth_url}\nSend it to the customer. They open it, check the admin username and press "
+        "Start authentication."
+    )
+
+
+def code_posted(user_code: str, verification_uri: str, expires_at: datetime) -> str:
+    return (
+        f"Device code: {user_code}\nThe customer enters it at {verification_uri} and signs in "
+        f"as a Global Administrator. The code expires at {_when(expires_at)}."
+    )
+
+
+def code_lapsed(reason_code: str) -> str:
+    return f"{explain(reason_code).title}. {explain(reason_code).support}"
+
+
+def token_progress(acquired: int, total: int, account: str) -> str:
+    if acquired == 1:
+        return f"Signed in as {account}. {acquired}/{total} tokens"
+    return f"{acquired}/{total} tokens"
+
+
+def validated(tenant: Tenant, account: str, warnings: tuple[str, ...]) -> str:
+    text = f"Validated: {tenant.display_name} has new tokens (signed in as {account})."
+    if warnings:
+        text += "\nWarning: " + "\nWarning: ".join(warnings)
+    return text
+
+
+def announcement_validated(tenant: Tenant, account: str) -> str:
+    return f"Tokens renewed and validated for {tenant.display_name} ({tenant.slug}) by {account}."
+
+
+def failed(code: str) -> str:
+    ex = explain(code)
+    return f"Renewal failed: {ex.title}. {ex.support}"
+
+
+def announcement_failed(tenant: Tenant, code: str) -> str:
+    return f"Token renewal failed for {tenant.display_name} ({tenant.slug}): {explain(code).title}."
+
+
+def expired() -> str:
+    return "The invitation expired before the customer signed in. Start a new renewal."
+
+
+def cancelled(who: str) -> str:
+    return f"Renewal cancelled by {who}. The Auth URL no longer works."
+
+
+def account_mismatch(expected: str, actual: str) -> str:
+    return f"signed in as {actual}, but the tenant's M365 admin username is {expected}"
+
+
+def not_global_admin_warning(account: str) -> str:
+    return f"{account} is not a Global Administrator"
+
+
+def unknown_tenant(ref: str, suggestions: tuple[str, ...]) -> str:
+    if suggestions:
+        return f"I don't know a tenant called '{ref}'. Did you mean: {', '.join(suggestions)}?"
+    return f"I don't know a tenant called '{ref}'. Try `status` to see the tenants that need action."
+
+
+def in_progress(tenant: Tenant, state: RenewalState) -> str:
+    return (
+        f"A renewal for {tenant.display_name} is already open ({STATE_LABELS[state].lower()}). "
+        "See its thread, or cancel it first."
+    )
+
+
+def no_active(slug: str) -> str:
+    return f"There is no open renewal for {slug}."
+
+
+def apology(correlation_id: str) -> str:
+    return f"Sorry, something went wrong on our side (reference {correlation_id})."
+
+
+def tenant_summary(tenant: Tenant, open_renewal: Renewal | None) -> str:
+    lines = [
+        f"{tenant.display_name} ({tenant.slug})",
+        f"Tenant id: {tenant.tenant_id}",
+        f"Primary domain: {tenant.primary_domain}",
+        f"M365 admin username: {tenant.admin_upn}",
+        f"Last validation: {_when(tenant.last_validated_at)}",
+    ]
+    if open_renewal:
+        lines.append(f"Open renewal: {STATE_LABELS[open_renewal.state]}")
+    return "\n".join(lines)
+
+
+HELP = """renew-token commands:
+  renew-token <tenant> [email]   start a renewal; posts the Auth URL in a new thread
+  renew-token code <tenant>      issue a device code now (during a call with the customer)
+  renew-token cancel <tenant>    cancel the open renewal; its Auth URL stops working
+  renew-token validate <tenant>  validate the tenant's tokens again
+  renew-token show <tenant>      the tenant's configuration and last validation
+  renew-token pending            open invitations with age and state
+  renew-token status             renewals per state and tenants that need action
+  renew-token history <tenant>   who asked, who signed in, when validated
+  renew-token errors [tenant]    newest identity errors, explained
+  renew-token help               this text
+A tenant is its short name, display name, primary domain or tenant id."""
+
+
+def graph_unreachable() -> str:
+    return (
+        "Tokens acquired, but Microsoft Graph could not be reached to validate them. "
+        "Run `validate` again in a few minutes."
+    )
+
+
+def revalidated(tenant: Tenant, organization_name: str) -> str:
+    return f"Validated again: Microsoft Graph answers for {organization_name} ({tenant.slug})."
+
+
+def revalidation_failed(tenant: Tenant, code: str) -> str:
+    return f"Validation of {tenant.display_name} failed: {explain(code).title}. {explain(code).support}"

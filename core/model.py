@@ -1,0 +1,225 @@
+"""The Renewal aggregate, its states and the one table of allowed transitions.
+
+Only the transition methods change a renewal's state; each checks TRANSITIONS and records an
+event. Nothing here reads the clock, talks to a network or knows a chat platform.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from core import events
+from core.errors import InvalidTransitionError
+
+
+class RenewalState(StrEnum):
+    REQUESTED = "requested"
+    INVITED = "invited"
+    CODE_ISSUED = "code_issued"
+    TOKENS_ACQUIRED = "tokens_acquired"
+    VALIDATED = "validated"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in ACTIVE_STATES
+
+
+S = RenewalState
+_ENDINGS = {S.FAILED, S.EXPIRED, S.CANCELLED}
+TRANSITIONS: dict[RenewalState, frozenset[RenewalState]] = {
+    S.REQUESTED: frozenset({S.INVITED, *_ENDINGS}),
+    S.INVITED: frozenset({S.CODE_ISSUED, *_ENDINGS}),
+    S.CODE_ISSUED: frozenset({S.TOKENS_ACQUIRED, S.INVITED, *_ENDINGS}),
+    S.TOKENS_ACQUIRED: frozenset({S.VALIDATED, *_ENDINGS}),
+    S.VALIDATED: frozenset(),
+    S.FAILED: frozenset(),
+    S.EXPIRED: frozenset(),
+    S.CANCELLED: frozenset(),
+}
+ACTIVE_STATES = frozenset({S.REQUESTED, S.INVITED, S.CODE_ISSUED, S.TOKENS_ACQUIRED})
+
+
+@dataclass
+class Tenant:
+    """A customer Microsoft 365 tenant the MSP manages."""
+
+    key: str
+    slug: str
+    display_name: str
+    tenant_id: str
+    primary_domain: str
+    admin_upn: str
+    last_validated_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who did something: a chat user, the customer on the page, or the system."""
+
+    platform: str
+    user_id: str
+    name: str = ""
+
+    def describe(self) -> str:
+        return self.name or self.user_id
+
+
+SYSTEM = Actor("system", "renewbot", "renewbot")
+
+
+@dataclass(frozen=True)
+class ThreadRef:
+    """Where a renewal's conversation lives. ``key`` is opaque to core."""
+
+    platform: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a command was typed; the thread opens there. ``channel`` is opaque to core."""
+
+    platform: str
+    channel: str
+
+
+@dataclass(frozen=True)
+class DeviceCode:
+    """A device-flow sign-in in progress.
+
+    ``flow_state`` is the identity adapter's opaque state (it holds the device code); core stores it
+    and hands it back, never shows it. It is excluded from repr so it cannot reach a log line.
+    """
+
+    user_code: str
+    verification_uri: str
+    expires_at: datetime
+    interval: int
+    flow_state: bytes = field(repr=False)
+
+
+@dataclass
+class Renewal:
+    """One attempt to renew a tenant's tokens, from the chat command to validation."""
+
+    id: str
+    tenant_key: str
+    requested_by: Actor
+    invitation_email: str
+    origin: Origin
+    created_at: datetime
+    expected_account: str = ""
+    state: RenewalState = S.REQUESTED
+    updated_at: datetime | None = None
+    invitation_hash: str | None = None
+    invitation_expires_at: datetime | None = None
+    device_code: DeviceCode | None = None
+    code_issued_at: datetime | None = None
+    tokens_acquired: int = 0
+    tokens_total: int = 0
+    signed_in_account: str | None = None
+    signed_in_is_global_admin: bool | None = None
+    failure_code: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    thread: ThreadRef | None = None
+    version: int = 0
+    events: list[events.Event] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+    def _move(self, target: RenewalState, now: datetime) -> None:
+        if target not in TRANSITIONS[self.state]:
+            raise InvalidTransitionError(self.state, target)
+        self.state = target
+        self.updated_at = now
+
+    def invite(self, token_hash: str, expires_at: datetime, auth_url: str, now: datetime) -> None:
+        self._move(S.INVITED, now)
+        self.invitation_hash = token_hash
+        self.invitation_expires_at = expires_at
+        self.events.append(events.RenewalInvited(self.id, auth_url))
+
+    def invitation_has_expired(self, now: datetime) -> bool:
+        return self.invitation_expires_at is not None and now >= self.invitation_expires_at
+
+    def issue_code(self, code: DeviceCode, actor: Actor, now: datetime) -> None:
+        self._move(S.CODE_ISSUED, now)
+        self.device_code = code
+        self.code_issued_at = now
+        self.events.append(
+            events.DeviceCodeIssued(
+                self.id, code.user_code, code.verification_uri, code.expires_at, actor
+            )
+        )
+
+    def keep_polling(self, code: DeviceCode) -> None:
+        """Store the adapter's updated flow state (e.g. a longer interval after slow_down)."""
+        if self.state is not S.CODE_ISSUED:
+            raise InvalidTransitionError(self.state, S.CODE_ISSUED)
+        self.device_code = code
+
+    def code_lapsed(self, reason: str, now: datetime) -> None:
+        """The code expired or was declined: back to INVITED, the page offers a new code."""
+        self._move(S.INVITED, now)
+        self.device_code = None
+        self.events.append(events.CodeLapsed(self.id, reason))
+
+    def signed_in(self, account: str, is_global_admin: bool, total: int, now: datetime) -> None:
+        """The first token set came from the device flow; more may follow silently."""
+        if self.state is not S.CODE_ISSUED:
+            raise InvalidTransitionError(self.state, S.TOKENS_ACQUIRED)
+        self.signed_in_account = account
+        self.signed_in_is_global_admin = is_global_admin
+        self.device_code = None
+        self.tokens_total = total
+        self.tokens_acquired = 1
+        self.updated_at = now
+        self.events.append(events.TokenProgress(self.id, 1, total, account))
+
+    def token_acquired(self, now: datetime) -> None:
+        if self.state is not S.CODE_ISSUED or self.tokens_acquired >= self.tokens_total:
+            raise InvalidTransitionError(self.state, S.TOKENS_ACQUIRED)
+        self.tokens_acquired += 1
+        self.updated_at = now
+        self.events.append(
+            events.TokenProgress(
+                self.id, self.tokens_acquired, self.tokens_total, self.signed_in_account or ""
+            )
+        )
+
+    def acquire_tokens(self, now: datetime) -> None:
+        if self.tokens_acquired < self.tokens_total:
+            raise InvalidTransitionError(self.state, S.TOKENS_ACQUIRED)
+        self._move(S.TOKENS_ACQUIRED, now)
+        self.events.append(events.TokensAcquired(self.id, self.signed_in_account or ""))
+
+    def validate(self, warnings: list[str], now: datetime) -> None:
+        self._move(S.VALIDATED, now)
+        self.warnings = list(warnings)
+        self.invitation_hash = None  # the Auth URL is dead from here on
+        self.events.append(
+            events.RenewalValidated(self.id, self.signed_in_account or "", tuple(warnings))
+        )
+
+    def fail(self, code: str, now: datetime, detail: str = "") -> None:
+        self._move(S.FAILED, now)
+        self.failure_code = code
+        self.device_code = None
+        self.events.append(events.RenewalFailed(self.id, code, detail))
+
+    def expire(self, now: datetime) -> None:
+        self._move(S.EXPIRED, now)
+        self.device_code = None
+        self.events.append(events.RenewalExpired(self.id))
+
+    def cancel(self, actor: Actor, now: datetime) -> None:
+        self._move(S.CANCELLED, now)
+        self.device_code = None
+        self.events.append(events.RenewalCancelled(self.id, actor))

@@ -1,0 +1,173 @@
+"""Ports: what core needs from the outside world, in core's own words.
+
+Adapters implement these Protocols; tests use the fakes in tests/fakes. No channel ids, MSAL dicts
+or SQL here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from core.model import DeviceCode, Origin, Renewal, Tenant, ThreadRef
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class PollPending:
+    """The customer has not finished; poll again after ``code.interval`` seconds."""
+
+    code: DeviceCode
+
+
+@dataclass(frozen=True)
+class SignedIn:
+    """The device flow succeeded: claims of the signed-in account, read by the identity adapter."""
+
+    account: str
+    tenant_id: str
+    object_id: str
+    roles: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class DirectoryCheck:
+    """What Graph says with the new token: the organization and our app's service principal."""
+
+    organization_id: str
+    organization_name: str
+    app_registered_at: datetime | None
+
+
+class IdentityProvider(Protocol):
+    """Device-flow sign-in and tokens for a customer tenant (MSAL in production)."""
+
+    def token_set_names(self) -> Sequence[str]: ...
+
+    async def start_device_flow(self, tenant: Tenant) -> DeviceCode:
+        """Raises IdentityProviderError when the tenant refuses to start one."""
+
+    async def poll(self, tenant: Tenant, code: DeviceCode) -> PollPending | SignedIn:
+        """One poll of the token endpoint. Raises IdentityProviderError when the flow ended."""
+
+    async def acquire_silently(self, tenant: Tenant, token_set: str) -> None:
+        """Get one more token set from the same sign-in. Raises IdentityProviderError."""
+
+    async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
+        """Call Graph with the tenant's new token. Raises IdentityProviderError."""
+
+
+class ChatThreads(Protocol):
+    """A chat platform's threads: open one, post in it, keep a status line, announce."""
+
+    async def open_thread(self, origin: Origin, text: str) -> ThreadRef: ...
+
+    async def post(self, thread: ThreadRef, text: str) -> None: ...
+
+    async def update_status(self, thread: ThreadRef, text: str) -> None: ...
+
+    async def announce(self, text: str) -> None: ...
+
+
+class TenantRepository(Protocol):
+    async def add(self, tenant: Tenant) -> None: ...
+
+    async def get(self, key: str) -> Tenant | None: ...
+
+    async def find_exact(self, ref: str) -> Tenant | None:
+        """By slug, display name, primary domain or tenant id, ignoring case."""
+
+    async def names(self) -> list[str]:
+        """Slugs, display names and domains, for close-match suggestions."""
+
+    async def list(self) -> list[Tenant]: ...
+
+    async def mark_validated(self, key: str, at: datetime) -> None: ...
+
+
+class RenewalRepository(Protocol):
+    async def add(self, renewal: Renewal) -> None:
+        """Raises RenewalInProgressError if the tenant already has an active renewal."""
+
+    async def get(self, renewal_id: str) -> Renewal | None: ...
+
+    async def save(self, renewal: Renewal) -> None:
+        """Raises ConcurrencyError if someone saved this renewal since it was loaded."""
+
+    async def active_for(self, tenant_key: str) -> Renewal | None: ...
+
+    async def by_invitation(self, token_hash: str) -> Renewal | None: ...
+
+    async def awaiting_code(self) -> list[Renewal]:
+        """Renewals in CODE_ISSUED, for the poller after a restart."""
+
+    async def open(self) -> list[Renewal]: ...
+
+    async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]: ...
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    at: datetime
+    kind: str
+    actor: str
+    renewal_id: str | None
+    tenant_key: str | None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class IdentityErrorRecord:
+    at: datetime
+    tenant_key: str | None
+    code: str
+    error: str
+    description: str
+    correlation_id: str
+    source: str = "renewbot"
+
+
+class AuditLog(Protocol):
+    async def add(self, entry: AuditEntry) -> None: ...
+
+    async def for_tenant(self, tenant_key: str, limit: int = 20) -> list[AuditEntry]: ...
+
+
+class IdentityErrorLog(Protocol):
+    async def add(self, record: IdentityErrorRecord) -> None: ...
+
+    async def newest(
+        self, tenant_key: str | None = None, limit: int = 10
+    ) -> list[IdentityErrorRecord]: ...
+
+
+class UnitOfWork(Protocol):
+    tenants: TenantRepository
+    renewals: RenewalRepository
+    audit: AuditLog
+    identity_errors: IdentityErrorLog
+
+    async def __aenter__(self) -> UnitOfWork: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def commit(self) -> None: ...
+
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self) -> UnitOfWork: ...
+
+
+class TokenCacheStore(Protocol):
+    """Encrypted, per-tenant storage of the MSAL token cache (used by the identity adapter)."""
+
+    async def load(self, tenant_id: str) -> str | None: ...
+
+    async def save(self, tenant_id: str, serialized: str) -> None: ...

@@ -1,0 +1,309 @@
+"""Command handlers: the only code that drives the renewal state machine.
+
+Each handler opens a unit of work, changes the aggregate, commits, and only then talks to chat (via
+the Notifier). Calls to the identity provider happen outside database transactions, so a slow
+identity provider never holds a lock. Must not know any chat platform or library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import secrets
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from core import commands, messages
+from core.errors import (
+    IdentityProviderError,
+    InvalidTransitionError,
+    InvitationGoneError,
+    InvitationNotFoundError,
+    NoActiveRenewalError,
+    RenewalInProgressError,
+)
+from core.model import SYSTEM, Actor, Renewal, RenewalState, Tenant
+from core.notifications import Notifier
+from core.ports import (
+    AuditEntry,
+    Clock,
+    IdentityErrorRecord,
+    IdentityProvider,
+    PollPending,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from core.tenants import resolve
+from core.validation import Validator
+
+log = logging.getLogger("renewbot.core")
+
+FlowWatcher = Callable[[str, float], None]
+"""Called with (renewal id, seconds until the first poll) whenever a device code is issued."""
+
+
+def hash_invitation(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    public_url: str
+    invitation_ttl: timedelta = timedelta(days=7)
+
+
+@dataclass
+class RenewalService:
+    """Request, start, poll, complete, validate and cancel renewals."""
+
+    uow: UnitOfWorkFactory
+    identity: IdentityProvider
+    notifier: Notifier
+    clock: Clock
+    config: ServiceConfig
+    watch_flow: FlowWatcher = field(default=lambda renewal_id, delay: None)
+
+    def auth_url(self, token: str) -> str:
+        return f"{self.config.public_url.rstrip('/')}/onboard/{token}"
+
+    async def request_renewal(self, cmd: commands.RequestRenewal) -> tuple[Renewal, Tenant]:
+        """Create a renewal with a fresh invitation, open its thread and post the Auth URL.
+
+        Raises:
+            UnknownTenantError: nothing matches ``cmd.tenant_ref``.
+            RenewalInProgressError: the tenant already has an open renewal (enforced by storage).
+        """
+        now = self.clock.now()
+        token = secrets.token_urlsafe(32)
+        async with self.uow() as uow:
+            tenant = await resolve(uow, cmd.tenant_ref)
+            existing = await uow.renewals.active_for(tenant.key)
+            if existing is not None:
+                raise RenewalInProgressError(existing)
+            renewal = Renewal(
+                id=uuid.uuid4().hex,
+                tenant_key=tenant.key,
+                requested_by=cmd.requester,
+                invitation_email=cmd.email or tenant.admin_upn,
+                origin=cmd.origin,
+                created_at=now,
+                expected_account=tenant.admin_upn,
+            )
+            renewal.invite(
+                hash_invitation(token), now + self.config.invitation_ttl, self.auth_url(token), now
+            )
+            await uow.renewals.add(renewal)
+            await self._audit(uow, renewal, "renewal.requested", cmd.requester)
+            await uow.commit()
+        log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
+        thread = await self.notifier.open_thread(tenant, renewal)
+        if thread is not None:
+            async with self.uow() as uow:
+                stored = await self._load(uow, renewal.id)
+                stored.thread = thread
+                await uow.renewals.save(stored)
+                await uow.commit()
+            renewal.thread = thread
+        await self.notifier.publish(tenant, renewal)
+        return renewal, tenant
+
+    async def open_invitation(self, token: str) -> tuple[Renewal, Tenant]:
+        """The renewal behind an Auth URL, for showing the page. Changes nothing.
+
+        Raises:
+            InvitationNotFoundError: unknown or tampered token.
+            InvitationGoneError: used, cancelled, failed or expired.
+        """
+        async with self.uow() as uow:
+            renewal = await uow.renewals.by_invitation(hash_invitation(token))
+            if renewal is None:
+                raise InvitationNotFoundError
+            tenant = await self._tenant(uow, renewal)
+        if renewal.state is RenewalState.VALIDATED:
+            raise InvitationGoneError("used")
+        if renewal.state is RenewalState.CANCELLED:
+            raise InvitationGoneError("cancelled")
+        if renewal.state is RenewalState.EXPIRED or renewal.invitation_has_expired(
+            self.clock.now()
+        ):
+            raise InvitationGoneError("expired")
+        return renewal, tenant
+
+    async def start_authentication(
+        self, token: str, actor: Actor, admin_upn: str | None = None, *, fresh: bool = False
+    ) -> Renewal:
+        """The customer pressed Start authentication (or New code) on the page.
+
+        Idempotent: a second press while a live code is showing returns the same code, unless
+        ``fresh`` asks for a new one.
+        """
+        renewal, _ = await self.open_invitation(token)
+        if renewal.state is RenewalState.FAILED:
+            raise InvitationGoneError("failed")
+        return await self._issue_code(renewal.id, actor, admin_upn, fresh=fresh)
+
+    async def issue_code(self, cmd: commands.IssueCode) -> Renewal:
+        """Support asked for a code during a call (``renew-token code tenant``)."""
+        async with self.uow() as uow:
+            tenant = await resolve(uow, cmd.tenant_ref)
+            renewal = await uow.renewals.active_for(tenant.key)
+        if renewal is None:
+            raise NoActiveRenewalError(tenant.slug)
+        return await self._issue_code(renewal.id, cmd.requester, None, fresh=True)
+
+    async def _issue_code(
+        self, renewal_id: str, actor: Actor, admin_upn: str | None, *, fresh: bool
+    ) -> Renewal:
+        now = self.clock.now()
+        async with self.uow() as uow:
+            renewal = await self._load(uow, renewal_id)
+            tenant = await self._tenant(uow, renewal)
+        code = renewal.device_code
+        if renewal.state is RenewalState.CODE_ISSUED and code and code.expires_at > now:
+            if not fresh or renewal.tokens_acquired:
+                return renewal
+        elif renewal.state is not RenewalState.INVITED and renewal.state is not (
+            RenewalState.CODE_ISSUED
+        ):
+            raise InvalidTransitionError(renewal.state, RenewalState.CODE_ISSUED)
+        try:
+            new_code = await self.identity.start_device_flow(tenant)
+        except IdentityProviderError as exc:
+            await self._record_error(tenant, exc)
+            if exc.is_transient or messages.explain(exc.code).retry_with_new_code:
+                raise
+            return await self._fail(renewal_id, tenant, exc.code)
+        async with self.uow() as uow:
+            renewal = await self._load(uow, renewal_id)
+            if renewal.state is RenewalState.CODE_ISSUED:
+                renewal.code_lapsed("replaced", now)
+                renewal.events.clear()  # a replaced code is not news for the thread
+            if admin_upn and admin_upn.strip():
+                renewal.expected_account = admin_upn.strip()[:254]
+            renewal.issue_code(new_code, actor, self.clock.now())
+            await uow.renewals.save(renewal)
+            await self._audit(uow, renewal, "renewal.code_issued", actor)
+            await uow.commit()
+        self.watch_flow(renewal.id, float(new_code.interval))
+        await self.notifier.publish(tenant, renewal)
+        return renewal
+
+    async def poll_once(self, renewal_id: str) -> float | None:
+        """Poll one pending device flow once.
+
+        Returns:
+            Seconds until the next poll, or None when the flow is over (success or not).
+        """
+        now = self.clock.now()
+        async with self.uow() as uow:
+            renewal = await uow.renewals.get(renewal_id)
+            if renewal is None or renewal.state is not RenewalState.CODE_ISSUED:
+                return None
+            code = renewal.device_code
+            if code is None or renewal.tokens_acquired:
+                return None
+            tenant = await self._tenant(uow, renewal)
+        if now >= code.expires_at:
+            await self._lapse(renewal_id, tenant, "expired_token")
+            return None
+        try:
+            result = await self.identity.poll(tenant, code)
+        except IdentityProviderError as exc:
+            if exc.is_transient:
+                return float(code.interval)
+            await self._record_error(tenant, exc)
+            if messages.explain(exc.code).retry_with_new_code:
+                await self._lapse(renewal_id, tenant, exc.code)
+            else:
+                await self._fail(renewal_id, tenant, exc.code)
+            return None
+        if isinstance(result, PollPending):
+            if result.code != code:
+                async with self.uow() as uow:
+                    renewal = await self._load(uow, renewal_id)
+                    renewal.keep_polling(result.code)
+                    await uow.renewals.save(renewal)
+                    await uow.commit()
+            return float(result.code.interval)
+        await Validator(self).complete(renewal_id, tenant, result)
+        return None
+
+    async def cancel(self, cmd: commands.CancelRenewal) -> Renewal:
+        async with self.uow() as uow:
+            tenant = await resolve(uow, cmd.tenant_ref)
+            renewal = await uow.renewals.active_for(tenant.key)
+            if renewal is None:
+                raise NoActiveRenewalError(tenant.slug)
+            renewal.cancel(cmd.requester, self.clock.now())
+            await uow.renewals.save(renewal)
+            await self._audit(uow, renewal, "renewal.cancelled", cmd.requester)
+            await uow.commit()
+        await self.notifier.publish(tenant, renewal)
+        return renewal
+
+    async def expire_overdue(self) -> int:
+        """Expire open renewals whose invitation ran out. Returns how many."""
+        now = self.clock.now()
+        async with self.uow() as uow:
+            overdue = [r for r in await uow.renewals.open() if r.invitation_has_expired(now)]
+        for r in overdue:
+            await self._change(r.id, lambda r: r.expire(now), "renewal.expired")
+        return len(overdue)
+
+    # -- shared steps ---------------------------------------------------------------------
+
+    async def _lapse(self, renewal_id: str, tenant: Tenant, reason: str) -> None:
+        now = self.clock.now()
+        await self._change(renewal_id, lambda r: r.code_lapsed(reason, now), "renewal.code_lapsed")
+
+    async def _fail(self, renewal_id: str, tenant: Tenant, code: str) -> Renewal:
+        now = self.clock.now()
+        return await self._change(renewal_id, lambda r: r.fail(code, now), "renewal.failed")
+
+    async def _change(
+        self, renewal_id: str, step: Callable[[Renewal], None], kind: str, actor: Actor = SYSTEM
+    ) -> Renewal:
+        async with self.uow() as uow:
+            renewal = await self._load(uow, renewal_id)
+            tenant = await self._tenant(uow, renewal)
+            step(renewal)
+            await uow.renewals.save(renewal)
+            await self._audit(uow, renewal, kind, actor)
+            await uow.commit()
+        await self.notifier.publish(tenant, renewal)
+        return renewal
+
+    async def _load(self, uow: UnitOfWork, renewal_id: str) -> Renewal:
+        renewal = await uow.renewals.get(renewal_id)
+        if renewal is None:
+            raise InvitationNotFoundError
+        return renewal
+
+    async def _tenant(self, uow: UnitOfWork, renewal: Renewal) -> Tenant:
+        tenant = await uow.tenants.get(renewal.tenant_key)
+        assert tenant is not None, "renewals reference tenants by foreign key"
+        return tenant
+
+    async def _audit(self, uow: UnitOfWork, renewal: Renewal, kind: str, actor: Actor) -> None:
+        detail = renewal.failure_code or renewal.signed_in_account or ""
+        await uow.audit.add(
+            AuditEntry(
+                self.clock.now(), kind, actor.describe(), renewal.id, renewal.tenant_key, detail
+            )
+        )
+
+    async def _record_error(self, tenant: Tenant, exc: IdentityProviderError) -> None:
+        async with self.uow() as uow:
+            await uow.identity_errors.add(
+                IdentityErrorRecord(
+                    self.clock.now(),
+                    tenant.key,
+                    exc.code,
+                    exc.error,
+                    exc.description[:2000],
+                    exc.correlation_id,
+                )
+            )
+            await uow.commit()

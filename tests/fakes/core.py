@@ -1,0 +1,239 @@
+"""In-memory stand-ins for core's ports: storage, identity, chat and clock. Unit tests only."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from core.errors import ConcurrencyError, IdentityProviderError, RenewalInProgressError
+from core.model import DeviceCode, Origin, Renewal, Tenant, ThreadRef
+from core.ports import AuditEntry, DirectoryCheck, IdentityErrorRecord, PollPending, SignedIn
+
+
+class FrozenClock:
+    def __init__(self, at: datetime | None = None) -> None:
+        self.at = at or datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+    def advance(self, **kw: float) -> None:
+        self.at += timedelta(**kw)
+
+
+@dataclass
+class Store:
+    tenants: dict[str, Tenant] = field(default_factory=dict)
+    renewals: dict[str, Renewal] = field(default_factory=dict)
+    audit: list[AuditEntry] = field(default_factory=list)
+    errors: list[IdentityErrorRecord] = field(default_factory=list)
+
+
+class _Tenants:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def add(self, tenant: Tenant) -> None:
+        self.s.tenants[tenant.key] = tenant
+
+    async def get(self, key: str) -> Tenant | None:
+        t = self.s.tenants.get(key)
+        return copy.copy(t) if t else None
+
+    async def find_exact(self, ref: str) -> Tenant | None:
+        low = ref.lower()
+        for t in self.s.tenants.values():
+            if low in {t.slug.lower(), t.display_name.lower(), t.primary_domain.lower(),
+                       t.tenant_id.lower()}:
+                return copy.copy(t)
+        return None
+
+    async def names(self) -> list[str]:
+        return [n for t in self.s.tenants.values() for n in (t.slug, t.display_name)]
+
+    async def list(self) -> list[Tenant]:
+        return [copy.copy(t) for t in self.s.tenants.values()]
+
+    async def mark_validated(self, key: str, at: datetime) -> None:
+        self.s.tenants[key].last_validated_at = at
+
+
+class _Renewals:
+    def __init__(self, store: Store, staged: dict[str, Renewal]) -> None:
+        self.s = store
+        self.staged = staged
+
+    def _all(self) -> dict[str, Renewal]:
+        return {**self.s.renewals, **self.staged}
+
+    async def add(self, renewal: Renewal) -> None:
+        if any(r.tenant_key == renewal.tenant_key and r.is_active for r in self._all().values()):
+            raise RenewalInProgressError()
+        self.staged[renewal.id] = renewal
+
+    async def get(self, renewal_id: str) -> Renewal | None:
+        r = self._all().get(renewal_id)
+        return copy.deepcopy(r) if r else None
+
+    async def save(self, renewal: Renewal) -> None:
+        current = self._all()[renewal.id]
+        if current.version != renewal.version:
+            raise ConcurrencyError
+        renewal.version += 1
+        self.staged[renewal.id] = renewal
+
+    async def active_for(self, tenant_key: str) -> Renewal | None:
+        for r in self._all().values():
+            if r.tenant_key == tenant_key and r.is_active:
+                return copy.deepcopy(r)
+        return None
+
+    async def by_invitation(self, token_hash: str) -> Renewal | None:
+        for r in self._all().values():
+            if r.invitation_hash == token_hash:
+                return copy.deepcopy(r)
+        return None
+
+    async def awaiting_code(self) -> list[Renewal]:
+        return [copy.deepcopy(r) for r in self._all().values() if r.state == "code_issued"]
+
+    async def open(self) -> list[Renewal]:
+        return [copy.deepcopy(r) for r in self._all().values() if r.is_active]
+
+    async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
+        return [copy.deepcopy(r) for r in self._all().values() if r.tenant_key == tenant_key]
+
+
+class _Audit:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def add(self, entry: AuditEntry) -> None:
+        self.s.audit.append(entry)
+
+    async def for_tenant(self, tenant_key: str, limit: int = 20) -> list[AuditEntry]:
+        return [e for e in reversed(self.s.audit) if e.tenant_key == tenant_key][:limit]
+
+
+class _Errors:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def add(self, record: IdentityErrorRecord) -> None:
+        self.s.errors.append(record)
+
+    async def newest(self, tenant_key: str | None = None, limit: int = 10) -> list[IdentityErrorRecord]:
+        rows = [e for e in reversed(self.s.errors) if tenant_key in (None, e.tenant_key)]
+        return rows[:limit]
+
+
+class InMemoryUnitOfWork:
+    """Renewals are staged until commit, like a transaction; audit writes are immediate."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.staged: dict[str, Renewal] = {}
+        self.tenants = _Tenants(store)
+        self.renewals = _Renewals(store, self.staged)
+        self.audit = _Audit(store)
+        self.identity_errors = _Errors(store)
+        self.committed = False
+
+    async def __aenter__(self) -> InMemoryUnitOfWork:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.staged.clear()
+
+    async def commit(self) -> None:
+        for r in self.staged.values():
+            stored = copy.deepcopy(r)
+            stored.events = []
+            self.store.renewals[r.id] = stored
+        self.staged.clear()
+        self.committed = True
+
+    async def rollback(self) -> None:
+        self.staged.clear()
+
+
+class RecordingChatThreads:
+    def __init__(self) -> None:
+        self.threads: dict[str, list[str]] = {}
+        self.status: dict[str, str] = {}
+        self.announcements: list[str] = []
+        self.fail = False
+
+    async def open_thread(self, origin: Origin, text: str) -> ThreadRef:
+        key = f"t{len(self.threads) + 1}"
+        self.threads[key] = [text]
+        return ThreadRef("test", key)
+
+    async def post(self, thread: ThreadRef, text: str) -> None:
+        if self.fail:
+            from core.errors import ChatDeliveryError
+
+            raise ChatDeliveryError("down")
+        self.threads[thread.key].append(text)
+
+    async def update_status(self, thread: ThreadRef, text: str) -> None:
+        self.status[thread.key] = text
+
+    async def announce(self, text: str) -> None:
+        self.announcements.append(text)
+
+    def texts(self) -> list[str]:
+        return [t for msgs in self.threads.values() for t in msgs]
+
+
+class FakeIdentityProvider:
+    """Scripted identity: queue poll results or errors; checks answer for a chosen tenant."""
+
+    def __init__(self, clock: FrozenClock, sets: Sequence[str] = ("graph", "exchange", "sharepoint")) -> None:
+        self.clock = clock
+        self.sets = list(sets)
+        self.polls: list[PollPending | SignedIn | IdentityProviderError] = []
+        self.start_error: IdentityProviderError | None = None
+        self.silent_error: IdentityProviderError | None = None
+        self.directory: DirectoryCheck | IdentityProviderError | None = None
+        self.started = 0
+        self.silent: list[str] = []
+
+    def token_set_names(self) -> Sequence[str]:
+        return self.sets
+
+    async def start_device_flow(self, tenant: Tenant) -> DeviceCode:
+        if self.start_error:
+            raise self.start_error
+        self.started += 1
+        return DeviceCode(
+            f"CODE{self.started:04d}",
+            "https://sandbox.test/devicelogin",
+            self.clock.now() + timedelta(minutes=15),
+            5,
+            uuid.uuid4().bytes,
+        )
+
+    async def poll(self, tenant: Tenant, code: DeviceCode) -> PollPending | SignedIn:
+        result = self.polls.pop(0) if self.polls else PollPending(code)
+        if isinstance(result, IdentityProviderError):
+            raise result
+        return result
+
+    async def acquire_silently(self, tenant: Tenant, token_set: str) -> None:
+        if self.silent_error:
+            raise self.silent_error
+        self.silent.append(token_set)
+
+    async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
+        d = self.directory
+        if isinstance(d, IdentityProviderError):
+            raise d
+        return d or DirectoryCheck(tenant.tenant_id, tenant.display_name, None)
+
+
+def slow_down(code: DeviceCode) -> PollPending:
+    return PollPending(replace(code, interval=code.interval + 5))
