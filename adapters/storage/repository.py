@@ -1,0 +1,278 @@
+"""Repositories and the unit of work over one AsyncConnection transaction.
+
+Maps rows to core's aggregates by hand (no ORM identity map to surprise us), translates unique
+violations into RenewalInProgressError and lost updates into ConcurrencyError, and encrypts the
+device-flow state. Database failures become StorageError at this boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.storage.crypto import SecretBox
+from adapters.storage.tables import audit_events, msal_errors, renewals, tenants, token_caches
+from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
+from core.model import ACTIVE_STATES, Actor, DeviceCode, Origin, Renewal, RenewalState, Tenant
+from core.model import ThreadRef
+from core.ports import AuditEntry, IdentityErrorRecord
+
+_ACTIVE = [s.value for s in ACTIVE_STATES]
+
+
+def _tenant(row: Row[Any]) -> Tenant:
+    return Tenant(
+        row.key, row.slug, row.display_name, row.tenant_id, row.primary_domain, row.admin_upn,
+        row.last_validated_at,
+    )
+
+
+class SqlTenantRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.c = conn
+
+    async def add(self, tenant: Tenant, now: datetime | None = None) -> None:
+        values = {
+            "key": tenant.key, "slug": tenant.slug, "display_name": tenant.display_name,
+            "tenant_id": tenant.tenant_id, "primary_domain": tenant.primary_domain,
+            "admin_upn": tenant.admin_upn, "created_at": now or datetime.now(UTC),
+            "last_validated_at": tenant.last_validated_at,
+        }
+        await self.c.execute(insert(tenants).values(**values))
+
+    async def get(self, key: str) -> Tenant | None:
+        row = (await self.c.execute(select(tenants).where(tenants.c.key == key))).first()
+        return _tenant(row) if row else None
+
+    async def find_exact(self, ref: str) -> Tenant | None:
+        low = ref.lower()
+        cols = (tenants.c.slug, tenants.c.display_name, tenants.c.primary_domain, tenants.c.tenant_id)
+        query = select(tenants).where(or_(*(func.lower(c) == low for c in cols))).limit(1)
+        row = (await self.c.execute(query)).first()
+        return _tenant(row) if row else None
+
+    async def names(self) -> list[str]:
+        rows = await self.c.execute(select(tenants.c.slug, tenants.c.display_name))
+        return [n for row in rows for n in row]
+
+    async def list(self) -> list[Tenant]:
+        rows = await self.c.execute(select(tenants).order_by(tenants.c.slug))
+        return [_tenant(r) for r in rows]
+
+    async def mark_validated(self, key: str, at: datetime) -> None:
+        await self.c.execute(
+            update(tenants).where(tenants.c.key == key).values(last_validated_at=at)
+        )
+
+
+class SqlRenewalRepository:
+    def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
+        self.c = conn
+        self.box = box
+
+    def _values(self, r: Renewal) -> dict[str, Any]:
+        code = r.device_code
+        return {
+            "id": r.id, "tenant_key": r.tenant_key, "state": r.state.value,
+            "requested_by_platform": r.requested_by.platform,
+            "requested_by_id": r.requested_by.user_id,
+            "requested_by_name": r.requested_by.name,
+            "invitation_email": r.invitation_email, "expected_account": r.expected_account,
+            "origin_platform": r.origin.platform, "origin_channel": r.origin.channel,
+            "created_at": r.created_at, "updated_at": r.updated_at,
+            "invitation_hash": r.invitation_hash,
+            "invitation_expires_at": r.invitation_expires_at,
+            "user_code": code.user_code if code else None,
+            "verification_uri": code.verification_uri if code else None,
+            "code_expires_at": code.expires_at if code else None,
+            "poll_interval": code.interval if code else None,
+            "flow_state": self.box.seal(code.flow_state) if code else None,
+            "code_issued_at": r.code_issued_at, "tokens_acquired": r.tokens_acquired,
+            "tokens_total": r.tokens_total, "signed_in_account": r.signed_in_account,
+            "signed_in_is_global_admin": r.signed_in_is_global_admin,
+            "failure_code": r.failure_code, "warnings": json.dumps(r.warnings),
+            "thread_platform": r.thread.platform if r.thread else None,
+            "thread_key": r.thread.key if r.thread else None,
+            "version": r.version,
+        }
+
+    def _renewal(self, row: Row[Any]) -> Renewal:
+        code = None
+        if row.flow_state is not None:
+            code = DeviceCode(
+                row.user_code, row.verification_uri, row.code_expires_at, row.poll_interval,
+                self.box.open(row.flow_state),
+            )
+        thread = ThreadRef(row.thread_platform, row.thread_key) if row.thread_platform else None
+        return Renewal(
+            id=row.id, tenant_key=row.tenant_key, state=RenewalState(row.state),
+            requested_by=Actor(row.requested_by_platform, row.requested_by_id, row.requested_by_name),
+            invitation_email=row.invitation_email, expected_account=row.expected_account,
+            origin=Origin(row.origin_platform, row.origin_channel),
+            created_at=row.created_at, updated_at=row.updated_at,
+            invitation_hash=row.invitation_hash, invitation_expires_at=row.invitation_expires_at,
+            device_code=code, code_issued_at=row.code_issued_at,
+            tokens_acquired=row.tokens_acquired, tokens_total=row.tokens_total,
+            signed_in_account=row.signed_in_account,
+            signed_in_is_global_admin=row.signed_in_is_global_admin,
+            failure_code=row.failure_code, warnings=json.loads(row.warnings), thread=thread,
+            version=row.version,
+        )
+
+    async def _many(self, *where: Any, limit: int | None = None) -> list[Renewal]:
+        query = select(renewals).where(*where).order_by(renewals.c.created_at.desc())
+        if limit:
+            query = query.limit(limit)
+        return [self._renewal(r) for r in await self.c.execute(query)]
+
+    async def _one(self, *where: Any) -> Renewal | None:
+        found = await self._many(*where, limit=1)
+        return found[0] if found else None
+
+    async def add(self, renewal: Renewal) -> None:
+        try:
+            async with self.c.begin_nested():
+                await self.c.execute(insert(renewals).values(**self._values(renewal)))
+        except IntegrityError as exc:
+            raise RenewalInProgressError(await self.active_for(renewal.tenant_key)) from exc
+
+    async def get(self, renewal_id: str) -> Renewal | None:
+        return await self._one(renewals.c.id == renewal_id)
+
+    async def save(self, renewal: Renewal) -> None:
+        values = self._values(renewal)
+        values["version"] = renewal.version + 1
+        result = await self.c.execute(
+            update(renewals)
+            .where(renewals.c.id == renewal.id, renewals.c.version == renewal.version)
+            .values(**values)
+        )
+        if result.rowcount != 1:
+            raise ConcurrencyError
+        renewal.version += 1
+
+    async def active_for(self, tenant_key: str) -> Renewal | None:
+        return await self._one(renewals.c.tenant_key == tenant_key, renewals.c.state.in_(_ACTIVE))
+
+    async def by_invitation(self, token_hash: str) -> Renewal | None:
+        return await self._one(renewals.c.invitation_hash == token_hash)
+
+    async def awaiting_code(self) -> list[Renewal]:
+        return await self._many(renewals.c.state == RenewalState.CODE_ISSUED.value)
+
+    async def open(self) -> list[Renewal]:
+        return await self._many(renewals.c.state.in_(_ACTIVE))
+
+    async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
+        return await self._many(renewals.c.tenant_key == tenant_key, limit=limit)
+
+
+class SqlAuditLog:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.c = conn
+
+    async def add(self, entry: AuditEntry) -> None:
+        await self.c.execute(insert(audit_events).values(
+            at=entry.at, kind=entry.kind, actor=entry.actor, renewal_id=entry.renewal_id,
+            tenant_key=entry.tenant_key, detail=entry.detail,
+        ))
+
+    async def for_tenant(self, tenant_key: str, limit: int = 20) -> list[AuditEntry]:
+        rows = await self.c.execute(
+            select(audit_events).where(audit_events.c.tenant_key == tenant_key)
+            .order_by(audit_events.c.at.desc(), audit_events.c.id.desc()).limit(limit)
+        )
+        return [AuditEntry(r.at, r.kind, r.actor, r.renewal_id, r.tenant_key, r.detail) for r in rows]
+
+
+class SqlIdentityErrorLog:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.c = conn
+
+    async def add(self, record: IdentityErrorRecord) -> None:
+        await self.c.execute(insert(msal_errors).values(
+            at=record.at, tenant_key=record.tenant_key, code=record.code, error=record.error,
+            description=record.description, correlation_id=record.correlation_id,
+            source=record.source,
+        ))
+
+    async def newest(self, tenant_key: str | None = None, limit: int = 10) -> list[IdentityErrorRecord]:
+        query = select(msal_errors).order_by(msal_errors.c.at.desc(), msal_errors.c.id.desc())
+        if tenant_key:
+            query = query.where(msal_errors.c.tenant_key == tenant_key)
+        rows = await self.c.execute(query.limit(limit))
+        return [
+            IdentityErrorRecord(r.at, r.tenant_key, r.code, r.error, r.description,
+                                r.correlation_id, r.source)
+            for r in rows
+        ]
+
+
+class SqlUnitOfWork:
+    """One transaction. Leaving the block without commit() rolls back."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self.engine = engine
+        self.box = box
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        try:
+            self.conn = await self.engine.connect()
+            await self.conn.begin()
+        except (OperationalError, DBAPIError, OSError) as exc:
+            raise StorageError("the database is not reachable") from exc
+        self.tenants = SqlTenantRepository(self.conn)
+        self.renewals = SqlRenewalRepository(self.conn, self.box)
+        self.audit = SqlAuditLog(self.conn)
+        self.identity_errors = SqlIdentityErrorLog(self.conn)
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self.conn.in_transaction():
+                await self.conn.rollback()
+        finally:
+            await self.conn.close()
+        if isinstance(exc, (OperationalError, DBAPIError)) and not isinstance(exc, IntegrityError):
+            raise StorageError("the database failed") from exc
+
+    async def commit(self) -> None:
+        try:
+            await self.conn.commit()
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError("the database failed to commit") from exc
+
+    async def rollback(self) -> None:
+        await self.conn.rollback()
+
+
+class SqlTokenCacheStore:
+    """The MSAL token cache per tenant, encrypted; written in its own short transaction."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self.engine = engine
+        self.box = box
+
+    async def load(self, tenant_id: str) -> str | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(token_caches.c.ciphertext).where(token_caches.c.tenant_id == tenant_id)
+            )).first()
+        return self.box.open(row.ciphertext).decode() if row else None
+
+    async def save(self, tenant_id: str, serialized: str) -> None:
+        sealed = self.box.seal(serialized.encode())
+        now = datetime.now(UTC)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                update(token_caches).where(token_caches.c.tenant_id == tenant_id)
+                .values(ciphertext=sealed, updated_at=now)
+            )
+            if result.rowcount == 0:
+                await conn.execute(insert(token_caches).values(
+                    tenant_id=tenant_id, ciphertext=sealed, updated_at=now))

@@ -1,0 +1,138 @@
+"""The database schema as SQLAlchemy Core tables. Alembic migrations create the same schema.
+
+One active renewal per tenant is a partial unique index, not a check in code.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    text,
+)
+
+ACTIVE_STATES_SQL = "state IN ('requested', 'invited', 'code_issued', 'tokens_acquired')"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on both SQLite (which stores naive) and PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = MetaData()
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("key", String(36), primary_key=True),
+    Column("slug", String(120), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("tenant_id", String(64), nullable=False, unique=True),
+    Column("primary_domain", String(253), nullable=False),
+    Column("admin_upn", String(254), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_validated_at", UTCDateTime),
+)
+
+renewals = Table(
+    "renewals",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("tenant_key", String(36), ForeignKey("tenants.key"), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("requested_by_platform", String(20), nullable=False),
+    Column("requested_by_id", String(120), nullable=False),
+    Column("requested_by_name", String(200), nullable=False),
+    Column("invitation_email", String(254), nullable=False),
+    Column("expected_account", String(254), nullable=False),
+    Column("origin_platform", String(20), nullable=False),
+    Column("origin_channel", String(400), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime),
+    Column("invitation_hash", String(64), unique=True),
+    Column("invitation_expires_at", UTCDateTime),
+    Column("user_code", String(32)),
+    Column("verification_uri", String(500)),
+    Column("code_expires_at", UTCDateTime),
+    Column("poll_interval", Integer),
+    Column("flow_state", LargeBinary),  # encrypted: holds the device code
+    Column("code_issued_at", UTCDateTime),
+    Column("tokens_acquired", Integer, nullable=False),
+    Column("tokens_total", Integer, nullable=False),
+    Column("signed_in_account", String(254)),
+    Column("signed_in_is_global_admin", Boolean),
+    Column("failure_code", String(64)),
+    Column("warnings", Text, nullable=False),
+    Column("thread_platform", String(20)),
+    Column("thread_key", Text),
+    Column("version", Integer, nullable=False),
+    Index(
+        "uq_renewals_one_active_per_tenant",
+        "tenant_key",
+        unique=True,
+        sqlite_where=text(ACTIVE_STATES_SQL),
+        postgresql_where=text(ACTIVE_STATES_SQL),
+    ),
+)
+
+token_caches = Table(
+    "token_caches",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("ciphertext", LargeBinary, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("renewal_id", String(32)),
+    Column("tenant_key", String(36)),
+    Column("detail", Text, nullable=False),
+    Index("ix_audit_tenant_at", "tenant_key", "at"),
+)
+
+msal_errors = Table(
+    "msal_errors",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("tenant_key", String(36)),
+    Column("code", String(64), nullable=False),
+    Column("error", String(64), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("correlation_id", String(64), nullable=False),
+    Column("source", String(64), nullable=False),
+    Index("ix_msal_errors_at", "at"),
+)

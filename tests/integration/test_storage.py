@@ -1,0 +1,182 @@
+"""Repositories and unit of work on SQLite and on the suite's own PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.storage.crypto import SecretBox, generate_key
+from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
+from adapters.storage.tables import renewals
+from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
+from core.model import Actor, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
+from tests.fakes.refs import random_tenant
+
+NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
+
+
+def new_renewal(tenant_key: str) -> Renewal:
+    r = Renewal(
+        id=uuid.uuid4().hex, tenant_key=tenant_key, requested_by=Actor("slack", "U1", "Sam"),
+        invitation_email="admin@x.example", origin=Origin("slack", "C1"), created_at=NOW,
+        expected_account="admin@x.example",
+    )
+    r.invite(uuid.uuid4().hex + uuid.uuid4().hex, NOW + timedelta(days=7), "https://x", NOW)
+    return r
+
+
+async def add_tenant(engine: AsyncEngine, box: SecretBox):  # type: ignore[no-untyped-def]
+    tenant = random_tenant()
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.tenants.add(tenant)
+        await uow.commit()
+    return tenant
+
+
+async def test_tenant_found_by_every_name(engine: AsyncEngine, box: SecretBox) -> None:
+    """Slug, display name, domain and tenant id all find the tenant, ignoring case."""
+    tenant = await add_tenant(engine, box)
+    async with SqlUnitOfWork(engine, box) as uow:
+        for ref in (tenant.slug, tenant.display_name.upper(), tenant.primary_domain, tenant.tenant_id):
+            found = await uow.tenants.find_exact(ref)
+            assert found is not None and found.key == tenant.key
+
+
+async def test_renewal_round_trip_with_encrypted_flow_state(engine: AsyncEngine, box: SecretBox) -> None:
+    """Every field survives storage; the device-flow state is unreadable in the raw row."""
+    tenant = await add_tenant(engine, box)
+    r = new_renewal(tenant.key)
+    secret = b'{"device_code": "DEVICECODE-very-secret"}'
+    r.issue_code(DeviceCode("ABCD-1234", "https://login/device", NOW + timedelta(minutes=15), 5,
+                            secret), Actor("web", "customer"), NOW)
+    r.thread = ThreadRef("slack", "C1:1234.5678")
+    r.warnings = ["w1"]
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.add(r)
+        await uow.commit()
+    async with SqlUnitOfWork(engine, box) as uow:
+        loaded = await uow.renewals.get(r.id)
+    assert loaded is not None
+    assert loaded.device_code == r.device_code and loaded.thread == r.thread
+    assert loaded.state is RenewalState.CODE_ISSUED and loaded.warnings == ["w1"]
+    assert loaded.created_at == NOW
+    async with engine.connect() as conn:
+        raw = (await conn.execute(select(renewals.c.flow_state).where(renewals.c.id == r.id))).scalar()
+    assert b"DEVICECODE" not in raw
+
+
+async def test_database_allows_one_active_renewal_per_tenant(engine: AsyncEngine, box: SecretBox) -> None:
+    """Two simultaneous requests for one tenant: exactly one renewal exists afterwards."""
+    tenant = await add_tenant(engine, box)
+
+    async def request() -> str:
+        async with SqlUnitOfWork(engine, box) as uow:
+            await uow.renewals.add(new_renewal(tenant.key))
+            await uow.commit()
+        return "ok"
+
+    results = await asyncio.gather(request(), request(), return_exceptions=True)
+    assert sorted(type(x).__name__ for x in results) == ["RenewalInProgressError", "str"]
+    async with SqlUnitOfWork(engine, box) as uow:
+        assert len(await uow.renewals.for_tenant(tenant.key)) == 1
+
+
+async def test_constraint_holds_even_for_raw_sql(engine: AsyncEngine, box: SecretBox) -> None:
+    """The rule lives in the schema: code that bypasses the repository cannot break it."""
+    tenant = await add_tenant(engine, box)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.add(new_renewal(tenant.key))
+        await uow.commit()
+    second = new_renewal(tenant.key)
+    values = {c.name: None for c in renewals.columns}
+    values.update(id=second.id, tenant_key=tenant.key, state="code_issued",
+                  requested_by_platform="x", requested_by_id="x", requested_by_name="x",
+                  invitation_email="x", expected_account="x", origin_platform="x",
+                  origin_channel="x", created_at=NOW, tokens_acquired=0, tokens_total=0,
+                  warnings="[]", version=0)
+    with pytest.raises(IntegrityError):
+        async with engine.begin() as conn:
+            await conn.execute(insert(renewals).values(**values))
+
+
+async def test_finished_renewal_frees_the_tenant(engine: AsyncEngine, box: SecretBox) -> None:
+    """After a cancel, a new renewal of the same tenant is allowed."""
+    tenant = await add_tenant(engine, box)
+    first = new_renewal(tenant.key)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.add(first)
+        await uow.commit()
+    first.cancel(Actor("slack", "U1"), NOW)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.save(first)
+        await uow.renewals.add(new_renewal(tenant.key))
+        await uow.commit()
+
+
+async def test_lost_update_is_refused(engine: AsyncEngine, box: SecretBox) -> None:
+    """Two writers of one renewal: the second one is told instead of silently overwriting."""
+    tenant = await add_tenant(engine, box)
+    r = new_renewal(tenant.key)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.add(r)
+        await uow.commit()
+    async with SqlUnitOfWork(engine, box) as uow:
+        a = await uow.renewals.get(r.id)
+    async with SqlUnitOfWork(engine, box) as uow:
+        b = await uow.renewals.get(r.id)
+    assert a and b
+    a.cancel(Actor("x", "a"), NOW)
+    b.expire(NOW)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.save(a)
+        await uow.commit()
+    with pytest.raises(ConcurrencyError):
+        async with SqlUnitOfWork(engine, box) as uow:
+            await uow.renewals.save(b)
+
+
+async def test_uncommitted_work_leaves_nothing(engine: AsyncEngine, box: SecretBox) -> None:
+    """A failure mid-command leaves no half-written rows."""
+    tenant = await add_tenant(engine, box)
+    r = new_renewal(tenant.key)
+    with pytest.raises(RuntimeError):
+        async with SqlUnitOfWork(engine, box) as uow:
+            await uow.renewals.add(r)
+            raise RuntimeError("crash before commit")
+    async with SqlUnitOfWork(engine, box) as uow:
+        assert await uow.renewals.get(r.id) is None
+
+
+async def test_token_cache_encrypted_and_rotatable(engine: AsyncEngine) -> None:
+    """The MSAL cache is ciphertext at rest, and survives adding a new first key."""
+    old = generate_key()
+    store = SqlTokenCacheStore(engine, SecretBox([old]))
+    tid = str(uuid.uuid4())
+    await store.save(tid, '{"RefreshToken": {"x": {"secret": "RT-SECRET"}}}')
+    await store.save(tid, '{"RefreshToken": {"x": {"secret": "RT-SECRET-2"}}}')
+    async with engine.connect() as conn:
+        raw = (await conn.execute(text("SELECT ciphertext FROM token_caches WHERE tenant_id = :t"),
+                                  {"t": tid})).scalar()
+    assert b"RT-SECRET" not in raw
+    rotated = SqlTokenCacheStore(engine, SecretBox([generate_key(), old]))
+    assert "RT-SECRET-2" in (await rotated.load(tid) or "")
+    with pytest.raises(StorageError):
+        await SqlTokenCacheStore(engine, SecretBox([generate_key()])).load(tid)
+
+
+async def test_database_gone_is_a_storage_error(box: SecretBox) -> None:
+    """A database that went away surfaces as StorageError, not a driver exception."""
+    from adapters.storage.database import make_engine
+    from tests.servers.postgres import free_port
+
+    eng = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres")
+    with pytest.raises(StorageError):
+        async with SqlUnitOfWork(eng, box):
+            pass
+    await eng.dispose()
