@@ -141,11 +141,22 @@ EXPLANATIONS: dict[str, Explanation] = {
         "The sign-in could not be confirmed yet. Your support team will follow up.",
     ),
     "not_global_admin": Explanation(
-        "Consent was granted by an account that is not a Global Administrator",
-        "The Enterprise Application had to be recreated, which needs a Global Administrator, "
+        "The account that signed in is not a Global Administrator",
+        "The Enterprise Application was missing, so this renewal needs a Global Administrator, "
         "but the account that signed in does not hold that role. Start a new renewal with a "
         "Global Administrator.",
         "A Global Administrator must sign in for this step. Please contact your support team.",
+    ),
+    "invalid_authority": Explanation(
+        "Microsoft does not know this tenant id",
+        "The sign-in service rejected the tenant id. Check it with `show` and fix the tenant "
+        "record before starting again.",
+        "Your organization could not be found. Please contact your support team.",
+    ),
+    "AADSTS90002": Explanation(
+        "Microsoft does not know this tenant id",
+        "The tenant id was not found. Check it with `show` and fix the tenant record.",
+        "Your organization could not be found. Please contact your support team.",
     ),
     "unavailable": Explanation(
         "Microsoft's sign-in service did not answer",

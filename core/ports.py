@@ -37,11 +37,10 @@ class SignedIn:
 
 @dataclass(frozen=True)
 class DirectoryCheck:
-    """What Graph says with the new token: the organization and our app's service principal."""
+    """What Microsoft Graph says about the organization, called with the tenant's new token."""
 
     organization_id: str
     organization_name: str
-    app_registered_at: datetime | None
 
 
 class IdentityProvider(Protocol):

@@ -1,9 +1,9 @@
 """After sign-in: acquire the remaining token sets silently, then validate (DESIGN.md section 3).
 
 Validation rules: the signed-in tenant must be the renewal's tenant; Graph must answer with the new
-token for that same organization; where the application's service principal was (re)created during
-this sign-in (consent was needed), the account must be a Global Administrator; an account other
-than the configured M365 admin is a warning naming both.
+token for that same organization; where consent was needed (the tenant's last identity error said
+the Enterprise Application is missing or unconsented), the account must be a Global Administrator;
+an account other than the configured M365 admin is a warning naming both.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from core.services import RenewalService
 
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
+CONSENT_CODES = frozenset({"AADSTS65001", "AADSTS700016", "AADSTS90094"})
 
 
 class Validator:
@@ -70,7 +71,10 @@ class Validator:
                 await s.notifier.note(tenant, renewal, messages.graph_unreachable())
                 return renewal
             return await s._fail(renewal_id, tenant, "graph_failed")
-        problem = self.problem(renewal, tenant, check)
+        async with s.uow() as uow:
+            last_errors = await uow.identity_errors.newest(tenant.key, limit=1)
+        consent_needed = bool(last_errors) and last_errors[0].code in CONSENT_CODES
+        problem = self.problem(renewal, tenant, check, consent_needed)
         if problem:
             return await s._fail(renewal_id, tenant, problem)
         warnings = self.warnings(renewal, tenant, check)
@@ -82,18 +86,17 @@ class Validator:
         return renewal
 
     @staticmethod
-    def consent_was_needed(renewal: Renewal, check: DirectoryCheck) -> bool:
-        issued = renewal.code_issued_at
-        return bool(check.app_registered_at and issued and check.app_registered_at >= issued)
-
-    def problem(self, renewal: Renewal, tenant: Tenant, check: DirectoryCheck) -> str | None:
+    def problem(
+        renewal: Renewal, tenant: Tenant, check: DirectoryCheck, consent_needed: bool
+    ) -> str | None:
         if check.organization_id.lower() != tenant.tenant_id.lower():
             return "graph_mismatch"
-        if self.consent_was_needed(renewal, check) and not renewal.signed_in_is_global_admin:
+        if consent_needed and not renewal.signed_in_is_global_admin:
             return "not_global_admin"
         return None
 
-    def warnings(self, renewal: Renewal, tenant: Tenant, check: DirectoryCheck) -> list[str]:
+    @staticmethod
+    def warnings(renewal: Renewal, tenant: Tenant, check: DirectoryCheck) -> list[str]:
         account = renewal.signed_in_account or ""
         expected = renewal.expected_account or tenant.admin_upn
         found = []

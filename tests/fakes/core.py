@@ -232,7 +232,7 @@ class FakeIdentityProvider:
         d = self.directory
         if isinstance(d, IdentityProviderError):
             raise d
-        return d or DirectoryCheck(tenant.tenant_id, tenant.display_name, None)
+        return d or DirectoryCheck(tenant.tenant_id, tenant.display_name)
 
 
 def slow_down(code: DeviceCode) -> PollPending:

@@ -9,7 +9,7 @@ import pytest
 from core.errors import IdentityProviderError, InvalidTransitionError, InvitationGoneError
 from core.errors import InvitationNotFoundError
 from core.model import Actor, RenewalState
-from core.ports import DirectoryCheck, SignedIn
+from core.ports import SignedIn
 from core.validation import GLOBAL_ADMINISTRATOR
 from tests.fakes.core import slow_down
 from tests.unit.conftest import CONTOSO, World
@@ -164,10 +164,11 @@ async def test_wrong_tenant_account_fails_validation(world: World) -> None:
 
 
 async def test_consent_by_non_global_admin_fails(world: World) -> None:
-    """When the Enterprise Application was recreated, only a Global Administrator may have done it."""
+    """When the Enterprise Application was missing, only a Global Administrator will do."""
     rid = await started(world)
-    world.identity.directory = DirectoryCheck(CONTOSO.tenant_id, "Contoso", world.clock.now())
-    world.identity.polls = [signed(roles=frozenset())]
+    world.identity.polls = [IdentityProviderError("AADSTS65001", "invalid_grant"), signed(roles=frozenset())]
+    await world.service.poll_once(rid)
+    await world.service.start_authentication(world.token_from_thread(), CUSTOMER, fresh=True)
     await world.service.poll_once(rid)
     assert world.store.renewals[rid].failure_code == "not_global_admin"
 

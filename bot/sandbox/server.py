@@ -1,0 +1,59 @@
+"""Starts the sandbox's two listeners on 127.0.0.1: HTTPS (protocol, Graph) and HTTP (login page)."""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.sandbox import login, oauth
+from bot.sandbox.directory import Directory, demo_directory
+from bot.sandbox.tls import make_ca_and_server
+
+
+@dataclass
+class Sandbox:
+    directory: Directory = field(default_factory=demo_directory)
+    workdir: Path | None = None
+    authority_host: str = ""
+    login_url: str = ""
+    ca_path: Path | None = None
+    _runners: list[web.AppRunner] = field(default_factory=list)
+
+    @property
+    def graph_url(self) -> str:
+        return self.authority_host
+
+    async def start(self, https_port: int = 0, http_port: int = 0) -> Sandbox:
+        workdir = self.workdir or Path(tempfile.mkdtemp(prefix="renewbot-sandbox-"))
+        self.ca_path, ssl_ctx = make_ca_and_server(workdir)
+        https_sock = _bind(https_port)
+        http_sock = _bind(http_port)
+        self.authority_host = f"https://127.0.0.1:{https_sock.getsockname()[1]}"
+        self.login_url = f"http://127.0.0.1:{http_sock.getsockname()[1]}"
+        urls = {"https": self.authority_host, "http": self.login_url}
+        signer = oauth.Signer()
+        for app, sock, ctx in (
+            (oauth.https_app(self.directory, signer, urls), https_sock, ssl_ctx),
+            (login.http_app(self.directory), http_sock, None),
+        ):
+            runner = web.AppRunner(app, access_log=None)
+            await runner.setup()
+            await web.SockSite(runner, sock, ssl_context=ctx).start()
+            self._runners.append(runner)
+        return self
+
+    async def stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+
+def _bind(port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    return sock
