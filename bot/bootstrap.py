@@ -1,16 +1,35 @@
 """The composition root: the only place that constructs adapters and wires them into core.
 
-``compose`` takes ready ports (tests pass fakes); ``build`` makes the real adapters from Settings.
+``compose`` takes ready ports (unit tests pass fakes); ``runtime`` builds the real adapters from
+Settings, unwrapping secrets here and nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.identity.msal_provider import MsalIdentityProvider
+from adapters.storage.crypto import SecretBox
+from adapters.storage.database import make_engine, upgrade
+from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
+from bot.settings import Settings
+from core.chat import ChatRouter
 from core.desk import Desk
 from core.notifications import Notifier
 from core.ports import ChatThreads, Clock, IdentityProvider, UnitOfWorkFactory
+from core.scheduler import DeviceFlowScheduler
 from core.services import FlowWatcher, RenewalService, ServiceConfig
+from core.tasks import Supervisor
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
 
 
 @dataclass
@@ -32,3 +51,86 @@ def compose(
     if watch_flow is not None:
         service.watch_flow = watch_flow
     return Core(service, Desk(service))
+
+
+class ConfigurationError(Exception):
+    """Settings that cannot start the bot; the message names variables, never values."""
+
+
+def secret_box(settings: Settings) -> SecretBox:
+    raw = settings.security.encryption_keys
+    keys = [k for k in (raw.get_secret_value() if raw else "").split(",") if k.strip()]
+    if not keys:
+        raise ConfigurationError("RENEWBOT_SECURITY__ENCRYPTION_KEYS is not set")
+    try:
+        return SecretBox(keys)
+    except ValueError:
+        raise ConfigurationError(
+            "RENEWBOT_SECURITY__ENCRYPTION_KEYS holds a value that is not a Fernet key"
+        ) from None
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: AsyncEngine
+    box: SecretBox
+    core: Core
+    identity: MsalIdentityProvider
+    scheduler: DeviceFlowScheduler
+    chat: ChatRouter
+    supervisor: Supervisor
+
+    def uow(self) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, self.box)
+
+
+@asynccontextmanager
+async def runtime(
+    settings: Settings, clock: Clock | None = None, *, migrate: bool = True
+) -> AsyncIterator[Runtime]:
+    """Build every adapter from settings; close them on exit."""
+    clock = clock or SystemClock()
+    box = secret_box(settings)
+    engine = make_engine(settings.database.url)
+    if migrate:
+        await upgrade(engine)
+    ident = settings.identity
+    identity = MsalIdentityProvider(
+        authority_host=ident.authority_host,
+        client_id=ident.client_id,
+        token_sets=ident.token_sets,
+        graph_url=ident.graph_url,
+        cache_store=SqlTokenCacheStore(engine, box),
+        clock=clock,
+        ca_bundle=ident.ca_bundle,
+        pool_size=ident.pool_size,
+        timeout=ident.timeout_seconds,
+    )
+    chat = ChatRouter()
+    holder: list[RenewalService] = []
+
+    async def poll(renewal_id: str) -> float | None:
+        return await holder[0].poll_once(renewal_id)
+
+    scheduler = DeviceFlowScheduler(poll)
+    config = ServiceConfig(
+        public_url=settings.web.public_url,
+        invitation_ttl=timedelta(hours=settings.security.invitation_ttl_hours),
+    )
+    core = compose(
+        uow=lambda: SqlUnitOfWork(engine, box),
+        identity=identity,
+        threads=chat,
+        clock=clock,
+        config=config,
+        watch_flow=scheduler.watch,
+    )
+    holder.append(core.service)
+    supervisor = Supervisor()
+    try:
+        yield Runtime(settings, engine, box, core, identity, scheduler, chat, supervisor)
+    finally:
+        await supervisor.close()
+        await identity.close()
+        await engine.dispose()

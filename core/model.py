@@ -124,7 +124,7 @@ class Renewal:
     tokens_total: int = 0
     signed_in_account: str | None = None
     signed_in_is_global_admin: bool | None = None
-    failure_code: str | None = None
+    failure_code: str | None = None  # the last problem: why the code lapsed or why it failed
     warnings: list[str] = field(default_factory=list)
     thread: ThreadRef | None = None
     version: int = 0
@@ -153,6 +153,7 @@ class Renewal:
         self._move(S.CODE_ISSUED, now)
         self.device_code = code
         self.code_issued_at = now
+        self.failure_code = None
         self.events.append(
             events.DeviceCodeIssued(
                 self.id, code.user_code, code.verification_uri, code.expires_at, actor
@@ -169,6 +170,7 @@ class Renewal:
         """The code expired or was declined: back to INVITED, the page offers a new code."""
         self._move(S.INVITED, now)
         self.device_code = None
+        self.failure_code = reason
         self.events.append(events.CodeLapsed(self.id, reason))
 
     def signed_in(self, account: str, is_global_admin: bool, total: int, now: datetime) -> None:
@@ -203,7 +205,6 @@ class Renewal:
     def validate(self, warnings: list[str], now: datetime) -> None:
         self._move(S.VALIDATED, now)
         self.warnings = list(warnings)
-        self.invitation_hash = None  # the Auth URL is dead from here on
         self.events.append(
             events.RenewalValidated(self.id, self.signed_in_account or "", tuple(warnings))
         )

@@ -109,18 +109,27 @@ class RenewalService:
         await self.notifier.publish(tenant, renewal)
         return renewal, tenant
 
-    async def open_invitation(self, token: str) -> tuple[Renewal, Tenant]:
-        """The renewal behind an Auth URL, for showing the page. Changes nothing.
+    async def lookup_invitation(self, token: str) -> tuple[Renewal, Tenant]:
+        """The renewal behind an Auth URL in any state, for its status. Changes nothing.
 
         Raises:
             InvitationNotFoundError: unknown or tampered token.
-            InvitationGoneError: used, cancelled, failed or expired.
         """
         async with self.uow() as uow:
             renewal = await uow.renewals.by_invitation(hash_invitation(token))
             if renewal is None:
                 raise InvitationNotFoundError
             tenant = await self._tenant(uow, renewal)
+        return renewal, tenant
+
+    async def open_invitation(self, token: str) -> tuple[Renewal, Tenant]:
+        """The renewal behind an Auth URL that can still be acted on. Changes nothing.
+
+        Raises:
+            InvitationNotFoundError: unknown or tampered token.
+            InvitationGoneError: used, cancelled, failed or expired.
+        """
+        renewal, tenant = await self.lookup_invitation(token)
         if renewal.state is RenewalState.VALIDATED:
             raise InvitationGoneError("used")
         if renewal.state is RenewalState.CANCELLED:
@@ -129,6 +138,8 @@ class RenewalService:
             self.clock.now()
         ):
             raise InvitationGoneError("expired")
+        if renewal.state is RenewalState.FAILED:
+            raise InvitationGoneError("failed")
         return renewal, tenant
 
     async def start_authentication(
@@ -140,8 +151,6 @@ class RenewalService:
         ``fresh`` asks for a new one.
         """
         renewal, _ = await self.open_invitation(token)
-        if renewal.state is RenewalState.FAILED:
-            raise InvitationGoneError("failed")
         return await self._issue_code(renewal.id, actor, admin_upn, fresh=fresh)
 
     async def issue_code(self, cmd: commands.IssueCode) -> Renewal:

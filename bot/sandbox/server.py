@@ -30,8 +30,8 @@ class Sandbox:
     async def start(self, https_port: int = 0, http_port: int = 0) -> Sandbox:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix="renewbot-sandbox-"))
         self.ca_path, ssl_ctx = make_ca_and_server(workdir)
-        https_sock = _bind(https_port)
-        http_sock = _bind(http_port)
+        https_sock = bind_loopback(https_port)
+        http_sock = bind_loopback(http_port)
         self.authority_host = f"https://127.0.0.1:{https_sock.getsockname()[1]}"
         self.login_url = f"http://127.0.0.1:{http_sock.getsockname()[1]}"
         urls = {"https": self.authority_host, "http": self.login_url}
@@ -52,7 +52,7 @@ class Sandbox:
         self._runners.clear()
 
 
-def _bind(port: int) -> socket.socket:
+def bind_loopback(port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", port))

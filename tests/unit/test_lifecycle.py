@@ -109,8 +109,10 @@ async def test_auth_url_is_dead_after_validation(world: World) -> None:
     token = world.token_from_thread()
     world.identity.polls = [signed()]
     await world.service.poll_once(rid)
+    with pytest.raises(InvitationGoneError):
+        await world.service.start_authentication(token, CUSTOMER, fresh=True)
     with pytest.raises(InvitationNotFoundError):
-        await world.service.open_invitation(token)
+        await world.service.open_invitation(token[:-2] + "xx")
 
 
 async def test_start_twice_keeps_the_same_code(world: World) -> None:

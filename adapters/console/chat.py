@@ -1,0 +1,39 @@
+"""The console chat: reads command lines, hands them to the desk, prints the reply.
+
+Accepts `/renew-token ...` (as in Slack), `renew-token ...` (as in Teams) or the bare arguments.
+"""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from adapters.console.threads import PLATFORM
+from core.desk import Desk
+from core.model import Actor, Origin
+
+ORIGIN = Origin(PLATFORM, "console")
+PREFIXES = ("/renew-token", "renew-token")
+
+
+def strip_command(line: str) -> str:
+    text = line.strip()
+    for prefix in PREFIXES:
+        if text.lower().startswith(prefix):
+            return text[len(prefix):].strip()
+    return text
+
+
+class ConsoleChat:
+    def __init__(self, desk: Desk, out: TextIO, user: Actor) -> None:
+        self.desk = desk
+        self.out = out
+        self.user = user
+
+    async def say(self, line: str) -> str:
+        """Handle one line as the console user; print and return the reply."""
+        self.out.write(f"{self.user.describe()}> {line.strip()}\n")
+        reply = await self.desk.handle(strip_command(line), ORIGIN, self.user)
+        for i, text in enumerate(reply.text.splitlines() or [""]):
+            self.out.write(("renewbot (only you): " if i == 0 else "    ") + text + "\n")
+        self.out.flush()
+        return reply.text

@@ -1,0 +1,112 @@
+"""Long-running and administrative commands behind the CLI: serve, sandbox, db, tenants, keys."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from adapters.storage.crypto import SecretBox
+from adapters.storage.database import make_engine, upgrade
+from adapters.storage.repository import SqlUnitOfWork
+from adapters.storage.tables import renewals, token_caches
+from bot.bootstrap import ConfigurationError, runtime, secret_box
+from bot.sandbox.server import Sandbox
+from bot.settings import Settings
+from bot.tenants import TenantInputError, make_tenant, read_csv
+from bot.web import create_app, start_site
+
+
+async def serve(settings: Settings) -> int:
+    async with runtime(settings) as rt:
+        runner = await start_site(create_app(rt), settings.web.host, settings.web.port)
+        print(f"renewbot listening on http://{settings.web.host}:{settings.web.port}", flush=True)
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+    return 0
+
+
+async def sandbox(https_port: int, http_port: int) -> int:
+    sb = await Sandbox().start(https_port, http_port)
+    print(f"sandbox identity provider: {sb.authority_host}")
+    print(f"CA certificate: {sb.ca_path}")
+    print(f"device login page: {sb.login_url}/devicelogin", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sb.stop()
+    return 0
+
+
+async def manage(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        box = secret_box(settings)
+    except ConfigurationError as exc:
+        print(f"renewbot: {exc}", file=sys.stderr)
+        return 2
+    engine = make_engine(settings.database.url)
+    try:
+        if args.command == "db":
+            await upgrade(engine)
+            print("database is up to date")
+            return 0
+        if args.command == "keys":
+            count = await rotate(engine, box)
+            print(f"re-encrypted {count} secrets with the first key")
+            return 0
+        return await _tenants(engine, box, args)
+    finally:
+        await engine.dispose()
+
+
+async def _tenants(engine, box: SecretBox, args: argparse.Namespace) -> int:  # type: ignore[no-untyped-def]
+    try:
+        if args.action == "add":
+            new = [make_tenant(args.slug, args.name, args.tenant_id, args.domain, args.admin)]
+        elif args.action == "import":
+            new = read_csv(Path(args.file).read_text(encoding="utf-8-sig").splitlines())
+        else:
+            new = []
+    except TenantInputError as exc:
+        for problem in exc.problems:
+            print(f"renewbot: {problem}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"renewbot: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    async with SqlUnitOfWork(engine, box) as uow:
+        if args.action == "list":
+            for t in await uow.tenants.list():
+                print(f"{t.slug}\t{t.display_name}\t{t.tenant_id}\t{t.primary_domain}\t{t.admin_upn}")
+            return 0
+        clashes = [t.slug for t in new if await uow.tenants.find_exact(t.slug)
+                   or await uow.tenants.find_exact(t.tenant_id)]
+        if clashes:
+            print(f"renewbot: already known, nothing imported: {', '.join(clashes)}",
+                  file=sys.stderr)
+            return 2
+        for t in new:
+            await uow.tenants.add(t)
+        await uow.commit()
+    print(f"added {len(new)} tenant(s)")
+    return 0
+
+
+async def rotate(engine, box: SecretBox) -> int:  # type: ignore[no-untyped-def]
+    """Re-encrypt every stored secret with the first key (after adding a new key in front)."""
+    count = 0
+    async with engine.begin() as conn:
+        for table, key_col, col in ((token_caches, token_caches.c.tenant_id,
+                                     token_caches.c.ciphertext),
+                                    (renewals, renewals.c.id, renewals.c.flow_state)):
+            rows = (await conn.execute(select(key_col, col).where(col.is_not(None)))).all()
+            for key, sealed in rows:
+                await conn.execute(update(table).where(key_col == key)
+                                   .values({col.name: box.rotate(sealed)}))
+                count += 1
+    return count

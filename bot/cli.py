@@ -1,0 +1,91 @@
+"""The `renewbot` command line: serve, demo, sandbox, db, tenants, keys.
+
+Settings come from RENEWBOT_* variables. Errors are printed in plain words with an exit status;
+secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from bot.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="renewbot", description="Renew expired Microsoft 365 tokens "
+                                "from Slack, Teams or the console.")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="web server and background workers (production)")
+    demo = sub.add_parser("demo", help="console chat with a sandbox identity provider")
+    demo.add_argument("--scripted", action="store_true", help="run one renewal unattended")
+    demo.add_argument("--tenant", default="contoso", help="demo tenant for --scripted")
+    demo.add_argument("--account", help="account the scripted customer signs in with")
+    sb = sub.add_parser("sandbox", help="the sandbox identity provider alone")
+    sb.add_argument("--https-port", type=int, default=0)
+    sb.add_argument("--http-port", type=int, default=0)
+    db = sub.add_parser("db", help="database schema")
+    db.add_argument("action", choices=["upgrade"])
+    tenants = sub.add_parser("tenants", help="manage tenants")
+    tsub = tenants.add_subparsers(dest="action", required=True)
+    add = tsub.add_parser("add")
+    for name in ("slug", "name", "tenant-id", "domain", "admin"):
+        add.add_argument(f"--{name}", required=True)
+    tsub.add_parser("list")
+    imp = tsub.add_parser("import", help="CSV: slug,display_name,tenant_id,primary_domain,admin_upn")
+    imp.add_argument("file")
+    keys = sub.add_parser("keys", help="encryption keys")
+    keys.add_argument("action", choices=["generate", "rotate"])
+    return p
+
+
+def run(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return asyncio.run(_dispatch(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    from bot import admin
+    from bot import logging as bot_logging
+
+    if args.command == "demo":
+        from bot import demo
+
+        bot_logging.configure(level=40)
+        return await demo.run(scripted=args.scripted, tenant=args.tenant, account=args.account)
+    if args.command == "sandbox":
+        bot_logging.configure()
+        return await _until_signal(admin.sandbox(args.https_port, args.http_port))
+    if args.command == "keys" and args.action == "generate":
+        from adapters.storage.crypto import generate_key
+
+        print(generate_key())
+        return 0
+    bot_logging.configure(json=True)
+    settings = Settings()
+    if args.command == "serve":
+        problems = settings.problems()
+        if problems:
+            for problem in problems:
+                print(f"renewbot: {problem}", file=sys.stderr)
+            return 2
+        return await _until_signal(admin.serve(settings))
+    return await admin.manage(settings, args)
+
+
+async def _until_signal(coro: Coroutine[Any, Any, int]) -> int:
+    task = asyncio.ensure_future(coro)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return 0

@@ -1,0 +1,108 @@
+"""Settings from the environment: prefix RENEWBOT_, groups separated by "__".
+
+Every external base URL defaults to the real service; tests and the demo point them at loopback
+stand-ins. Secrets are SecretStr and are unwrapped only in bot.bootstrap. Only bot/ reads the
+environment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_TOKEN_SETS: dict[str, list[str]] = {
+    "graph": ["https://graph.microsoft.com/.default"],
+    "exchange": ["https://outlook.office365.com/.default"],
+    "sharepoint": ["https://{tenant}-admin.sharepoint.com/.default"],
+}
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "sqlite+aiosqlite:///./renewbot.db"
+
+
+class WebSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = "http://127.0.0.1:8080"
+
+
+class SlackSettings(BaseModel):
+    signing_secret: SecretStr | None = None
+    bot_token: SecretStr | None = None
+    app_token: SecretStr | None = None
+    api_url: str = "https://slack.com/api/"
+    alert_channel: str | None = None
+
+
+class TeamsSettings(BaseModel):
+    app_id: str = ""
+    app_password: SecretStr | None = None
+    openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
+    login_url: str = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
+    alert_conversation: str | None = None
+
+
+class IdentitySettings(BaseModel):
+    authority_host: str = "https://login.microsoftonline.com"
+    client_id: str = ""
+    ca_bundle: str | None = None
+    graph_url: str = "https://graph.microsoft.com"
+    token_sets: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_TOKEN_SETS))
+    pool_size: int = Field(8, ge=1, le=64)
+    timeout_seconds: float = Field(10.0, gt=0)
+
+
+class SecuritySettings(BaseModel):
+    encryption_keys: SecretStr | None = None
+    invitation_ttl_hours: int = Field(168, ge=1, le=24 * 30)
+
+
+class AccessSettings(BaseModel):
+    operators: list[str] = Field(default_factory=list)
+    viewers: list[str] = Field(default_factory=list)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RENEWBOT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    environment: Literal["production", "development"] = "production"
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    slack: SlackSettings = Field(default_factory=SlackSettings)
+    teams: TeamsSettings = Field(default_factory=TeamsSettings)
+    identity: IdentitySettings = Field(default_factory=IdentitySettings)
+    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    access: AccessSettings = Field(default_factory=AccessSettings)
+
+    def problems(self) -> list[str]:
+        """What stops a production start, each naming the variable and never its value."""
+        found = []
+        if self.security.encryption_keys is None or not self.security.encryption_keys.get_secret_value().strip():
+            found.append("RENEWBOT_SECURITY__ENCRYPTION_KEYS is not set (comma-separated Fernet "
+                         "keys; `renewbot keys generate` makes one)")
+        if not self.identity.client_id:
+            found.append("RENEWBOT_IDENTITY__CLIENT_ID is not set (the MSP app registration)")
+        if self.environment == "production":
+            if _is_loopback(self.identity.authority_host):
+                found.append("RENEWBOT_IDENTITY__AUTHORITY_HOST points at this machine: the "
+                             "sandbox identity provider is for the demo and tests only")
+            if not self.web.public_url.startswith("https://"):
+                found.append("RENEWBOT_WEB__PUBLIC_URL must be an https:// URL in production")
+        return found
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

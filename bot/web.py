@@ -1,0 +1,131 @@
+"""The aiohttp application of `renewbot serve`: routes, security headers, background workers.
+
+Background work (the device-flow scheduler, the invitation expiry sweep) starts and stops inside
+``cleanup_ctx``. The access log never shows an Auth URL token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from multidict import CIMultiDict
+from sqlalchemy import text
+
+from adapters.web.onboarding import OnboardingPage
+from bot.bootstrap import Runtime
+
+log = logging.getLogger("renewbot.web")
+RUNTIME = web.AppKey("runtime", Runtime)
+_SECRET_PATH = re.compile(r"(/onboard/)[^/?#]+")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def redact_path(path: str) -> str:
+    return _SECRET_PATH.sub(r"\1<redacted>", path)
+
+
+class RedactingAccessLogger(AbstractAccessLogger):
+    """Method, path without secrets, status and time. No query string, no Referer."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "http.request",
+            extra={"method": request.method, "path": redact_path(request.path),
+                   "status": response.status, "ms": round(time * 1000, 1)},
+        )
+
+
+def _secure(headers: CIMultiDict[str]) -> None:
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("Cache-Control", "no-store")
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+
+
+@web.middleware
+async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Security headers on every answer; an unexpected error is a 500 with a reference only."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _secure(exc.headers)
+        raise
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("http.unhandled", extra={"ref": ref, "path": redact_path(request.path)})
+        response = web.Response(text=f"Something went wrong on our side (reference {ref}).",
+                                status=500)
+    _secure(response.headers)
+    return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    try:
+        async with asyncio.timeout(3):
+            async with rt.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+    except Exception:  # any failure means "not ready"; the reason goes to the log only
+        log.warning("readyz.database_unavailable", exc_info=True)
+        return web.json_response({"status": "unavailable", "database": "down"}, status=503)
+    return web.json_response({"status": "ready", "pending_flows": rt.scheduler.pending})
+
+
+async def _workers(app: web.Application) -> AsyncIterator[None]:
+    rt = app[RUNTIME]
+    rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
+    async with rt.uow() as uow:
+        waiting = await uow.renewals.awaiting_code()
+    for renewal in waiting:  # resume flows a previous process left pending
+        rt.scheduler.watch(renewal.id, 1.0)
+    rt.supervisor.spawn(_sweep(rt), "invitation-expiry")
+    yield
+    await rt.supervisor.close()
+
+
+async def _sweep(rt: Runtime, every: float = 60.0) -> None:
+    while True:
+        try:
+            await rt.core.service.expire_overdue()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sweep.failed")
+        await asyncio.sleep(every)
+
+
+def csrf_key(rt: Runtime) -> bytes:
+    keys = rt.settings.security.encryption_keys
+    secret = keys.get_secret_value().split(",")[0].strip() if keys else ""
+    return hashlib.sha256(b"renewbot-csrf:" + secret.encode()).digest()
+
+
+def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Application:
+    app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
+    app[RUNTIME] = rt
+    page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url)
+    app.add_routes(page.routes())
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
+    app.cleanup_ctx.append(_workers)
+    return app
+
+
+async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger,
+                           access_log=logging.getLogger("renewbot.access"))
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,45 @@
+"""ChatRouter: one ChatThreads over several platforms, chosen by the thread's platform.
+
+Announcements go to every platform that has an alert destination. Lets Slack, Teams and the
+console serve the same core at once.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from core.errors import ChatDeliveryError
+from core.model import Origin, ThreadRef
+from core.ports import ChatThreads
+
+log = logging.getLogger("renewbot.chat")
+
+
+class ChatRouter:
+    def __init__(self, platforms: dict[str, ChatThreads] | None = None) -> None:
+        self.platforms: dict[str, ChatThreads] = dict(platforms or {})
+
+    def add(self, platform: str, threads: ChatThreads) -> None:
+        self.platforms[platform] = threads
+
+    def _for(self, platform: str) -> ChatThreads:
+        try:
+            return self.platforms[platform]
+        except KeyError:
+            raise ChatDeliveryError(f"no chat adapter for {platform!r}") from None
+
+    async def open_thread(self, origin: Origin, text: str) -> ThreadRef:
+        return await self._for(origin.platform).open_thread(origin, text)
+
+    async def post(self, thread: ThreadRef, text: str) -> None:
+        await self._for(thread.platform).post(thread, text)
+
+    async def update_status(self, thread: ThreadRef, text: str) -> None:
+        await self._for(thread.platform).update_status(thread, text)
+
+    async def announce(self, text: str) -> None:
+        for name, threads in self.platforms.items():
+            try:
+                await threads.announce(text)
+            except ChatDeliveryError:
+                log.warning("chat.announce_failed", extra={"platform": name})
