@@ -86,7 +86,7 @@ async def scripted_customer(auth_url: str, account: str, timeout: float = 60.0) 
         while asyncio.get_running_loop().time() < deadline:
             async with http.get(f"{base}/status") as resp:
                 status = await resp.json()
-            if status["done"] or status["final"]:
+            if status["done"] or status["final"] or status["error"]:
                 return dict(status)
             await asyncio.sleep(0.5)
         raise TimeoutError("the renewal did not finish in time")

@@ -193,19 +193,15 @@ def thread_opened(tenant: Tenant, who: str) -> str:
 
 
 def status_line(tenant: Tenant, renewal: Renewal) -> str:
-    order = [
-        RenewalState.INVITED,
-        RenewalState.CODE_ISSUED,
-        RenewalState.TOKENS_ACQUIRED,
-        RenewalState.VALIDATED,
+    """A one-line checklist of the lifecycle, for the status message kept up to date in place."""
+    reached = [
+        ("Invitation sent", renewal.invitation_hash is not None),
+        ("Code issued", renewal.code_issued_at is not None),
+        ("Tokens acquired", bool(renewal.tokens_total)
+         and renewal.tokens_acquired == renewal.tokens_total),
+        ("Validated", renewal.state is RenewalState.VALIDATED),
     ]
-    reached = {RenewalState.REQUESTED}
-    for state in order:
-        if renewal.state == state:
-            reached.update(order[: order.index(state) + 1])
-    steps = " > ".join(
-        f"[{'x' if s in reached else ' '}] {STATE_LABELS[s].split(',')[0]}" for s in order
-    )
+    steps = " > ".join(f"[{'x' if done else ' '}] {label}" for label, done in reached)
     return f"{tenant.display_name}: {STATE_LABELS[renewal.state]}. {steps}"
 
 

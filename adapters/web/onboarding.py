@@ -132,13 +132,20 @@ class OnboardingPage:
         except InvitationNotFoundError:
             return self._not_found(request)
         except InvitationGoneError as exc:
-            title, text = _GONE[exc.why]
-            return self._notice(request, title, text, 410)
+            return await self._gone(request, token, exc.why)
         status = status_of(renewal, tenant)
         return self._html(request, lambda nonce: page.onboarding(
             tenant_name=tenant.display_name,
             admin_upn=renewal.expected_account or tenant.admin_upn,
             base=f"/onboard/{token}", csrf=self.csrf_for(token), status=status, nonce=nonce))
+
+    async def _gone(self, request: web.Request, token: str, why: str) -> web.Response:
+        title, text = _GONE[why]
+        if why == "failed":  # say why, in the customer's words
+            renewal, _ = await self.service.lookup_invitation(token)
+            if renewal.failure_code:
+                text = messages.explain(renewal.failure_code).customer
+        return self._notice(request, title, text, 410)
 
     async def status(self, request: web.Request) -> web.Response:
         token = self._token(request)
@@ -174,8 +181,7 @@ class OnboardingPage:
         except InvitationNotFoundError:
             return self._not_found(request)
         except InvitationGoneError as exc:
-            title, text = _GONE[exc.why]
-            return self._notice(request, title, text, 410)
+            return await self._gone(request, token, exc.why)
         except IdentityProviderError as exc:
             ex = messages.explain(exc.code)
             return self._notice(request, ex.title, ex.customer, 503 if exc.is_transient else 409)

@@ -88,7 +88,8 @@ class Directory:
         self.refresh_tokens: dict[str, Grant] = {}
         self.access_tokens: dict[str, AccessToken] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path): what clients asked for
-        self.polls: list[tuple[str, float]] = []  # (device code hash prefix, monotonic time)
+        self.polls: list[tuple[str, float]] = []  # (user code, monotonic time) of each poll
+        self.issued_secrets: list[str] = []  # every device code and token handed out (for tests)
 
     def add_tenant(self, tenant: SandboxTenant) -> SandboxTenant:
         self.tenants[tenant.tenant_id] = tenant
@@ -109,6 +110,7 @@ class Directory:
             interval=tenant.interval,
         )
         self.flows[flow.device_code] = flow
+        self.issued_secrets.append(flow.device_code)
         self.by_user_code[flow.user_code] = flow
         return flow
 
@@ -119,6 +121,7 @@ class Directory:
         self.access_tokens[at] = AccessToken(account, tenant_id, resource,
                                              time.time() + lifetime)
         self.refresh_tokens[rt] = Grant(account, tenant_id, client_id)
+        self.issued_secrets += [at, rt]
         return at, rt
 
 

@@ -156,10 +156,12 @@ def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str])
     }
     if account.global_admin:
         claims["wids"] = [GLOBAL_ADMINISTRATOR]
+    id_token = request.app[SIGNER_KEY].sign(claims)
+    d.issued_secrets.append(id_token)
     return web.json_response({
         "token_type": "Bearer", "scope": " ".join(wanted), "expires_in": 3600,
         "ext_expires_in": 3600, "access_token": at, "refresh_token": rt,
-        "id_token": request.app[SIGNER_KEY].sign(claims),
+        "id_token": id_token,
         "client_info": _b64({"uid": account.oid, "utid": tid}),
     }, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
 

@@ -73,3 +73,19 @@ def postgres_server() -> Iterator[str]:
             capture_output=True,
         )
         shutil.rmtree(base, ignore_errors=True)
+
+
+async def fresh_database(server_url: str) -> str:
+    """Create an empty database on the suite's server and return its URL."""
+    import uuid
+
+    import asyncpg
+
+    name = f"rb_{uuid.uuid4().hex[:12]}"
+    dsn = server_url.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"
