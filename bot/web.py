@@ -20,6 +20,7 @@ from sqlalchemy import text
 
 from adapters.web.onboarding import OnboardingPage
 from bot.bootstrap import Runtime
+from core.errors import StorageError
 
 log = logging.getLogger("renewbot.web")
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -59,6 +60,10 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         raise
     except asyncio.CancelledError:
         raise
+    except StorageError:
+        log.warning("http.storage_unavailable", extra={"path": redact_path(request.path)})
+        response = web.Response(text="The service is temporarily unavailable. Please try again "
+                                "in a minute.", status=503, headers={"Retry-After": "60"})
     except Exception:
         ref = uuid.uuid4().hex[:12]
         log.exception("http.unhandled", extra={"ref": ref, "path": redact_path(request.path)})
