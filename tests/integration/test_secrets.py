@@ -1,0 +1,63 @@
+"""Secrets stay secret: a whole renewal leaves no token, device code or Auth URL token in logs,
+chat or the database file."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import structlog
+
+from bot import logging as bot_logging
+from core.model import RenewalState as S
+from tests.integration.live import live_bot
+
+
+async def test_whole_renewal_leaks_no_secret(tmp_path: Path) -> None:
+    """Tokens and device codes never reach logs, chat or plaintext storage; nor the Auth URL logs."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    bot_logging.configure(json=True, level=logging.DEBUG, stream=stream)
+    try:
+        with structlog.testing.capture_logs() as captured:
+            async with live_bot(tmp_path) as live:
+                await live.say("contoso")
+                url = live.auth_url()
+                status = await live.press(url)
+                await live.sign_in(str(status["user_code"]), "admin@contoso.com")
+                await live.wait_state("contoso", S.VALIDATED)
+                await live.wait_text("validated for Contoso")
+                await live.say("validate contoso")
+                secrets = list(live.sandbox.directory.issued_secrets)
+                chat = "\n".join(live.chat.texts() + live.chat.announcements)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    logs = stream.getvalue() + repr(captured)
+    token = url.rsplit("/", 1)[1]
+    assert len(secrets) >= 5  # a device code, access/refresh/id tokens were really issued
+    assert "renewal.requested" in logs  # the log did capture the renewal
+    for secret in [*secrets, token]:
+        assert secret not in logs, "a secret reached the log"
+    for secret in secrets:  # the Auth URL itself is meant for the thread; tokens are not
+        assert secret not in chat, "a secret reached the chat"
+    database = (tmp_path / "bot.db").read_bytes()
+    wal = tmp_path / "bot.db-wal"
+    if wal.exists():
+        database += wal.read_bytes()
+    for secret in [*secrets, token]:
+        assert secret.encode() not in database, "a secret is stored in plaintext"
+
+
+def test_redaction_masks_secret_keys_and_token_shapes() -> None:
+    """The log processor masks by key and by value shape, recursively."""
+    event = bot_logging.redact_secrets(None, "info", {
+        "event": "x Bearer abc.def.ghi and xoxb-test-123-abc",
+        "refresh_token": "rt", "nested": {"device_code": "dc", "ok": "/onboard/" + "a" * 43},
+    })
+    assert event["refresh_token"] == "[redacted]"
+    assert event["nested"]["device_code"] == "[redacted]"
+    assert "abc.def" not in event["event"] and "xoxb-test" not in event["event"]
+    assert event["nested"]["ok"] == "/onboard/[redacted]"
