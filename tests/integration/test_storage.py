@@ -180,3 +180,21 @@ async def test_database_gone_is_a_storage_error(box: SecretBox) -> None:
         async with SqlUnitOfWork(eng, box):
             pass
     await eng.dispose()
+
+
+async def test_key_rotation_reencrypts_everything(engine: AsyncEngine) -> None:
+    """After `keys rotate`, the old key can be removed and every secret still opens."""
+    from adapters.storage.database import make_engine, upgrade
+    from bot.admin import rotate
+    from tests.servers.postgres import fresh_database
+
+    if engine.url.get_backend_name() == "postgresql":  # rotation touches every row: own database
+        server = engine.url.render_as_string(hide_password=False)
+        engine = make_engine(await fresh_database(server))
+        await upgrade(engine)
+    old, new = generate_key(), generate_key()
+    tid = str(uuid.uuid4())
+    await SqlTokenCacheStore(engine, SecretBox([old])).save(tid, "cache-body")
+    assert await rotate(engine, SecretBox([new, old])) >= 1
+    assert await SqlTokenCacheStore(engine, SecretBox([new])).load(tid) == "cache-body"
+    await engine.dispose()
