@@ -69,7 +69,8 @@ async def _tenants(engine, box: SecretBox, args: argparse.Namespace) -> int:  # 
         if args.action == "add":
             new = [make_tenant(args.slug, args.name, args.tenant_id, args.domain, args.admin)]
         elif args.action == "import":
-            new = read_csv(Path(args.file).read_text(encoding="utf-8-sig").splitlines())
+            content = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8-sig")
+            new = read_csv(content.splitlines())
         else:
             new = []
     except TenantInputError as exc:
@@ -82,13 +83,19 @@ async def _tenants(engine, box: SecretBox, args: argparse.Namespace) -> int:  # 
     async with SqlUnitOfWork(engine, box) as uow:
         if args.action == "list":
             for t in await uow.tenants.list():
-                print(f"{t.slug}\t{t.display_name}\t{t.tenant_id}\t{t.primary_domain}\t{t.admin_upn}")
+                print(
+                    f"{t.slug}\t{t.display_name}\t{t.tenant_id}\t{t.primary_domain}\t{t.admin_upn}"
+                )
             return 0
-        clashes = [t.slug for t in new if await uow.tenants.find_exact(t.slug)
-                   or await uow.tenants.find_exact(t.tenant_id)]
+        clashes = [
+            t.slug
+            for t in new
+            if await uow.tenants.find_exact(t.slug) or await uow.tenants.find_exact(t.tenant_id)
+        ]
         if clashes:
-            print(f"renewbot: already known, nothing imported: {', '.join(clashes)}",
-                  file=sys.stderr)
+            print(
+                f"renewbot: already known, nothing imported: {', '.join(clashes)}", file=sys.stderr
+            )
             return 2
         for t in new:
             await uow.tenants.add(t)
@@ -101,12 +108,14 @@ async def rotate(engine, box: SecretBox) -> int:  # type: ignore[no-untyped-def]
     """Re-encrypt every stored secret with the first key (after adding a new key in front)."""
     count = 0
     async with engine.begin() as conn:
-        for table, key_col, col in ((token_caches, token_caches.c.tenant_id,
-                                     token_caches.c.ciphertext),
-                                    (renewals, renewals.c.id, renewals.c.flow_state)):
+        for table, key_col, col in (
+            (token_caches, token_caches.c.tenant_id, token_caches.c.ciphertext),
+            (renewals, renewals.c.id, renewals.c.flow_state),
+        ):
             rows = (await conn.execute(select(key_col, col).where(col.is_not(None)))).all()
             for key, sealed in rows:
-                await conn.execute(update(table).where(key_col == key)
-                                   .values({col.name: box.rotate(sealed)}))
+                await conn.execute(
+                    update(table).where(key_col == key).values({col.name: box.rotate(sealed)})
+                )
                 count += 1
     return count

@@ -17,8 +17,10 @@ from bot.settings import Settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="renewbot", description="Renew expired Microsoft 365 tokens "
-                                "from Slack, Teams or the console.")
+    p = argparse.ArgumentParser(
+        prog="renewbot",
+        description="Renew expired Microsoft 365 tokens from Slack, Teams or the console.",
+    )
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="web server and background workers (production)")
     demo = sub.add_parser("demo", help="console chat with a sandbox identity provider")
@@ -36,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("slug", "name", "tenant-id", "domain", "admin"):
         add.add_argument(f"--{name}", required=True)
     tsub.add_parser("list")
-    imp = tsub.add_parser("import", help="CSV: slug,display_name,tenant_id,primary_domain,admin_upn")
+    imp = tsub.add_parser(
+        "import", help="CSV: slug,display_name,tenant_id,primary_domain,admin_upn"
+    )
     imp.add_argument("file")
     keys = sub.add_parser("keys", help="encryption keys")
     keys.add_argument("action", choices=["generate", "rotate"])

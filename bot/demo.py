@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 import aiohttp
+from pydantic import SecretStr
 
 from adapters.console.chat import ConsoleChat
 from adapters.console.threads import PLATFORM, ConsoleThreads
@@ -24,7 +25,13 @@ from adapters.storage.crypto import generate_key
 from bot.bootstrap import Runtime, runtime
 from bot.sandbox.directory import DEFAULT_CLIENT_ID, Directory, demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
-from bot.settings import Settings
+from bot.settings import (
+    DatabaseSettings,
+    IdentitySettings,
+    SecuritySettings,
+    Settings,
+    WebSettings,
+)
 from bot.web import create_app, start_site
 from core.model import Actor, RenewalState, Tenant
 
@@ -32,7 +39,7 @@ SUPPORT = Actor(PLATFORM, "support", "Sam (support)")
 CASES = {
     "contoso": "the happy path (sign in as admin@contoso.com)",
     "fabrikam": "Enterprise Application deleted: consent needed (it@fabrikam.com is Global "
-                "Administrator, user@fabrikam.com is not)",
+    "Administrator, user@fabrikam.com is not)",
     "northwind": "Conditional Access blocks device code sign-in",
     "tailspin": "the happy path, second tenant",
 }
@@ -41,8 +48,14 @@ CASES = {
 def demo_tenants(directory: Directory) -> list[Tenant]:
     admins = {a.tenant_id: a.upn for a in directory.accounts.values() if a.global_admin}
     return [
-        Tenant(f"demo-{t.domain.split('.')[0]}", t.domain.split(".")[0], t.name, t.tenant_id,
-               t.domain, admins.get(t.tenant_id, f"admin@{t.domain}"))
+        Tenant(
+            f"demo-{t.domain.split('.')[0]}",
+            t.domain.split(".")[0],
+            t.name,
+            t.tenant_id,
+            t.domain,
+            admins.get(t.tenant_id, f"admin@{t.domain}"),
+        )
         for t in directory.tenants.values()
     ]
 
@@ -50,15 +63,21 @@ def demo_tenants(directory: Directory) -> list[Tenant]:
 def demo_settings(workdir: Path, sandbox: Sandbox, port: int) -> Settings:
     return Settings(
         environment="development",
-        database={"url": f"sqlite+aiosqlite:///{workdir}/renewbot.db"},
-        web={"host": "127.0.0.1", "port": port, "public_url": f"http://127.0.0.1:{port}"},
-        identity={"authority_host": sandbox.authority_host, "client_id": DEFAULT_CLIENT_ID,
-                  "ca_bundle": str(sandbox.ca_path), "graph_url": sandbox.graph_url},
-        security={"encryption_keys": generate_key()},
+        database=DatabaseSettings(url=f"sqlite+aiosqlite:///{workdir}/renewbot.db"),
+        web=WebSettings(host="127.0.0.1", port=port, public_url=f"http://127.0.0.1:{port}"),
+        identity=IdentitySettings(
+            authority_host=sandbox.authority_host,
+            client_id=DEFAULT_CLIENT_ID,
+            ca_bundle=str(sandbox.ca_path),
+            graph_url=sandbox.graph_url,
+        ),
+        security=SecuritySettings(encryption_keys=SecretStr(generate_key())),
     )
 
 
-async def scripted_customer(auth_url: str, account: str, timeout: float = 60.0) -> dict[str, object]:
+async def scripted_customer(
+    auth_url: str, account: str, timeout: float = 60.0
+) -> dict[str, object]:
     """Do what the customer does, over HTTP: open the page, Start, sign in, wait for the end."""
     base = auth_url
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as http:
@@ -69,9 +88,11 @@ async def scripted_customer(auth_url: str, account: str, timeout: float = 60.0) 
         match = re.search(r"name=csrf value='([0-9a-f]+)'", body)
         if not match:
             raise RuntimeError("no Start button on the page")
-        async with http.post(f"{base}/start", data={"csrf": match.group(1), "admin_upn": account},
-                             headers={"Accept": "application/json",
-                                      "Origin": auth_url.split("/onboard/")[0]}) as resp:
+        async with http.post(
+            f"{base}/start",
+            data={"csrf": match.group(1), "admin_upn": account},
+            headers={"Accept": "application/json", "Origin": auth_url.split("/onboard/")[0]},
+        ) as resp:
             status = await resp.json()
         code, login = status["user_code"], status["verification_uri"]
         async with http.post(login, data={"otc": code}) as resp:
@@ -79,8 +100,9 @@ async def scripted_customer(auth_url: str, account: str, timeout: float = 60.0) 
         async with http.post(f"{login}/signin", data={"otc": code, "upn": account}) as resp:
             page = await resp.text()
         if "/devicelogin/consent" in page:
-            async with http.post(f"{login}/consent",
-                                 data={"otc": code, "decision": "accept", "org": "1"}) as resp:
+            async with http.post(
+                f"{login}/consent", data={"otc": code, "decision": "accept", "org": "1"}
+            ) as resp:
                 await resp.text()
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
@@ -106,11 +128,13 @@ async def _wait_final(rt: Runtime, tenant_key: str, timeout: float = 30.0) -> Re
     return state
 
 
-async def run(*, scripted: bool, tenant: str = "contoso", account: str | None = None,
-              out: TextIO = sys.stdout) -> int:
+async def run(
+    *, scripted: bool, tenant: str = "contoso", account: str | None = None, out: TextIO = sys.stdout
+) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="renewbot-demo-"))
-    sandbox = await Sandbox(demo_directory(interval=1 if scripted else 5),
-                            workdir=workdir / "sandbox").start()
+    sandbox = await Sandbox(
+        demo_directory(interval=1 if scripted else 5), workdir=workdir / "sandbox"
+    ).start()
     sock = bind_loopback(0)
     port = sock.getsockname()[1]
     sock.close()
@@ -137,19 +161,34 @@ async def run(*, scripted: bool, tenant: str = "contoso", account: str | None = 
         await sandbox.stop()
 
 
-async def _scripted(rt: Runtime, chat: ConsoleChat, threads: ConsoleThreads, tenants: list[Tenant],
-                    slug: str, account: str | None, out: TextIO) -> int:
+async def _scripted(
+    rt: Runtime,
+    chat: ConsoleChat,
+    threads: ConsoleThreads,
+    tenants: list[Tenant],
+    slug: str,
+    account: str | None,
+    out: TextIO,
+) -> int:
     tenant = next((t for t in tenants if t.slug == slug), None)
     if tenant is None:
         out.write(f"unknown demo tenant {slug!r}; choose one of {', '.join(CASES)}\n")
         return 2
     await chat.say(f"/renew-token {slug}")
-    auth_url = next((m.group(0) for line in threads.transcript
-                     if (m := re.search(r"https?://\S+/onboard/\S+", line))), None)
+    auth_url = next(
+        (
+            m.group(0)
+            for line in threads.transcript
+            if (m := re.search(r"https?://\S+/onboard/\S+", line))
+        ),
+        None,
+    )
     if auth_url is None:
         out.write("no Auth URL was posted\n")
         return 1
-    out.write(f"(scripted customer opens the Auth URL and signs in as {account or tenant.admin_upn})\n")
+    out.write(
+        f"(scripted customer opens the Auth URL and signs in as {account or tenant.admin_upn})\n"
+    )
     try:
         await scripted_customer(auth_url, account or tenant.admin_upn)
     except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError) as exc:
@@ -162,7 +201,8 @@ async def _scripted(rt: Runtime, chat: ConsoleChat, threads: ConsoleThreads, ten
 async def _interactive(chat: ConsoleChat, sandbox: Sandbox, out: TextIO) -> None:
     out.write(
         "renewbot demo: a console chat with a sandbox identity provider on 127.0.0.1.\n"
-        "Demo tenants:\n" + "".join(f"  {slug:10} {what}\n" for slug, what in CASES.items())
+        "Demo tenants:\n"
+        + "".join(f"  {slug:10} {what}\n" for slug, what in CASES.items())
         + "Type `/renew-token contoso`, open the Auth URL in a browser, press Start, then sign in\n"
         f"at the sandbox login page ({sandbox.login_url}/devicelogin). `help` lists commands,\n"
         "`quit` ends the demo.\n"

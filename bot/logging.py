@@ -14,11 +14,25 @@ from typing import Any, TextIO
 
 import structlog
 
-SECRET_KEYS = frozenset({
-    "access_token", "refresh_token", "id_token", "device_code", "client_secret",
-    "signing_secret", "bot_token", "app_token", "password", "authorization", "token_cache",
-    "flow_state", "encryption_keys", "csrf", "token",
-})
+SECRET_KEYS = frozenset(
+    {
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "device_code",
+        "client_secret",
+        "signing_secret",
+        "bot_token",
+        "app_token",
+        "password",
+        "authorization",
+        "token_cache",
+        "flow_state",
+        "encryption_keys",
+        "csrf",
+        "token",
+    }
+)
 _PATTERNS = [
     re.compile(r"xox[a-z]-[A-Za-z0-9-]+"),
     re.compile(r"xapp-[A-Za-z0-9-]+"),
@@ -42,7 +56,9 @@ def _scrub(value: Any) -> Any:
     return value
 
 
-def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def redact_secrets(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         if key.lower() in SECRET_KEYS:
             event_dict[key] = MASK
@@ -51,7 +67,9 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
-def _extra_to_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+def _extra_to_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     record = event_dict.get("_record")
     if record is not None:
         for key, value in record.__dict__.items():
@@ -63,17 +81,24 @@ def _extra_to_event(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
 _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
-def configure(*, json: bool = False, level: int = logging.INFO, stream: TextIO | None = None) -> None:
+def configure(
+    *, json: bool = False, level: int = logging.INFO, stream: TextIO | None = None
+) -> None:
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
-    renderer: Any = (structlog.processors.JSONRenderer() if json
-                     else structlog.dev.ConsoleRenderer(colors=False))
+    renderer: Any = (
+        structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
-        processors=[*shared, redact_secrets, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *shared,
+            redact_secrets,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         cache_logger_on_first_use=True,
     )

@@ -53,13 +53,13 @@ class IdentitySettings(BaseModel):
     ca_bundle: str | None = None
     graph_url: str = "https://graph.microsoft.com"
     token_sets: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_TOKEN_SETS))
-    pool_size: int = Field(8, ge=1, le=64)
-    timeout_seconds: float = Field(10.0, gt=0)
+    pool_size: int = Field(default=8, ge=1, le=64)
+    timeout_seconds: float = Field(default=10.0, gt=0)
 
 
 class SecuritySettings(BaseModel):
     encryption_keys: SecretStr | None = None
-    invitation_ttl_hours: int = Field(168, ge=1, le=24 * 30)
+    invitation_ttl_hours: int = Field(default=168, ge=1, le=24 * 30)
 
 
 class AccessSettings(BaseModel):
@@ -77,22 +77,29 @@ class Settings(BaseSettings):
     web: WebSettings = Field(default_factory=WebSettings)
     slack: SlackSettings = Field(default_factory=SlackSettings)
     teams: TeamsSettings = Field(default_factory=TeamsSettings)
-    identity: IdentitySettings = Field(default_factory=IdentitySettings)
-    security: SecuritySettings = Field(default_factory=SecuritySettings)
+    identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings())
+    security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
     access: AccessSettings = Field(default_factory=AccessSettings)
 
     def problems(self) -> list[str]:
         """What stops a production start, each naming the variable and never its value."""
         found = []
-        if self.security.encryption_keys is None or not self.security.encryption_keys.get_secret_value().strip():
-            found.append("RENEWBOT_SECURITY__ENCRYPTION_KEYS is not set (comma-separated Fernet "
-                         "keys; `renewbot keys generate` makes one)")
+        if (
+            self.security.encryption_keys is None
+            or not self.security.encryption_keys.get_secret_value().strip()
+        ):
+            found.append(
+                "RENEWBOT_SECURITY__ENCRYPTION_KEYS is not set (comma-separated Fernet "
+                "keys; `renewbot keys generate` makes one)"
+            )
         if not self.identity.client_id:
             found.append("RENEWBOT_IDENTITY__CLIENT_ID is not set (the MSP app registration)")
         if self.environment == "production":
             if _is_loopback(self.identity.authority_host):
-                found.append("RENEWBOT_IDENTITY__AUTHORITY_HOST points at this machine: the "
-                             "sandbox identity provider is for the demo and tests only")
+                found.append(
+                    "RENEWBOT_IDENTITY__AUTHORITY_HOST points at this machine: the "
+                    "sandbox identity provider is for the demo and tests only"
+                )
             if not self.web.public_url.startswith("https://"):
                 found.append("RENEWBOT_WEB__PUBLIC_URL must be an https:// URL in production")
         return found

@@ -25,8 +25,14 @@ class TenantInputError(Exception):
         return "; ".join(self.problems)
 
 
-def make_tenant(slug: str, display_name: str, tenant_id: str, primary_domain: str,
-                admin_upn: str, where: str = "") -> Tenant:
+def make_tenant(
+    slug: str,
+    display_name: str,
+    tenant_id: str,
+    primary_domain: str,
+    admin_upn: str,
+    where: str = "",
+) -> Tenant:
     """Validate one tenant. Raises TenantInputError listing every problem."""
     at = f"{where}: " if where else ""
     problems = []
@@ -42,8 +48,14 @@ def make_tenant(slug: str, display_name: str, tenant_id: str, primary_domain: st
         problems.append(f"{at}M365 admin username must look like admin@contoso.com")
     if problems:
         raise TenantInputError(tuple(problems))
-    return Tenant(str(uuid.uuid4()), slug, display_name.strip(), tenant_id.lower(),
-                  primary_domain.lower(), admin_upn)
+    return Tenant(
+        str(uuid.uuid4()),
+        slug,
+        display_name.strip(),
+        tenant_id.lower(),
+        primary_domain.lower(),
+        admin_upn,
+    )
 
 
 def read_csv(lines: Iterable[str]) -> list[Tenant]:
@@ -51,14 +63,16 @@ def read_csv(lines: Iterable[str]) -> list[Tenant]:
     reader = csv.DictReader(lines)
     missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
-        raise TenantInputError((f"missing columns: {', '.join(missing)}; expected "
-                                f"{','.join(COLUMNS)}",))
+        raise TenantInputError(
+            (f"missing columns: {', '.join(missing)}; expected {','.join(COLUMNS)}",)
+        )
     tenants: list[Tenant] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
     for line_no, row in enumerate(reader, start=2):
         try:
-            t = make_tenant(*(str(row.get(c) or "").strip() for c in COLUMNS), where=f"line {line_no}")
+            slug, name, tid, domain, admin = (str(row.get(c) or "").strip() for c in COLUMNS)
+            t = make_tenant(slug, name, tid, domain, admin, where=f"line {line_no}")
         except TenantInputError as exc:
             problems.extend(exc.problems)
             continue

@@ -38,8 +38,12 @@ class RedactingAccessLogger(AbstractAccessLogger):
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         self.logger.info(
             "http.request",
-            extra={"method": request.method, "path": redact_path(request.path),
-                   "status": response.status, "ms": round(time * 1000, 1)},
+            extra={
+                "method": request.method,
+                "path": redact_path(request.path),
+                "status": response.status,
+                "ms": round(time * 1000, 1),
+            },
         )
 
 
@@ -62,13 +66,17 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         raise
     except StorageError:
         log.warning("http.storage_unavailable", extra={"path": redact_path(request.path)})
-        response = web.Response(text="The service is temporarily unavailable. Please try again "
-                                "in a minute.", status=503, headers={"Retry-After": "60"})
+        response = web.Response(
+            text="The service is temporarily unavailable. Please try again in a minute.",
+            status=503,
+            headers={"Retry-After": "60"},
+        )
     except Exception:
         ref = uuid.uuid4().hex[:12]
         log.exception("http.unhandled", extra={"ref": ref, "path": redact_path(request.path)})
-        response = web.Response(text=f"Something went wrong on our side (reference {ref}).",
-                                status=500)
+        response = web.Response(
+            text=f"Something went wrong on our side (reference {ref}).", status=500
+        )
     _secure(response.headers)
     return response
 
@@ -129,8 +137,9 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
 
 
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log_class=RedactingAccessLogger,
-                           access_log=logging.getLogger("renewbot.access"))
+    runner = web.AppRunner(
+        app, access_log_class=RedactingAccessLogger, access_log=logging.getLogger("renewbot.access")
+    )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner

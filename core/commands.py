@@ -127,7 +127,12 @@ def parse(text: str, origin: Origin, requester: Actor) -> Command:
     if verb in _NO_ARG_VERBS:
         if args:
             raise CommandSyntaxError(f"`{verb}` takes no arguments. Try `renew-token help`.")
-        return {"pending": ListPending(), "status": ShowStatus(), "help": ShowHelp()}[verb]
+        no_arg: dict[str, Command] = {
+            "pending": ListPending(),
+            "status": ShowStatus(),
+            "help": ShowHelp(),
+        }
+        return no_arg[verb]
     if verb == "errors":
         return ShowErrors(_tenant(" ".join(args), verb) if args else None)
     if verb in _TENANT_VERBS:

@@ -68,7 +68,9 @@ class Desk:
             case commands.IssueCode():
                 renewal = await s.issue_code(cmd)
                 code = renewal.device_code
-                text = f"New code {code.user_code} posted in the thread." if code else "Code issued."
+                text = (
+                    f"New code {code.user_code} posted in the thread." if code else "Code issued."
+                )
                 return Reply(text, renewal.thread)
             case commands.CancelRenewal():
                 renewal = await s.cancel(cmd)

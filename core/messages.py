@@ -14,7 +14,7 @@ from core.model import Renewal, RenewalState, Tenant
 
 @dataclass(frozen=True)
 class Explanation:
-    """An identity error in plain words: what happened, what support does, what the customer does."""
+    """An identity error in plain words: what happened, what support and the customer do."""
 
     title: str
     support: str
@@ -64,8 +64,7 @@ EXPLANATIONS: dict[str, Explanation] = {
     "AADSTS50173": Explanation(
         "The grant was revoked (password changed or sessions revoked)",
         "The admin's password was changed or their sessions were revoked. Start a new renewal.",
-        "Your earlier sign-in was revoked, for example by a password change. Please sign in "
-        "again.",
+        "Your earlier sign-in was revoked, for example by a password change. Please sign in again.",
     ),
     "AADSTS65001": Explanation(
         "Consent is missing for the application",
@@ -197,8 +196,10 @@ def status_line(tenant: Tenant, renewal: Renewal) -> str:
     reached = [
         ("Invitation sent", renewal.invitation_hash is not None),
         ("Code issued", renewal.code_issued_at is not None),
-        ("Tokens acquired", bool(renewal.tokens_total)
-         and renewal.tokens_acquired == renewal.tokens_total),
+        (
+            "Tokens acquired",
+            bool(renewal.tokens_total) and renewal.tokens_acquired == renewal.tokens_total,
+        ),
         ("Validated", renewal.state is RenewalState.VALIDATED),
     ]
     steps = " > ".join(f"[{'x' if done else ' '}] {label}" for label, done in reached)
@@ -269,7 +270,9 @@ def not_global_admin_warning(account: str) -> str:
 def unknown_tenant(ref: str, suggestions: tuple[str, ...]) -> str:
     if suggestions:
         return f"I don't know a tenant called '{ref}'. Did you mean: {', '.join(suggestions)}?"
-    return f"I don't know a tenant called '{ref}'. Try `status` to see the tenants that need action."
+    return (
+        f"I don't know a tenant called '{ref}'. Try `status` to see the tenants that need action."
+    )
 
 
 def in_progress(tenant: Tenant, state: RenewalState) -> str:
@@ -326,4 +329,5 @@ def revalidated(tenant: Tenant, organization_name: str) -> str:
 
 
 def revalidation_failed(tenant: Tenant, code: str) -> str:
-    return f"Validation of {tenant.display_name} failed: {explain(code).title}. {explain(code).support}"
+    ex = explain(code)
+    return f"Validation of {tenant.display_name} failed: {ex.title}. {ex.support}"

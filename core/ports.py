@@ -146,14 +146,21 @@ class IdentityErrorLog(Protocol):
 
 
 class UnitOfWork(Protocol):
-    tenants: TenantRepository
-    renewals: RenewalRepository
-    audit: AuditLog
-    identity_errors: IdentityErrorLog
+    @property
+    def tenants(self) -> TenantRepository: ...
+
+    @property
+    def renewals(self) -> RenewalRepository: ...
+
+    @property
+    def audit(self) -> AuditLog: ...
+
+    @property
+    def identity_errors(self) -> IdentityErrorLog: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 
-    async def __aexit__(self, *exc: object) -> None: ...
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
     async def commit(self) -> None: ...
 

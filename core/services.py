@@ -221,6 +221,7 @@ class RenewalService:
             result = await self.identity.poll(tenant, code)
         except IdentityProviderError as exc:
             if exc.is_transient:
+                log.warning("identity.poll_unavailable", extra={"renewal_id": renewal_id})
                 return float(code.interval)
             await self._record_error(tenant, exc)
             if messages.explain(exc.code).retry_with_new_code:

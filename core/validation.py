@@ -37,7 +37,7 @@ class Validator:
         names = list(s.identity.token_set_names())
         is_ga = GLOBAL_ADMINISTRATOR in signed.roles
         now = s.clock.now()
-        renewal = await s._change(
+        await s._change(
             renewal_id,
             lambda r: r.signed_in(signed.account, is_ga, len(names), now),
             "renewal.signed_in",
@@ -48,10 +48,10 @@ class Validator:
             except IdentityProviderError as exc:
                 await s._record_error(tenant, exc)
                 return await s._fail(renewal_id, tenant, exc.code)
-            renewal = await s._change(
+            await s._change(
                 renewal_id, lambda r: r.token_acquired(s.clock.now()), "renewal.token_acquired"
             )
-        renewal = await s._change(
+        await s._change(
             renewal_id, lambda r: r.acquire_tokens(s.clock.now()), "renewal.tokens_acquired"
         )
         return await self.validate(renewal_id, tenant)
@@ -79,7 +79,9 @@ class Validator:
             return await s._fail(renewal_id, tenant, problem)
         warnings = self.warnings(renewal, tenant, check)
         now = s.clock.now()
-        renewal = await s._change(renewal_id, lambda r: r.validate(warnings, now), "renewal.validated")
+        renewal = await s._change(
+            renewal_id, lambda r: r.validate(warnings, now), "renewal.validated"
+        )
         async with s.uow() as uow:
             await uow.tenants.mark_validated(tenant.key, now)
             await uow.commit()

@@ -48,7 +48,9 @@ def box() -> SecretBox:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def engine(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> AsyncIterator[AsyncEngine]:
+async def engine(
+    request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+) -> AsyncIterator[AsyncEngine]:
     """A migrated database: embedded SQLite, and the suite's own PostgreSQL."""
     if request.param == "sqlite":
         url = f"sqlite+aiosqlite:///{tmp_path}/renewbot.db"

@@ -19,7 +19,7 @@ def strip_command(line: str) -> str:
     text = line.strip()
     for prefix in PREFIXES:
         if text.lower().startswith(prefix):
-            return text[len(prefix):].strip()
+            return text[len(prefix) :].strip()
     return text
 
 

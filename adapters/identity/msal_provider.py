@@ -36,7 +36,7 @@ class _TimeoutSession(requests.Session):
         self.verify = verify
         self._timeout = timeout
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
         return super().request(*args, **kwargs)
 
@@ -148,7 +148,8 @@ class MsalIdentityProvider:
         result = await self._with_cache(tenant, once)
         if is_waiting(result):
             updated = replace(
-                code, interval=int(flow.get("interval", code.interval)),
+                code,
+                interval=int(flow.get("interval", code.interval)),
                 flow_state=json.dumps(flow).encode(),
             )
             return PollPending(updated)
@@ -188,8 +189,9 @@ class MsalIdentityProvider:
         if response.status_code >= 500 or response.status_code == 429:
             raise unavailable(f"graph answered {response.status_code}")
         if response.status_code != 200:
-            raise IdentityProviderError("graph_failed", "graph_failed",
-                                        f"graph answered {response.status_code}")
+            raise IdentityProviderError(
+                "graph_failed", "graph_failed", f"graph answered {response.status_code}"
+            )
         try:
             org = response.json()["value"][0]
             return DirectoryCheck(str(org["id"]), str(org.get("displayName", "")))

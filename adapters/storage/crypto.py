@@ -29,7 +29,9 @@ class SecretBox:
         try:
             return self._fernet.decrypt(token)
         except InvalidToken:
-            raise StorageError("stored secret cannot be decrypted with the configured keys") from None
+            raise StorageError(
+                "stored secret cannot be decrypted with the configured keys"
+            ) from None
 
     def rotate(self, token: bytes) -> bytes:
         """Re-encrypt with the first key."""

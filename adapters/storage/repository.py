@@ -18,8 +18,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from adapters.storage.crypto import SecretBox
 from adapters.storage.tables import audit_events, msal_errors, renewals, tenants, token_caches
 from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
-from core.model import ACTIVE_STATES, Actor, DeviceCode, Origin, Renewal, RenewalState, Tenant
-from core.model import ThreadRef
+from core.model import (
+    ACTIVE_STATES,
+    Actor,
+    DeviceCode,
+    Origin,
+    Renewal,
+    RenewalState,
+    Tenant,
+    ThreadRef,
+)
 from core.ports import AuditEntry, IdentityErrorRecord
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
@@ -27,7 +35,12 @@ _ACTIVE = [s.value for s in ACTIVE_STATES]
 
 def _tenant(row: Row[Any]) -> Tenant:
     return Tenant(
-        row.key, row.slug, row.display_name, row.tenant_id, row.primary_domain, row.admin_upn,
+        row.key,
+        row.slug,
+        row.display_name,
+        row.tenant_id,
+        row.primary_domain,
+        row.admin_upn,
         row.last_validated_at,
     )
 
@@ -38,9 +51,13 @@ class SqlTenantRepository:
 
     async def add(self, tenant: Tenant, now: datetime | None = None) -> None:
         values = {
-            "key": tenant.key, "slug": tenant.slug, "display_name": tenant.display_name,
-            "tenant_id": tenant.tenant_id, "primary_domain": tenant.primary_domain,
-            "admin_upn": tenant.admin_upn, "created_at": now or datetime.now(UTC),
+            "key": tenant.key,
+            "slug": tenant.slug,
+            "display_name": tenant.display_name,
+            "tenant_id": tenant.tenant_id,
+            "primary_domain": tenant.primary_domain,
+            "admin_upn": tenant.admin_upn,
+            "created_at": now or datetime.now(UTC),
             "last_validated_at": tenant.last_validated_at,
         }
         await self.c.execute(insert(tenants).values(**values))
@@ -51,7 +68,12 @@ class SqlTenantRepository:
 
     async def find_exact(self, ref: str) -> Tenant | None:
         low = ref.lower()
-        cols = (tenants.c.slug, tenants.c.display_name, tenants.c.primary_domain, tenants.c.tenant_id)
+        cols = (
+            tenants.c.slug,
+            tenants.c.display_name,
+            tenants.c.primary_domain,
+            tenants.c.tenant_id,
+        )
         query = select(tenants).where(or_(*(func.lower(c) == low for c in cols))).limit(1)
         row = (await self.c.execute(query)).first()
         return _tenant(row) if row else None
@@ -78,13 +100,18 @@ class SqlRenewalRepository:
     def _values(self, r: Renewal) -> dict[str, Any]:
         code = r.device_code
         return {
-            "id": r.id, "tenant_key": r.tenant_key, "state": r.state.value,
+            "id": r.id,
+            "tenant_key": r.tenant_key,
+            "state": r.state.value,
             "requested_by_platform": r.requested_by.platform,
             "requested_by_id": r.requested_by.user_id,
             "requested_by_name": r.requested_by.name,
-            "invitation_email": r.invitation_email, "expected_account": r.expected_account,
-            "origin_platform": r.origin.platform, "origin_channel": r.origin.channel,
-            "created_at": r.created_at, "updated_at": r.updated_at,
+            "invitation_email": r.invitation_email,
+            "expected_account": r.expected_account,
+            "origin_platform": r.origin.platform,
+            "origin_channel": r.origin.channel,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
             "invitation_hash": r.invitation_hash,
             "invitation_expires_at": r.invitation_expires_at,
             "user_code": code.user_code if code else None,
@@ -92,10 +119,13 @@ class SqlRenewalRepository:
             "code_expires_at": code.expires_at if code else None,
             "poll_interval": code.interval if code else None,
             "flow_state": self.box.seal(code.flow_state) if code else None,
-            "code_issued_at": r.code_issued_at, "tokens_acquired": r.tokens_acquired,
-            "tokens_total": r.tokens_total, "signed_in_account": r.signed_in_account,
+            "code_issued_at": r.code_issued_at,
+            "tokens_acquired": r.tokens_acquired,
+            "tokens_total": r.tokens_total,
+            "signed_in_account": r.signed_in_account,
             "signed_in_is_global_admin": r.signed_in_is_global_admin,
-            "failure_code": r.failure_code, "warnings": json.dumps(r.warnings),
+            "failure_code": r.failure_code,
+            "warnings": json.dumps(r.warnings),
             "thread_platform": r.thread.platform if r.thread else None,
             "thread_key": r.thread.key if r.thread else None,
             "version": r.version,
@@ -105,22 +135,36 @@ class SqlRenewalRepository:
         code = None
         if row.flow_state is not None:
             code = DeviceCode(
-                row.user_code, row.verification_uri, row.code_expires_at, row.poll_interval,
+                row.user_code,
+                row.verification_uri,
+                row.code_expires_at,
+                row.poll_interval,
                 self.box.open(row.flow_state),
             )
         thread = ThreadRef(row.thread_platform, row.thread_key) if row.thread_platform else None
         return Renewal(
-            id=row.id, tenant_key=row.tenant_key, state=RenewalState(row.state),
-            requested_by=Actor(row.requested_by_platform, row.requested_by_id, row.requested_by_name),
-            invitation_email=row.invitation_email, expected_account=row.expected_account,
+            id=row.id,
+            tenant_key=row.tenant_key,
+            state=RenewalState(row.state),
+            requested_by=Actor(
+                row.requested_by_platform, row.requested_by_id, row.requested_by_name
+            ),
+            invitation_email=row.invitation_email,
+            expected_account=row.expected_account,
             origin=Origin(row.origin_platform, row.origin_channel),
-            created_at=row.created_at, updated_at=row.updated_at,
-            invitation_hash=row.invitation_hash, invitation_expires_at=row.invitation_expires_at,
-            device_code=code, code_issued_at=row.code_issued_at,
-            tokens_acquired=row.tokens_acquired, tokens_total=row.tokens_total,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            invitation_hash=row.invitation_hash,
+            invitation_expires_at=row.invitation_expires_at,
+            device_code=code,
+            code_issued_at=row.code_issued_at,
+            tokens_acquired=row.tokens_acquired,
+            tokens_total=row.tokens_total,
             signed_in_account=row.signed_in_account,
             signed_in_is_global_admin=row.signed_in_is_global_admin,
-            failure_code=row.failure_code, warnings=json.loads(row.warnings), thread=thread,
+            failure_code=row.failure_code,
+            warnings=json.loads(row.warnings),
+            thread=thread,
             version=row.version,
         )
 
@@ -177,17 +221,27 @@ class SqlAuditLog:
         self.c = conn
 
     async def add(self, entry: AuditEntry) -> None:
-        await self.c.execute(insert(audit_events).values(
-            at=entry.at, kind=entry.kind, actor=entry.actor, renewal_id=entry.renewal_id,
-            tenant_key=entry.tenant_key, detail=entry.detail,
-        ))
+        await self.c.execute(
+            insert(audit_events).values(
+                at=entry.at,
+                kind=entry.kind,
+                actor=entry.actor,
+                renewal_id=entry.renewal_id,
+                tenant_key=entry.tenant_key,
+                detail=entry.detail,
+            )
+        )
 
     async def for_tenant(self, tenant_key: str, limit: int = 20) -> list[AuditEntry]:
         rows = await self.c.execute(
-            select(audit_events).where(audit_events.c.tenant_key == tenant_key)
-            .order_by(audit_events.c.at.desc(), audit_events.c.id.desc()).limit(limit)
+            select(audit_events)
+            .where(audit_events.c.tenant_key == tenant_key)
+            .order_by(audit_events.c.at.desc(), audit_events.c.id.desc())
+            .limit(limit)
         )
-        return [AuditEntry(r.at, r.kind, r.actor, r.renewal_id, r.tenant_key, r.detail) for r in rows]
+        return [
+            AuditEntry(r.at, r.kind, r.actor, r.renewal_id, r.tenant_key, r.detail) for r in rows
+        ]
 
 
 class SqlIdentityErrorLog:
@@ -195,26 +249,41 @@ class SqlIdentityErrorLog:
         self.c = conn
 
     async def add(self, record: IdentityErrorRecord) -> None:
-        await self.c.execute(insert(msal_errors).values(
-            at=record.at, tenant_key=record.tenant_key, code=record.code, error=record.error,
-            description=record.description, correlation_id=record.correlation_id,
-            source=record.source,
-        ))
+        await self.c.execute(
+            insert(msal_errors).values(
+                at=record.at,
+                tenant_key=record.tenant_key,
+                code=record.code,
+                error=record.error,
+                description=record.description,
+                correlation_id=record.correlation_id,
+                source=record.source,
+            )
+        )
 
-    async def newest(self, tenant_key: str | None = None, limit: int = 10) -> list[IdentityErrorRecord]:
+    async def newest(
+        self, tenant_key: str | None = None, limit: int = 10
+    ) -> list[IdentityErrorRecord]:
         query = select(msal_errors).order_by(msal_errors.c.at.desc(), msal_errors.c.id.desc())
         if tenant_key:
             query = query.where(msal_errors.c.tenant_key == tenant_key)
         rows = await self.c.execute(query.limit(limit))
         return [
-            IdentityErrorRecord(r.at, r.tenant_key, r.code, r.error, r.description,
-                                r.correlation_id, r.source)
+            IdentityErrorRecord(
+                r.at, r.tenant_key, r.code, r.error, r.description, r.correlation_id, r.source
+            )
             for r in rows
         ]
 
 
 class SqlUnitOfWork:
     """One transaction. Leaving the block without commit() rolls back."""
+
+    conn: AsyncConnection
+    tenants: SqlTenantRepository
+    renewals: SqlRenewalRepository
+    audit: SqlAuditLog
+    identity_errors: SqlIdentityErrorLog
 
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
         self.engine = engine
@@ -260,9 +329,11 @@ class SqlTokenCacheStore:
 
     async def load(self, tenant_id: str) -> str | None:
         async with self.engine.connect() as conn:
-            row = (await conn.execute(
-                select(token_caches.c.ciphertext).where(token_caches.c.tenant_id == tenant_id)
-            )).first()
+            row = (
+                await conn.execute(
+                    select(token_caches.c.ciphertext).where(token_caches.c.tenant_id == tenant_id)
+                )
+            ).first()
         return self.box.open(row.ciphertext).decode() if row else None
 
     async def save(self, tenant_id: str, serialized: str) -> None:
@@ -270,9 +341,13 @@ class SqlTokenCacheStore:
         now = datetime.now(UTC)
         async with self.engine.begin() as conn:
             result = await conn.execute(
-                update(token_caches).where(token_caches.c.tenant_id == tenant_id)
+                update(token_caches)
+                .where(token_caches.c.tenant_id == tenant_id)
                 .values(ciphertext=sealed, updated_at=now)
             )
             if result.rowcount == 0:
-                await conn.execute(insert(token_caches).values(
-                    tenant_id=tenant_id, ciphertext=sealed, updated_at=now))
+                await conn.execute(
+                    insert(token_caches).values(
+                        tenant_id=tenant_id, ciphertext=sealed, updated_at=now
+                    )
+                )

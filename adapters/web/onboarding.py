@@ -34,14 +34,23 @@ TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
 CUSTOMER = Actor("web", "customer", "the customer")
 
 _GONE = {
-    "used": ("This link has been used", "The sign-in is complete and the tokens were acquired. "
-             "You can close this page."),
-    "cancelled": ("This link was cancelled", "Your support team cancelled this request. Ask "
-                  "them for a new link if you still need to sign in."),
-    "expired": ("This link has expired", "Sign-in links are valid for a limited time. Ask your "
-                "support team for a new link."),
-    "failed": ("This sign-in could not be completed", "Please contact your support team; they "
-               "can see what went wrong and send a new link."),
+    "used": (
+        "This link has been used",
+        "The sign-in is complete and the tokens were acquired. You can close this page.",
+    ),
+    "cancelled": (
+        "This link was cancelled",
+        "Your support team cancelled this request. Ask "
+        "them for a new link if you still need to sign in.",
+    ),
+    "expired": (
+        "This link has expired",
+        "Sign-in links are valid for a limited time. Ask your support team for a new link.",
+    ),
+    "failed": (
+        "This sign-in could not be completed",
+        "Please contact your support team; they can see what went wrong and send a new link.",
+    ),
 }
 
 
@@ -119,9 +128,13 @@ class OnboardingPage:
         return self._html(request, lambda nonce: page.notice(title, text, nonce), status)
 
     def _not_found(self, request: web.Request) -> web.Response:
-        return self._notice(request, "This link is not valid", "Check that you copied the whole "
-                            "link from your support team's message, or ask them for a new one.",
-                            404)
+        return self._notice(
+            request,
+            "This link is not valid",
+            "Check that you copied the whole "
+            "link from your support team's message, or ask them for a new one.",
+            404,
+        )
 
     async def show(self, request: web.Request) -> web.Response:
         token = self._token(request)
@@ -134,10 +147,17 @@ class OnboardingPage:
         except InvitationGoneError as exc:
             return await self._gone(request, token, exc.why)
         status = status_of(renewal, tenant)
-        return self._html(request, lambda nonce: page.onboarding(
-            tenant_name=tenant.display_name,
-            admin_upn=renewal.expected_account or tenant.admin_upn,
-            base=f"/onboard/{token}", csrf=self.csrf_for(token), status=status, nonce=nonce))
+        return self._html(
+            request,
+            lambda nonce: page.onboarding(
+                tenant_name=tenant.display_name,
+                admin_upn=renewal.expected_account or tenant.admin_upn,
+                base=f"/onboard/{token}",
+                csrf=self.csrf_for(token),
+                status=status,
+                nonce=nonce,
+            ),
+        )
 
     async def _gone(self, request: web.Request, token: str, why: str) -> web.Response:
         title, text = _GONE[why]
@@ -168,13 +188,19 @@ class OnboardingPage:
         if token is None:
             return self._not_found(request)
         wants_json = "application/json" in request.headers.get("Accept", "")
-        form = await request.post() if request.content_length and request.content_length < 4096 \
-            else {}
+        form = (
+            await request.post() if request.content_length and request.content_length < 4096 else {}
+        )
         if not self._same_origin(request) or not hmac.compare_digest(
             str(form.get("csrf", "")), self.csrf_for(token)
         ):
-            return self._notice(request, "Please reload the page", "This form has expired or "
-                                "did not come from this page. Reload the page and try again.", 403)
+            return self._notice(
+                request,
+                "Please reload the page",
+                "This form has expired or "
+                "did not come from this page. Reload the page and try again.",
+                403,
+            )
         upn = str(form.get("admin_upn", ""))[:254] or None
         try:
             renewal = await self.service.start_authentication(token, CUSTOMER, upn, fresh=fresh)
@@ -188,8 +214,12 @@ class OnboardingPage:
         except InvalidTransitionError:
             pass  # e.g. already signed in: the status below says so
         except StorageError:
-            return self._notice(request, "Please try again", "We could not save your request. "
-                                "Please try again in a minute.", 503)
+            return self._notice(
+                request,
+                "Please try again",
+                "We could not save your request. Please try again in a minute.",
+                503,
+            )
         if wants_json:
             renewal, tenant = await self.service.lookup_invitation(token)
             return web.json_response(status_of(renewal, tenant))

@@ -79,12 +79,13 @@ def onboarding(
     *, tenant_name: str, admin_upn: str, base: str, csrf: str, status: dict[str, object], nonce: str
 ) -> str:
     """The page a customer sees at the Auth URL."""
-    hidden = lambda flag: "" if status.get(flag) else " hidden"  # noqa: E731
+
+    def hidden(flag: str) -> str:
+        return "" if status.get(flag) else " hidden"
+
     code = _e(status.get("user_code") or "")
     uri = _e(status.get("verification_uri") or "")
-    progress = (
-        f"{status['acquired']}/{status['total']} tokens" if status.get("total") else ""
-    )
+    progress = f"{status['acquired']}/{status['total']} tokens" if status.get("total") else ""
     body = f"""
 <main id=app data-csrf='{_e(csrf)}' data-base='{_e(base)}'>
 <h1>Renew the Microsoft 365 connection for {_e(tenant_name)}</h1>

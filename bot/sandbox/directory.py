@@ -12,6 +12,7 @@ import string
 import time
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-00000000b07e"
@@ -114,12 +115,17 @@ class Directory:
         self.by_user_code[flow.user_code] = flow
         return flow
 
-    def issue(self, account: SandboxAccount, tenant_id: str, client_id: str, resource: str,
-              lifetime: int = 3600) -> tuple[str, str]:
+    def issue(
+        self,
+        account: SandboxAccount,
+        tenant_id: str,
+        client_id: str,
+        resource: str,
+        lifetime: int = 3600,
+    ) -> tuple[str, str]:
         at = "sbx-at." + secrets.token_urlsafe(32)
         rt = "sbx-rt." + secrets.token_urlsafe(48)
-        self.access_tokens[at] = AccessToken(account, tenant_id, resource,
-                                             time.time() + lifetime)
+        self.access_tokens[at] = AccessToken(account, tenant_id, resource, time.time() + lifetime)
         self.refresh_tokens[rt] = Grant(account, tenant_id, client_id)
         self.issued_secrets += [at, rt]
         return at, rt
@@ -129,21 +135,26 @@ def demo_directory(interval: int = 5, code_lifetime: int = 900) -> Directory:
     """The demo tenants and accounts; each tenant plays a different case."""
     d = Directory()
 
-    def tenant(n: int, name: str, domain: str, **kw: object) -> SandboxTenant:
+    def tenant(n: int, name: str, domain: str, **kw: Any) -> SandboxTenant:
         tid = f"{n:08d}-0000-4000-8000-{n:012d}"
-        return d.add_tenant(SandboxTenant(tid, name, domain, interval=interval,
-                                          code_lifetime=code_lifetime, **kw))  # type: ignore[arg-type]
+        return d.add_tenant(
+            SandboxTenant(tid, name, domain, interval=interval, code_lifetime=code_lifetime, **kw)
+        )
 
     contoso = tenant(1, "Contoso Ltd", "contoso.com")
     fabrikam = tenant(2, "Fabrikam Inc", "fabrikam.com", app_present=False)
     northwind = tenant(3, "Northwind Traders", "northwind.com", conditional_access="530033")
     tailspin = tenant(4, "Tailspin Toys", "tailspin.com")
     d.add_account(SandboxAccount("admin@contoso.com", contoso.tenant_id, "Contoso Admin"))
-    d.add_account(SandboxAccount("helpdesk@contoso.com", contoso.tenant_id, "Contoso Helpdesk",
-                                 global_admin=False))
+    d.add_account(
+        SandboxAccount(
+            "helpdesk@contoso.com", contoso.tenant_id, "Contoso Helpdesk", global_admin=False
+        )
+    )
     d.add_account(SandboxAccount("it@fabrikam.com", fabrikam.tenant_id, "Fabrikam IT"))
-    d.add_account(SandboxAccount("user@fabrikam.com", fabrikam.tenant_id, "Fabrikam User",
-                                 global_admin=False))
+    d.add_account(
+        SandboxAccount("user@fabrikam.com", fabrikam.tenant_id, "Fabrikam User", global_admin=False)
+    )
     d.add_account(SandboxAccount("admin@northwind.com", northwind.tenant_id, "Northwind Admin"))
     d.add_account(SandboxAccount("admin@tailspin.com", tailspin.tenant_id, "Tailspin Admin"))
     return d

@@ -25,17 +25,24 @@ _STYLE = (
 
 
 def page(title: str, body: str, status: int = 200) -> web.Response:
-    doc = (f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
-           f"</title><meta name=viewport content='width=device-width,initial-scale=1'>"
-           f"<style>{_STYLE}</style></head><body><p><b>Sandbox sign-in</b> (not Microsoft)</p>"
-           f"<h1>{html.escape(title)}</h1>{body}</body></html>")
-    return web.Response(text=doc, content_type="text/html", status=status,
-                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    doc = (
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}"
+        f"</title><meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<style>{_STYLE}</style></head><body><p><b>Sandbox sign-in</b> (not Microsoft)</p>"
+        f"<h1>{html.escape(title)}</h1>{body}</body></html>"
+    )
+    return web.Response(
+        text=doc,
+        content_type="text/html",
+        status=status,
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
 
 
 def _hidden(**values: str) -> str:
-    return "".join(f"<input type=hidden name={k} value='{html.escape(v)}'>"
-                   for k, v in values.items())
+    return "".join(
+        f"<input type=hidden name={k} value='{html.escape(v)}'>" for k, v in values.items()
+    )
 
 
 def _find(d: Directory, code: str) -> DeviceFlow | None:
@@ -47,9 +54,11 @@ def _find(d: Directory, code: str) -> DeviceFlow | None:
 
 def _code_form(error: str = "") -> str:
     err = f"<p class=err role=alert>{html.escape(error)}</p>" if error else ""
-    return (f"{err}<form method=post action=/devicelogin><label for=otc>Code</label>"
-            "<input id=otc name=otc autocomplete=off autofocus required>"
-            "<button type=submit id=next>Next</button></form>")
+    return (
+        f"{err}<form method=post action=/devicelogin><label for=otc>Code</label>"
+        "<input id=otc name=otc autocomplete=off autofocus required>"
+        "<button type=submit id=next>Next</button></form>"
+    )
 
 
 async def enter_code(request: web.Request) -> web.Response:
@@ -61,17 +70,26 @@ async def submit_code(request: web.Request) -> web.Response:
     otc = str((await request.post()).get("otc", ""))
     flow = _find(d, otc)
     if flow is None:
-        return page("Enter code", _code_form("That code was not recognised or has expired. "
-                                             "Check it and try again."), status=400)
+        return page(
+            "Enter code",
+            _code_form("That code was not recognised or has expired. Check it and try again."),
+            status=400,
+        )
     tenant = d.tenants[flow.tenant_id]
     buttons = "".join(
         f"<button name=upn value='{html.escape(a.upn)}'>{html.escape(a.name)} "
-        f"({html.escape(a.upn)})</button>" for a in d.accounts.values())
-    return page("Pick an account", (
-        f"<p>You are signing in to <b>renewbot</b> for <b>{html.escape(tenant.name)}</b>.</p>"
-        f"<form method=post action=/devicelogin/signin>{_hidden(otc=flow.user_code)}{buttons}"
-        "</form><form method=post action=/devicelogin/decline>"
-        f"{_hidden(otc=flow.user_code)}<button id=decline>Cancel sign-in</button></form>"))
+        f"({html.escape(a.upn)})</button>"
+        for a in d.accounts.values()
+    )
+    return page(
+        "Pick an account",
+        (
+            f"<p>You are signing in to <b>renewbot</b> for <b>{html.escape(tenant.name)}</b>.</p>"
+            f"<form method=post action=/devicelogin/signin>{_hidden(otc=flow.user_code)}{buttons}"
+            "</form><form method=post action=/devicelogin/decline>"
+            f"{_hidden(otc=flow.user_code)}<button id=decline>Cancel sign-in</button></form>"
+        ),
+    )
 
 
 def _fail(flow: DeviceFlow, code: str, title: str, text: str) -> web.Response:
@@ -81,8 +99,11 @@ def _fail(flow: DeviceFlow, code: str, title: str, text: str) -> web.Response:
 
 def _approve(flow: DeviceFlow) -> web.Response:
     flow.status = "approved"
-    return page("You're signed in", "<p id=done>You have signed in to renewbot. You can close "
-                "this window and return to the application.</p>")
+    return page(
+        "You're signed in",
+        "<p id=done>You have signed in to renewbot. You can close "
+        "this window and return to the application.</p>",
+    )
 
 
 async def sign_in(request: web.Request) -> web.Response:
@@ -95,22 +116,44 @@ async def sign_in(request: web.Request) -> web.Response:
     tenant = d.tenants[flow.tenant_id]
     flow.account = account
     if account.tenant_id != tenant.tenant_id:
-        return _fail(flow, "50020", "Wrong organization",
-                     f"{account.upn} is not an account of {tenant.name}.")
+        return _fail(
+            flow,
+            "50020",
+            "Wrong organization",
+            f"{account.upn} is not an account of {tenant.name}.",
+        )
     if tenant.conditional_access:
-        return _fail(flow, tenant.conditional_access, "Access blocked",
-                     "Your organization's Conditional Access policy blocks this sign-in.")
+        return _fail(
+            flow,
+            tenant.conditional_access,
+            "Access blocked",
+            "Your organization's Conditional Access policy blocks this sign-in.",
+        )
     if tenant.mfa_required:
-        return _fail(flow, "50076", "More information required",
-                     "Your organization requires multi-factor authentication.")
+        return _fail(
+            flow,
+            "50076",
+            "More information required",
+            "Your organization requires multi-factor authentication.",
+        )
     if not tenant.app_present:
-        admin_box = ("<label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
-                     "your organization</label>") if account.global_admin else ""
-        return page("Permissions requested", (
-            "<p><b>renewbot</b> needs permission to access resources in your organization.</p>"
-            f"<form method=post action=/devicelogin/consent>{_hidden(otc=flow.user_code)}"
-            f"{admin_box}<button name=decision value=accept id=accept>Accept</button>"
-            "<button name=decision value=decline id=cancel>Cancel</button></form>"))
+        admin_box = (
+            (
+                "<label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
+                "your organization</label>"
+            )
+            if account.global_admin
+            else ""
+        )
+        return page(
+            "Permissions requested",
+            (
+                "<p><b>renewbot</b> needs permission to access resources in your organization.</p>"
+                f"<form method=post action=/devicelogin/consent>{_hidden(otc=flow.user_code)}"
+                f"{admin_box}<button name=decision value=accept id=accept>Accept</button>"
+                "<button name=decision value=decline id=cancel>Cancel</button></form>"
+            ),
+        )
     return _approve(flow)
 
 
@@ -124,8 +167,12 @@ async def consent(request: web.Request) -> web.Response:
         flow.status = "declined"
         return page("Sign-in cancelled", "<p>You declined. You can close this window.</p>")
     if not flow.account.global_admin:
-        return _fail(flow, "90094", "Need admin approval",
-                     "renewbot needs permission that only an administrator can grant.")
+        return _fail(
+            flow,
+            "90094",
+            "Need admin approval",
+            "renewbot needs permission that only an administrator can grant.",
+        )
     d.tenants[flow.tenant_id].app_present = True
     return _approve(flow)
 
@@ -158,10 +205,12 @@ async def set_tenant(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     d = request.app[DIRECTORY_KEY]
-    return web.json_response({
-        "tenants": {t.tenant_id: t.name for t in d.tenants.values()},
-        "pending_codes": [f.user_code for f in d.flows.values() if f.status == "pending"],
-    })
+    return web.json_response(
+        {
+            "tenants": {t.tenant_id: t.name for t in d.tenants.values()},
+            "pending_codes": [f.user_code for f in d.flows.values() if f.status == "pending"],
+        }
+    )
 
 
 def http_app(directory: Directory) -> web.Application:

@@ -1,4 +1,4 @@
-"""Starts the sandbox's two listeners on 127.0.0.1: HTTPS (protocol, Graph) and HTTP (login page)."""
+"""The sandbox's two listeners on 127.0.0.1: HTTPS (protocol, Graph) and HTTP (login page)."""
 
 from __future__ import annotations
 

@@ -56,5 +56,6 @@ async def test_declined_sign_in_offers_new_code_on_the_page(tmp_path: Path, brow
         await page.click("#new-code")
         await page.locator("#user-code").wait_for(state="visible")
         await page.wait_for_function(
-            "first => document.getElementById('user-code').textContent !== first", arg=first)
+            "first => document.getElementById('user-code').textContent !== first", arg=first
+        )
         assert await page.locator("#user-code").text_content() != first

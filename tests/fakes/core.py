@@ -46,8 +46,12 @@ class _Tenants:
     async def find_exact(self, ref: str) -> Tenant | None:
         low = ref.lower()
         for t in self.s.tenants.values():
-            if low in {t.slug.lower(), t.display_name.lower(), t.primary_domain.lower(),
-                       t.tenant_id.lower()}:
+            if low in {
+                t.slug.lower(),
+                t.display_name.lower(),
+                t.primary_domain.lower(),
+                t.tenant_id.lower(),
+            }:
                 return copy.copy(t)
         return None
 
@@ -125,7 +129,9 @@ class _Errors:
     async def add(self, record: IdentityErrorRecord) -> None:
         self.s.errors.append(record)
 
-    async def newest(self, tenant_key: str | None = None, limit: int = 10) -> list[IdentityErrorRecord]:
+    async def newest(
+        self, tenant_key: str | None = None, limit: int = 10
+    ) -> list[IdentityErrorRecord]:
         rows = [e for e in reversed(self.s.errors) if tenant_key in (None, e.tenant_key)]
         return rows[:limit]
 
@@ -145,7 +151,7 @@ class InMemoryUnitOfWork:
     async def __aenter__(self) -> InMemoryUnitOfWork:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.staged.clear()
 
     async def commit(self) -> None:
@@ -192,7 +198,9 @@ class RecordingChatThreads:
 class FakeIdentityProvider:
     """Scripted identity: queue poll results or errors; checks answer for a chosen tenant."""
 
-    def __init__(self, clock: FrozenClock, sets: Sequence[str] = ("graph", "exchange", "sharepoint")) -> None:
+    def __init__(
+        self, clock: FrozenClock, sets: Sequence[str] = ("graph", "exchange", "sharepoint")
+    ) -> None:
         self.clock = clock
         self.sets = list(sets)
         self.polls: list[PollPending | SignedIn | IdentityProviderError] = []

@@ -56,8 +56,9 @@ class Live:
             (latest,) = await uow.renewals.for_tenant(self.tenants[slug].key, limit=1)
         return latest
 
-    async def wait_for(self, slug: str, check: Callable[[Renewal], bool],
-                       timeout: float = 30.0) -> Renewal:
+    async def wait_for(
+        self, slug: str, check: Callable[[Renewal], bool], timeout: float = 30.0
+    ) -> Renewal:
         """Poll the database with a deadline until ``check`` holds."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
@@ -91,8 +92,9 @@ class Live:
 
     async def press(self, auth_url: str, action: str = "start", **form: str) -> dict[str, Any]:
         data = {"csrf": await self.csrf(auth_url), **form}
-        async with self.http.post(f"{auth_url}/{action}", data=data,
-                                  headers={"Accept": "application/json"}) as resp:
+        async with self.http.post(
+            f"{auth_url}/{action}", data=data, headers={"Accept": "application/json"}
+        ) as resp:
             assert resp.status == 200, await resp.text()
             return dict(await resp.json())
 
@@ -104,8 +106,9 @@ class Live:
         async with self.http.post(f"{login}/signin", data={"otc": user_code, "upn": upn}) as resp:
             page = await resp.text()
         if "/devicelogin/consent" in page and consent:
-            async with self.http.post(f"{login}/consent", data={
-                    "otc": user_code, "decision": consent, "org": "1"}) as resp:
+            async with self.http.post(
+                f"{login}/consent", data={"otc": user_code, "decision": consent, "org": "1"}
+            ) as resp:
                 page = await resp.text()
         return page
 
@@ -116,11 +119,17 @@ class Live:
 
 
 @asynccontextmanager
-async def live_bot(tmp_path: Path, database_url: str | None = None, *, interval: int = 1,
-                   code_lifetime: int = 900, extra_routes: list[web.RouteDef] | None = None
-                   ) -> AsyncIterator[Live]:
-    sandbox = await Sandbox(demo_directory(interval=interval, code_lifetime=code_lifetime),
-                            workdir=tmp_path / "sandbox").start()
+async def live_bot(
+    tmp_path: Path,
+    database_url: str | None = None,
+    *,
+    interval: int = 1,
+    code_lifetime: int = 900,
+    extra_routes: list[web.RouteDef] | None = None,
+) -> AsyncIterator[Live]:
+    sandbox = await Sandbox(
+        demo_directory(interval=interval, code_lifetime=code_lifetime), workdir=tmp_path / "sandbox"
+    ).start()
     sock = bind_loopback(0)
     port = sock.getsockname()[1]
     sock.close()
@@ -130,8 +139,12 @@ async def live_bot(tmp_path: Path, database_url: str | None = None, *, interval:
         environment="development",
         database={"url": database_url or f"sqlite+aiosqlite:///{tmp_path}/bot.db"},
         web={"host": "127.0.0.1", "port": port, "public_url": base},
-        identity={"authority_host": sandbox.authority_host, "client_id": DEFAULT_CLIENT_ID,
-                  "ca_bundle": str(sandbox.ca_path), "graph_url": sandbox.graph_url},
+        identity={
+            "authority_host": sandbox.authority_host,
+            "client_id": DEFAULT_CLIENT_ID,
+            "ca_bundle": str(sandbox.ca_path),
+            "graph_url": sandbox.graph_url,
+        },
         security={"encryption_keys": generate_key()},
     )
     chat = RecordingChatThreads()

@@ -12,10 +12,18 @@ from adapters.storage.crypto import generate_key
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("RENEWBOT_")}
 
 
-def renewbot(*args: str, env: dict[str, str] | None = None, timeout: float = 120,
-             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True,
-                          env={**BASE_ENV, **(env or {})}, timeout=timeout, cwd=cwd, check=False)
+def renewbot(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        capture_output=True,
+        text=True,
+        env={**BASE_ENV, **(env or {})},
+        timeout=timeout,
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_scripted_demo_reaches_validated() -> None:
@@ -37,8 +45,13 @@ def test_scripted_demo_fails_when_renewal_fails() -> None:
 
 def test_serve_without_secrets_names_the_variables() -> None:
     """A production start with missing settings stops and says which variable, not the value."""
-    done = renewbot("serve", env={"RENEWBOT_SECURITY__ENCRYPTION_KEYS": "",
-                                  "RENEWBOT_IDENTITY__AUTHORITY_HOST": "https://127.0.0.1:9"})
+    done = renewbot(
+        "serve",
+        env={
+            "RENEWBOT_SECURITY__ENCRYPTION_KEYS": "",
+            "RENEWBOT_IDENTITY__AUTHORITY_HOST": "https://127.0.0.1:9",
+        },
+    )
     assert done.returncode == 2
     assert "RENEWBOT_SECURITY__ENCRYPTION_KEYS" in done.stderr
     assert "RENEWBOT_IDENTITY__CLIENT_ID" in done.stderr
@@ -48,8 +61,14 @@ def test_serve_without_secrets_names_the_variables() -> None:
 def test_bad_key_is_reported_without_its_value(tmp_path: Path) -> None:
     """An invalid key is named by variable; the value itself is never printed."""
     bogus = "not-a-fernet-key-SECRETVALUE"
-    done = renewbot("tenants", "list", env={"RENEWBOT_SECURITY__ENCRYPTION_KEYS": bogus,
-                                           "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/x.db"})
+    done = renewbot(
+        "tenants",
+        "list",
+        env={
+            "RENEWBOT_SECURITY__ENCRYPTION_KEYS": bogus,
+            "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/x.db",
+        },
+    )
     assert done.returncode == 2
     assert "RENEWBOT_SECURITY__ENCRYPTION_KEYS" in done.stderr
     assert bogus not in done.stdout + done.stderr
@@ -57,8 +76,10 @@ def test_bad_key_is_reported_without_its_value(tmp_path: Path) -> None:
 
 def test_tenants_import_is_all_or_nothing(tmp_path: Path) -> None:
     """A CSV with one bad line imports nothing and names the line; a good one imports all."""
-    env = {"RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
-           "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/t.db"}
+    env = {
+        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
+        "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
+    }
     assert renewbot("db", "upgrade", env=env).returncode == 0
     header = "slug,display_name,tenant_id,primary_domain,admin_upn\n"
     good = "acme,Acme Corp,3f2504e0-4f89-11d3-9a0c-0305e82c3301,acme.com,admin@acme.com\n"
@@ -83,3 +104,14 @@ def test_keys_generate_prints_a_usable_key() -> None:
     key = renewbot("keys", "generate").stdout.strip()
     box = SecretBox([key])
     assert box.open(box.seal(b"x")) == b"x"
+
+
+def test_interactive_demo_answers_typed_commands() -> None:
+    """`make demo`'s console chat: typed commands get thread posts and replies, quit ends it."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "demo"], input="/renew-token contoso\nhelp\nquit\n",
+        capture_output=True, text=True, env=BASE_ENV, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Demo tenants:" in done.stdout
+    assert "[thread 1] renewbot: Token renewal for Contoso Ltd" in done.stdout
+    assert "/onboard/" in done.stdout and "renew-token cancel <tenant>" in done.stdout

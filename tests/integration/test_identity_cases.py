@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 from pathlib import Path
 
 import pytest
@@ -118,13 +120,14 @@ async def test_slow_down_is_honoured(live: Live) -> None:
     """slow_down makes us wait longer; we never poll faster than the interval."""
     live.sandbox.directory.tenants[T_CONTOSO].slow_down_polls = 1
     status = await start(live, "contoso")
-    r = await live.wait_for("contoso", lambda r: r.device_code is not None
-                            and r.device_code.interval == 6)
+    r = await live.wait_for(
+        "contoso", lambda r: r.device_code is not None and r.device_code.interval == 6
+    )
     assert r.state is S.CODE_ISSUED
     await live.sign_in(str(status["user_code"]), "admin@contoso.com")
     await live.wait_state("contoso", S.VALIDATED, timeout=40)
     times = [t for code, t in live.sandbox.directory.polls if code == status["user_code"]]
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert gaps and min(gaps) >= 1.0
     assert gaps[0] >= 6.0  # after slow_down: interval 1 + 5
 
@@ -174,3 +177,20 @@ async def test_full_renewal_on_postgres(tmp_path: Path, postgres_url: str) -> No
         status = await start(live, "contoso")
         await live.sign_in(str(status["user_code"]), "admin@contoso.com")
         await live.wait_state("contoso", S.VALIDATED)
+
+
+async def test_sandbox_gone_while_waiting_keeps_the_code(
+    live: Live, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An identity outage during polling is retried; nothing is half-written or failed."""
+    await start(live, "contoso")
+    before = await live.wait_for("contoso", lambda r: r.state is S.CODE_ISSUED)
+    await live.sandbox.stop()
+    caplog.set_level("WARNING", logger="renewbot.core")
+    deadline = asyncio.get_running_loop().time() + 20
+    while sum(r.msg == "identity.poll_unavailable" for r in caplog.records) < 2:
+        assert asyncio.get_running_loop().time() < deadline, "no poll attempt seen"
+        await asyncio.sleep(0.05)
+    after = await live.renewal("contoso")
+    assert after.state is S.CODE_ISSUED and after.device_code == before.device_code
+    assert not any("failed" in t.lower() for t in live.chat.texts())

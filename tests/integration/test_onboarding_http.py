@@ -31,12 +31,16 @@ async def test_page_shows_tenant_admin_and_start(live: Live) -> None:
     assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp
     assert headers["Referrer-Policy"] == "no-referrer"
     assert headers["Cache-Control"] == "no-store"
-    assert "<script src" not in body and "http://" not in body.split("<script")[0].split(
-        "data-base")[0]
+    assert (
+        "<script src" not in body
+        and "http://" not in body.split("<script")[0].split("data-base")[0]
+    )
 
 
-@pytest.mark.parametrize("path", ["/onboard/short", "/onboard/" + "A" * 43, "/onboard/%00%2e%2e",
-                                  "/onboard/" + "x" * 5000])
+@pytest.mark.parametrize(
+    "path",
+    ["/onboard/short", "/onboard/" + "A" * 43, "/onboard/%00%2e%2e", "/onboard/" + "x" * 5000],
+)
 async def test_unknown_or_tampered_links_are_404_pages(live: Live, path: str) -> None:
     """A wrong link gets a clear page, never a stack trace."""
     async with live.http.get(live.base_url + path) as resp:
@@ -82,8 +86,9 @@ async def test_cross_origin_post_is_refused(live: Live) -> None:
     await live.say("contoso")
     url = live.auth_url()
     csrf = await live.csrf(url)
-    async with live.http.post(url + "/start", data={"csrf": csrf},
-                              headers={"Origin": "https://evil.example"}) as resp:
+    async with live.http.post(
+        url + "/start", data={"csrf": csrf}, headers={"Origin": "https://evil.example"}
+    ) as resp:
         assert resp.status == 403
     assert (await live.renewal("contoso")).state is S.INVITED
 

@@ -15,7 +15,7 @@ from tests.integration.live import live_bot
 
 
 async def test_whole_renewal_leaks_no_secret(tmp_path: Path) -> None:
-    """Tokens and device codes never reach logs, chat or plaintext storage; nor the Auth URL logs."""
+    """Tokens and device codes reach no log, chat or plaintext row; the Auth URL no log."""
     stream = io.StringIO()
     root = logging.getLogger()
     saved = root.handlers[:], root.level
@@ -53,10 +53,15 @@ async def test_whole_renewal_leaks_no_secret(tmp_path: Path) -> None:
 
 def test_redaction_masks_secret_keys_and_token_shapes() -> None:
     """The log processor masks by key and by value shape, recursively."""
-    event = bot_logging.redact_secrets(None, "info", {
-        "event": "x Bearer abc.def.ghi and xoxb-test-123-abc",
-        "refresh_token": "rt", "nested": {"device_code": "dc", "ok": "/onboard/" + "a" * 43},
-    })
+    event = bot_logging.redact_secrets(
+        None,
+        "info",
+        {
+            "event": "x Bearer abc.def.ghi and xoxb-test-123-abc",
+            "refresh_token": "rt",
+            "nested": {"device_code": "dc", "ok": "/onboard/" + "a" * 43},
+        },
+    )
     assert event["refresh_token"] == "[redacted]"
     assert event["nested"]["device_code"] == "[redacted]"
     assert "abc.def" not in event["event"] and "xoxb-test" not in event["event"]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.storage.crypto import SecretBox, generate_key
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from adapters.storage.tables import renewals
-from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
+from core.errors import ConcurrencyError, StorageError
 from core.model import Actor, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
 from tests.fakes.refs import random_tenant
 
@@ -23,8 +23,12 @@ NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
 
 def new_renewal(tenant_key: str) -> Renewal:
     r = Renewal(
-        id=uuid.uuid4().hex, tenant_key=tenant_key, requested_by=Actor("slack", "U1", "Sam"),
-        invitation_email="admin@x.example", origin=Origin("slack", "C1"), created_at=NOW,
+        id=uuid.uuid4().hex,
+        tenant_key=tenant_key,
+        requested_by=Actor("slack", "U1", "Sam"),
+        invitation_email="admin@x.example",
+        origin=Origin("slack", "C1"),
+        created_at=NOW,
         expected_account="admin@x.example",
     )
     r.invite(uuid.uuid4().hex + uuid.uuid4().hex, NOW + timedelta(days=7), "https://x", NOW)
@@ -43,18 +47,28 @@ async def test_tenant_found_by_every_name(engine: AsyncEngine, box: SecretBox) -
     """Slug, display name, domain and tenant id all find the tenant, ignoring case."""
     tenant = await add_tenant(engine, box)
     async with SqlUnitOfWork(engine, box) as uow:
-        for ref in (tenant.slug, tenant.display_name.upper(), tenant.primary_domain, tenant.tenant_id):
+        for ref in (
+            tenant.slug,
+            tenant.display_name.upper(),
+            tenant.primary_domain,
+            tenant.tenant_id,
+        ):
             found = await uow.tenants.find_exact(ref)
             assert found is not None and found.key == tenant.key
 
 
-async def test_renewal_round_trip_with_encrypted_flow_state(engine: AsyncEngine, box: SecretBox) -> None:
+async def test_renewal_round_trip_with_encrypted_flow_state(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
     """Every field survives storage; the device-flow state is unreadable in the raw row."""
     tenant = await add_tenant(engine, box)
     r = new_renewal(tenant.key)
     secret = b'{"device_code": "DEVICECODE-very-secret"}'
-    r.issue_code(DeviceCode("ABCD-1234", "https://login/device", NOW + timedelta(minutes=15), 5,
-                            secret), Actor("web", "customer"), NOW)
+    r.issue_code(
+        DeviceCode("ABCD-1234", "https://login/device", NOW + timedelta(minutes=15), 5, secret),
+        Actor("web", "customer"),
+        NOW,
+    )
     r.thread = ThreadRef("slack", "C1:1234.5678")
     r.warnings = ["w1"]
     async with SqlUnitOfWork(engine, box) as uow:
@@ -67,11 +81,15 @@ async def test_renewal_round_trip_with_encrypted_flow_state(engine: AsyncEngine,
     assert loaded.state is RenewalState.CODE_ISSUED and loaded.warnings == ["w1"]
     assert loaded.created_at == NOW
     async with engine.connect() as conn:
-        raw = (await conn.execute(select(renewals.c.flow_state).where(renewals.c.id == r.id))).scalar()
+        raw = (
+            await conn.execute(select(renewals.c.flow_state).where(renewals.c.id == r.id))
+        ).scalar()
     assert b"DEVICECODE" not in raw
 
 
-async def test_database_allows_one_active_renewal_per_tenant(engine: AsyncEngine, box: SecretBox) -> None:
+async def test_database_allows_one_active_renewal_per_tenant(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
     """Two simultaneous requests for one tenant: exactly one renewal exists afterwards."""
     tenant = await add_tenant(engine, box)
 
@@ -95,11 +113,23 @@ async def test_constraint_holds_even_for_raw_sql(engine: AsyncEngine, box: Secre
         await uow.commit()
     second = new_renewal(tenant.key)
     values = {c.name: None for c in renewals.columns}
-    values.update(id=second.id, tenant_key=tenant.key, state="code_issued",
-                  requested_by_platform="x", requested_by_id="x", requested_by_name="x",
-                  invitation_email="x", expected_account="x", origin_platform="x",
-                  origin_channel="x", created_at=NOW, tokens_acquired=0, tokens_total=0,
-                  warnings="[]", version=0)
+    values.update(
+        id=second.id,
+        tenant_key=tenant.key,
+        state="code_issued",
+        requested_by_platform="x",
+        requested_by_id="x",
+        requested_by_name="x",
+        invitation_email="x",
+        expected_account="x",
+        origin_platform="x",
+        origin_channel="x",
+        created_at=NOW,
+        tokens_acquired=0,
+        tokens_total=0,
+        warnings="[]",
+        version=0,
+    )
     with pytest.raises(IntegrityError):
         async with engine.begin() as conn:
             await conn.execute(insert(renewals).values(**values))
@@ -161,8 +191,11 @@ async def test_token_cache_encrypted_and_rotatable(engine: AsyncEngine) -> None:
     await store.save(tid, '{"RefreshToken": {"x": {"secret": "RT-SECRET"}}}')
     await store.save(tid, '{"RefreshToken": {"x": {"secret": "RT-SECRET-2"}}}')
     async with engine.connect() as conn:
-        raw = (await conn.execute(text("SELECT ciphertext FROM token_caches WHERE tenant_id = :t"),
-                                  {"t": tid})).scalar()
+        raw = (
+            await conn.execute(
+                text("SELECT ciphertext FROM token_caches WHERE tenant_id = :t"), {"t": tid}
+            )
+        ).scalar()
     assert b"RT-SECRET" not in raw
     rotated = SqlTokenCacheStore(engine, SecretBox([generate_key(), old]))
     assert "RT-SECRET-2" in (await rotated.load(tid) or "")

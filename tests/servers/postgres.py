@@ -51,19 +51,36 @@ def postgres_server() -> Iterator[str]:
     port = free_port()
     log = base / "server.log"
     subprocess.run(
-        _as_postgres([str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                      "--no-sync", "-E", "UTF8"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ]
+        ),
+        check=True,
+        capture_output=True,
     )
     if os.geteuid() == 0:
         log.touch()
         shutil.chown(log, "postgres", "postgres")
-    opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
+    opts = (
+        f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={data} "
+        "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
     subprocess.run(
-        _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", opts,
-                      "start"]),
-        check=True, capture_output=True,
+        _as_postgres(
+            [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-o", opts, "start"]
+        ),
+        check=True,
+        capture_output=True,
     )
     try:
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"

@@ -16,12 +16,20 @@ from tests.fakes.core import (
 SUPPORT = Actor("test", "U1", "Sam Support")
 HERE = Origin("test", "C1")
 CONTOSO = Tenant(
-    "k-contoso", "contoso", "Contoso Ltd", "11111111-1111-1111-1111-111111111111",
-    "contoso.com", "admin@contoso.com",
+    "k-contoso",
+    "contoso",
+    "Contoso Ltd",
+    "11111111-1111-1111-1111-111111111111",
+    "contoso.com",
+    "admin@contoso.com",
 )
 FABRIKAM = Tenant(
-    "k-fabrikam", "fabrikam", "Fabrikam Inc", "22222222-2222-2222-2222-222222222222",
-    "fabrikam.com", "it@fabrikam.com",
+    "k-fabrikam",
+    "fabrikam",
+    "Fabrikam Inc",
+    "22222222-2222-2222-2222-222222222222",
+    "fabrikam.com",
+    "it@fabrikam.com",
 )
 
 

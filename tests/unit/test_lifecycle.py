@@ -6,8 +6,12 @@ from datetime import timedelta
 
 import pytest
 
-from core.errors import IdentityProviderError, InvalidTransitionError, InvitationGoneError
-from core.errors import InvitationNotFoundError
+from core.errors import (
+    IdentityProviderError,
+    InvalidTransitionError,
+    InvitationGoneError,
+    InvitationNotFoundError,
+)
 from core.model import Actor, RenewalState
 from core.ports import SignedIn
 from core.validation import GLOBAL_ADMINISTRATOR
@@ -73,7 +77,9 @@ async def test_typo_suggests_close_tenant_names(world: World) -> None:
     assert world.store.renewals == {}
 
 
-@pytest.mark.parametrize("text", ["", "   ", "status extra", "cancel", "a|b", "x" * 600, "cancle contoso"])
+@pytest.mark.parametrize(
+    "text", ["", "   ", "status extra", "cancel", "a|b", "x" * 600, "cancle contoso"]
+)
 async def test_odd_text_gets_a_plain_answer_and_changes_nothing(world: World, text: str) -> None:
     """Bad input is answered in words and leaves no rows behind."""
     reply = await world.say(text)
@@ -144,7 +150,9 @@ async def test_expired_code_returns_to_invited_and_new_code_works(world: World) 
         ("AADSTS530033", RenewalState.FAILED),
     ],
 )
-async def test_identity_errors_explained_in_thread(world: World, code: str, end: RenewalState) -> None:
+async def test_identity_errors_explained_in_thread(
+    world: World, code: str, end: RenewalState
+) -> None:
     """Declines and consent errors offer a new code; Conditional Access ends the renewal."""
     rid = await started(world)
     world.identity.polls = [IdentityProviderError(code, "invalid_grant", "secret-ish detail")]
@@ -168,7 +176,10 @@ async def test_wrong_tenant_account_fails_validation(world: World) -> None:
 async def test_consent_by_non_global_admin_fails(world: World) -> None:
     """When the Enterprise Application was missing, only a Global Administrator will do."""
     rid = await started(world)
-    world.identity.polls = [IdentityProviderError("AADSTS65001", "invalid_grant"), signed(roles=frozenset())]
+    world.identity.polls = [
+        IdentityProviderError("AADSTS65001", "invalid_grant"),
+        signed(roles=frozenset()),
+    ]
     await world.service.poll_once(rid)
     await world.service.start_authentication(world.token_from_thread(), CUSTOMER, fresh=True)
     await world.service.poll_once(rid)
@@ -181,8 +192,9 @@ async def test_other_admin_account_validates_with_warning(world: World) -> None:
     world.identity.polls = [signed("other@contoso.com")]
     await world.service.poll_once(rid)
     assert await state(world, rid) is RenewalState.VALIDATED
-    assert "other@contoso.com, but the tenant's M365 admin username is admin@contoso.com" in (
-        world.chat.texts()[-1]
+    assert (
+        "other@contoso.com, but the tenant's M365 admin username is admin@contoso.com"
+        in (world.chat.texts()[-1])
     )
 
 
