@@ -117,6 +117,7 @@ async def runtime(
     config = ServiceConfig(
         public_url=settings.web.public_url,
         invitation_ttl=timedelta(hours=settings.security.invitation_ttl_hours),
+        poll_lease=timedelta(seconds=settings.identity.poll_lease_seconds),
     )
     core = compose(
         uow=lambda: SqlUnitOfWork(engine, box),

@@ -55,6 +55,7 @@ class IdentitySettings(BaseModel):
     token_sets: dict[str, list[str]] = Field(default_factory=lambda: dict(DEFAULT_TOKEN_SETS))
     pool_size: int = Field(default=8, ge=1, le=64)
     timeout_seconds: float = Field(default=10.0, gt=0)
+    poll_lease_seconds: float = Field(default=30.0, gt=0)
 
 
 class SecuritySettings(BaseModel):

@@ -100,24 +100,39 @@ async def readyz(request: web.Request) -> web.Response:
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
-    async with rt.uow() as uow:
-        waiting = await uow.renewals.awaiting_code()
-    for renewal in waiting:  # resume flows a previous process left pending
-        rt.scheduler.watch(renewal.id, 1.0)
-    rt.supervisor.spawn(_sweep(rt), "invitation-expiry")
+    await adopt_flows(rt)  # flows a previous process left pending
+    rt.supervisor.spawn(_sweep(rt), "sweeper")
     yield
     await rt.supervisor.close()
 
 
-async def _sweep(rt: Runtime, every: float = 60.0) -> None:
+async def adopt_flows(rt: Runtime) -> int:
+    """Watch every pending device flow this process does not watch yet.
+
+    Leases decide which process really polls; watching lets this one take over when the
+    lease holder dies.
+    """
+    async with rt.uow() as uow:
+        waiting = await uow.renewals.awaiting_code()
+    adopted = 0
+    for renewal in waiting:
+        if not rt.scheduler.is_watching(renewal.id):
+            rt.scheduler.watch(renewal.id, 1.0)
+            adopted += 1
+    return adopted
+
+
+async def _sweep(rt: Runtime, every: float = 30.0) -> None:
+    """Expire overdue invitations and adopt orphaned device flows, forever."""
     while True:
+        await asyncio.sleep(every)
         try:
             await rt.core.service.expire_overdue()
+            await adopt_flows(rt)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("sweep.failed")
-        await asyncio.sleep(every)
 
 
 def csrf_key(rt: Runtime) -> bytes:

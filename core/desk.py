@@ -12,10 +12,12 @@ from datetime import datetime
 from core import commands, messages
 from core.errors import (
     CommandSyntaxError,
+    ConcurrencyError,
     IdentityProviderError,
     InvalidTransitionError,
     NoActiveRenewalError,
     RenewalInProgressError,
+    StorageError,
     UnknownTenantError,
 )
 from core.model import Actor, Origin, RenewalState, ThreadRef
@@ -59,6 +61,10 @@ class Desk:
             return Reply(f"That is not possible now: the renewal is {exc.current.value}.")
         except IdentityProviderError as exc:
             return Reply(messages.failed(exc.code))
+        except ConcurrencyError:
+            return Reply(messages.changed_meanwhile())
+        except StorageError:
+            return Reply(messages.storage_unavailable())
 
     async def run(self, cmd: commands.Command) -> Reply:
         s = self.service

@@ -331,3 +331,11 @@ def revalidated(tenant: Tenant, organization_name: str) -> str:
 def revalidation_failed(tenant: Tenant, code: str) -> str:
     ex = explain(code)
     return f"Validation of {tenant.display_name} failed: {ex.title}. {ex.support}"
+
+
+def changed_meanwhile() -> str:
+    return "That renewal changed at the same moment (the customer or a colleague acted). Try again."
+
+
+def storage_unavailable() -> str:
+    return "I can't reach my database right now. Nothing was changed; try again in a minute."

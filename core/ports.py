@@ -105,6 +105,13 @@ class RenewalRepository(Protocol):
     async def awaiting_code(self) -> list[Renewal]:
         """Renewals in CODE_ISSUED, for the poller after a restart."""
 
+    async def claim_poll(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        """Lease the right to poll this renewal's device flow until ``until``.
+
+        True when ``owner`` already holds the lease, nobody does, or the holder's lease ran out:
+        several bot processes share one database and each flow is polled by one of them.
+        """
+
     async def open(self) -> list[Renewal]: ...
 
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]: ...

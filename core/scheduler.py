@@ -39,6 +39,9 @@ class DeviceFlowScheduler:
         heapq.heappush(self._heap, (due, renewal_id))
         self._wake.set()
 
+    def is_watching(self, renewal_id: str) -> bool:
+        return renewal_id in self._due or renewal_id in self._running
+
     @property
     def pending(self) -> int:
         return len(self._due) + len(self._running)

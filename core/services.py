@@ -52,6 +52,8 @@ def hash_invitation(token: str) -> str:
 class ServiceConfig:
     public_url: str
     invitation_ttl: timedelta = timedelta(days=7)
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    poll_lease: timedelta = timedelta(seconds=30)
 
 
 @dataclass
@@ -213,6 +215,13 @@ class RenewalService:
             code = renewal.device_code
             if code is None or renewal.tokens_acquired:
                 return None
+            lease = max(self.config.poll_lease, timedelta(seconds=3 * code.interval))
+            mine = await uow.renewals.claim_poll(
+                renewal_id, self.config.worker_id, now + lease, now
+            )
+            await uow.commit()
+            if not mine:  # another process polls it; look again in case that process dies
+                return lease.total_seconds()
             tenant = await self._tenant(uow, renewal)
         if now >= code.expires_at:
             await self._lapse(renewal_id, tenant, "expired_token")

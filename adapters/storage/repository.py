@@ -209,6 +209,22 @@ class SqlRenewalRepository:
     async def awaiting_code(self) -> list[Renewal]:
         return await self._many(renewals.c.state == RenewalState.CODE_ISSUED.value)
 
+    async def claim_poll(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        result = await self.c.execute(
+            update(renewals)
+            .where(
+                renewals.c.id == renewal_id,
+                renewals.c.state == RenewalState.CODE_ISSUED.value,
+                or_(
+                    renewals.c.poll_owner.is_(None),
+                    renewals.c.poll_owner == owner,
+                    renewals.c.poll_lease_until < now,
+                ),
+            )
+            .values(poll_owner=owner, poll_lease_until=until)
+        )
+        return result.rowcount == 1
+
     async def open(self) -> list[Renewal]:
         return await self._many(renewals.c.state.in_(_ACTIVE))
 

@@ -93,6 +93,8 @@ renewals = Table(
     Column("thread_platform", String(20)),
     Column("thread_key", Text),
     Column("version", Integer, nullable=False),
+    Column("poll_owner", String(64)),  # lease: which process polls the device flow
+    Column("poll_lease_until", UTCDateTime),
     Index(
         "uq_renewals_one_active_per_tenant",
         "tenant_key",

@@ -20,6 +20,7 @@ from aiohttp import web
 from adapters.web import page
 from core import messages
 from core.errors import (
+    ConcurrencyError,
     IdentityProviderError,
     InvalidTransitionError,
     InvitationGoneError,
@@ -211,8 +212,8 @@ class OnboardingPage:
         except IdentityProviderError as exc:
             ex = messages.explain(exc.code)
             return self._notice(request, ex.title, ex.customer, 503 if exc.is_transient else 409)
-        except InvalidTransitionError:
-            pass  # e.g. already signed in: the status below says so
+        except (InvalidTransitionError, ConcurrencyError):
+            pass  # already signed in, or changed at the same moment: the status says where it is
         except StorageError:
             return self._notice(
                 request,

@@ -30,6 +30,7 @@ class Store:
     renewals: dict[str, Renewal] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
     errors: list[IdentityErrorRecord] = field(default_factory=list)
+    leases: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
 
 
 class _Tenants:
@@ -103,6 +104,13 @@ class _Renewals:
 
     async def awaiting_code(self) -> list[Renewal]:
         return [copy.deepcopy(r) for r in self._all().values() if r.state == "code_issued"]
+
+    async def claim_poll(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        holder, expires = self.s.leases.get(renewal_id, (None, now))
+        if holder in (None, owner) or expires < now:
+            self.s.leases[renewal_id] = (owner, until)
+            return True
+        return False
 
     async def open(self) -> list[Renewal]:
         return [copy.deepcopy(r) for r in self._all().values() if r.is_active]

@@ -126,6 +126,7 @@ async def live_bot(
     interval: int = 1,
     code_lifetime: int = 900,
     extra_routes: list[web.RouteDef] | None = None,
+    poll_lease: float = 30.0,
 ) -> AsyncIterator[Live]:
     sandbox = await Sandbox(
         demo_directory(interval=interval, code_lifetime=code_lifetime), workdir=tmp_path / "sandbox"
@@ -144,6 +145,7 @@ async def live_bot(
             "client_id": DEFAULT_CLIENT_ID,
             "ca_bundle": str(sandbox.ca_path),
             "graph_url": sandbox.graph_url,
+            "poll_lease_seconds": poll_lease,
         },
         security={"encryption_keys": generate_key()},
     )

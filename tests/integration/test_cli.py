@@ -109,8 +109,14 @@ def test_keys_generate_prints_a_usable_key() -> None:
 def test_interactive_demo_answers_typed_commands() -> None:
     """`make demo`'s console chat: typed commands get thread posts and replies, quit ends it."""
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "demo"], input="/renew-token contoso\nhelp\nquit\n",
-        capture_output=True, text=True, env=BASE_ENV, timeout=120, check=False)
+        [sys.executable, "-m", "bot", "demo"],
+        input="/renew-token contoso\nhelp\nquit\n",
+        capture_output=True,
+        text=True,
+        env=BASE_ENV,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert "Demo tenants:" in done.stdout
     assert "[thread 1] renewbot: Token renewal for Contoso Ltd" in done.stdout
