@@ -14,6 +14,7 @@ from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlUnitOfWork
 from adapters.storage.tables import renewals, token_caches
 from bot.bootstrap import ConfigurationError, runtime, secret_box
+from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox
 from bot.settings import Settings
 from bot.tenants import TenantInputError, make_tenant, read_csv
@@ -31,8 +32,10 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-async def sandbox(https_port: int, http_port: int) -> int:
-    sb = await Sandbox().start(https_port, http_port)
+async def sandbox(https_port: int, http_port: int, interval: int = 5, extra: int = 0) -> int:
+    sb = await Sandbox(demo_directory(interval=interval, extra_tenants=extra)).start(
+        https_port, http_port
+    )
     print(f"sandbox identity provider: {sb.authority_host}")
     print(f"CA certificate: {sb.ca_path}")
     print(f"device login page: {sb.login_url}/devicelogin", flush=True)

@@ -18,6 +18,7 @@ from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from bot.settings import Settings
+from core.access import AccessPolicy
 from core.chat import ChatRouter
 from core.desk import Desk
 from core.notifications import Notifier
@@ -46,11 +47,12 @@ def compose(
     clock: Clock,
     config: ServiceConfig,
     watch_flow: FlowWatcher | None = None,
+    policy: AccessPolicy | None = None,
 ) -> Core:
     service = RenewalService(uow, identity, Notifier(threads), clock, config)
     if watch_flow is not None:
         service.watch_flow = watch_flow
-    return Core(service, Desk(service))
+    return Core(service, Desk(service, policy))
 
 
 class ConfigurationError(Exception):
@@ -126,6 +128,12 @@ async def runtime(
         clock=clock,
         config=config,
         watch_flow=scheduler.watch,
+        policy=AccessPolicy.of(
+            settings.access.operators,
+            settings.access.viewers,
+            settings.access.channels,
+            settings.access.workspaces,
+        ),
     )
     holder.append(core.service)
     supervisor = Supervisor()

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     sb = sub.add_parser("sandbox", help="the sandbox identity provider alone")
     sb.add_argument("--https-port", type=int, default=0)
     sb.add_argument("--http-port", type=int, default=0)
+    sb.add_argument("--interval", type=int, default=5, help="device-code polling interval (s)")
+    sb.add_argument("--extra-tenants", type=int, default=0, help="plain tenants for load tests")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     tenants = sub.add_parser("tenants", help="manage tenants")
@@ -66,7 +68,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await demo.run(scripted=args.scripted, tenant=args.tenant, account=args.account)
     if args.command == "sandbox":
         bot_logging.configure()
-        return await _until_signal(admin.sandbox(args.https_port, args.http_port))
+        return await _until_signal(
+            admin.sandbox(args.https_port, args.http_port, args.interval, args.extra_tenants)
+        )
     if args.command == "keys" and args.action == "generate":
         from adapters.storage.crypto import generate_key
 

@@ -64,8 +64,12 @@ class SecuritySettings(BaseModel):
 
 
 class AccessSettings(BaseModel):
+    """Who may do what. Empty operators and viewers: everyone may operate (development)."""
+
     operators: list[str] = Field(default_factory=list)
     viewers: list[str] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)
+    workspaces: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):

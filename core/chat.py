@@ -10,7 +10,7 @@ import logging
 
 from core.errors import ChatDeliveryError
 from core.model import Origin, ThreadRef
-from core.ports import ChatThreads
+from core.ports import ChatThreads, Message
 
 log = logging.getLogger("renewbot.chat")
 
@@ -28,18 +28,18 @@ class ChatRouter:
         except KeyError:
             raise ChatDeliveryError(f"no chat adapter for {platform!r}") from None
 
-    async def open_thread(self, origin: Origin, text: str) -> ThreadRef:
-        return await self._for(origin.platform).open_thread(origin, text)
+    async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
+        return await self._for(origin.platform).open_thread(origin, message)
 
-    async def post(self, thread: ThreadRef, text: str) -> None:
-        await self._for(thread.platform).post(thread, text)
+    async def post(self, thread: ThreadRef, message: Message) -> None:
+        await self._for(thread.platform).post(thread, message)
 
-    async def update_status(self, thread: ThreadRef, text: str) -> None:
-        await self._for(thread.platform).update_status(thread, text)
+    async def update_status(self, thread: ThreadRef, message: Message) -> None:
+        await self._for(thread.platform).update_status(thread, message)
 
-    async def announce(self, text: str) -> None:
+    async def announce(self, message: Message) -> None:
         for name, threads in self.platforms.items():
             try:
-                await threads.announce(text)
+                await threads.announce(message)
             except ChatDeliveryError:
                 log.warning("chat.announce_failed", extra={"platform": name})

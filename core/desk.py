@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from core import commands, messages
+from core.access import AccessPolicy, permission_for
 from core.errors import (
     CommandSyntaxError,
     ConcurrencyError,
@@ -21,6 +22,7 @@ from core.errors import (
     UnknownTenantError,
 )
 from core.model import Actor, Origin, RenewalState, ThreadRef
+from core.ports import AuditEntry
 from core.services import RenewalService
 from core.tenants import resolve
 from core.validation import Validator
@@ -44,15 +46,26 @@ def _age(since: datetime, now: datetime) -> str:
 
 
 class Desk:
-    def __init__(self, service: RenewalService) -> None:
+    def __init__(self, service: RenewalService, policy: AccessPolicy | None = None) -> None:
         self.service = service
+        self.policy = policy or AccessPolicy()
 
     async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
+        """Parse and execute what a person typed."""
         try:
             cmd = commands.parse(text, origin, actor)
-            return await self.run(cmd)
         except CommandSyntaxError as exc:
             return Reply(exc.reply)
+        return await self.execute(cmd, origin, actor)
+
+    async def execute(self, cmd: commands.Command, origin: Origin, actor: Actor) -> Reply:
+        """Check the person's rights, then run the command (typed or from a button)."""
+        permission = permission_for(cmd)
+        if not self.policy.allows(actor, origin, permission):
+            await self._audit_refusal(cmd, origin, actor)
+            return Reply(messages.not_allowed(permission.value))
+        try:
+            return await self.run(cmd)
         except UnknownTenantError as exc:
             return Reply(messages.unknown_tenant(exc.ref, exc.suggestions))
         except NoActiveRenewalError as exc:
@@ -65,6 +78,15 @@ class Desk:
             return Reply(messages.changed_meanwhile())
         except StorageError:
             return Reply(messages.storage_unavailable())
+
+    async def _audit_refusal(self, cmd: commands.Command, origin: Origin, actor: Actor) -> None:
+        s = self.service
+        detail = f"{type(cmd).__name__} in {origin.platform}:{origin.channel}"
+        async with s.uow() as uow:
+            await uow.audit.add(
+                AuditEntry(s.clock.now(), "access.denied", actor.describe(), None, None, detail)
+            )
+            await uow.commit()
 
     async def run(self, cmd: commands.Command) -> Reply:
         s = self.service

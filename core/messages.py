@@ -339,3 +339,12 @@ def changed_meanwhile() -> str:
 
 def storage_unavailable() -> str:
     return "I can't reach my database right now. Nothing was changed; try again in a minute."
+
+
+def not_allowed(permission: str) -> str:
+    if permission == "operate":
+        return (
+            "Sorry, you may not start or change renewals here. Ask an administrator to add you "
+            "to the renewbot operators, or use an allowed channel."
+        )
+    return "Sorry, you may not use renewbot here. Ask an administrator for access."

@@ -64,6 +64,8 @@ class Actor:
     platform: str
     user_id: str
     name: str = ""
+    groups: frozenset[str] = field(default_factory=frozenset, compare=False)
+    workspace: str = ""
 
     def describe(self) -> str:
         return self.name or self.user_id

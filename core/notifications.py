@@ -10,8 +10,8 @@ from collections.abc import Awaitable
 
 from core import events, messages
 from core.errors import ChatDeliveryError
-from core.model import Renewal, Tenant, ThreadRef
-from core.ports import ChatThreads
+from core.model import Renewal, RenewalState, Tenant, ThreadRef
+from core.ports import Action, ActionKind, ChatThreads, Message, Tone
 
 log = logging.getLogger("renewbot.notify")
 
@@ -21,61 +21,66 @@ class Notifier:
         self.threads = threads
 
     async def open_thread(self, tenant: Tenant, renewal: Renewal) -> ThreadRef | None:
-        text = messages.thread_opened(tenant, renewal.requested_by.describe())
         try:
-            return await self.threads.open_thread(renewal.origin, text)
+            return await self.threads.open_thread(renewal.origin, status_message(tenant, renewal))
         except ChatDeliveryError:
             log.warning("chat.thread_open_failed", extra={"renewal_id": renewal.id})
             return None
 
     async def publish(self, tenant: Tenant, renewal: Renewal) -> None:
-        """Post what happened since the last publish, then refresh the status line."""
+        """Post what happened since the last publish, then refresh the status message."""
         pending, renewal.events = renewal.events, []
         for event in pending:
-            text = self.render(tenant, renewal, event)
-            if text and renewal.thread:
-                await self._deliver(self.threads.post(renewal.thread, text), renewal)
+            message = self.render(tenant, renewal, event)
+            if message and renewal.thread:
+                await self._deliver(self.threads.post(renewal.thread, message), renewal)
             announcement = self.announcement(tenant, event)
             if announcement:
                 await self._deliver(self.threads.announce(announcement), renewal)
         if pending and renewal.thread:
-            status = messages.status_line(tenant, renewal)
+            status = status_message(tenant, renewal)
             await self._deliver(self.threads.update_status(renewal.thread, status), renewal)
 
-    async def note(self, tenant: Tenant, renewal: Renewal, text: str) -> None:
+    async def note(self, tenant: Tenant, renewal: Renewal, text: str, tone: Tone = "info") -> None:
         if renewal.thread:
-            await self._deliver(self.threads.post(renewal.thread, text), renewal)
+            await self._deliver(self.threads.post(renewal.thread, Message(text, tone)), renewal)
 
     @staticmethod
-    def render(tenant: Tenant, renewal: Renewal, event: events.Event) -> str | None:
+    def render(tenant: Tenant, renewal: Renewal, event: events.Event) -> Message | None:
         match event:
             case events.RenewalInvited(auth_url=url):
-                return messages.auth_url_posted(
-                    url, renewal.invitation_email, renewal.invitation_expires_at
+                return Message(
+                    messages.auth_url_posted(
+                        url, renewal.invitation_email, renewal.invitation_expires_at
+                    )
                 )
             case events.DeviceCodeIssued(user_code=uc, verification_uri=uri, expires_at=exp):
-                return messages.code_posted(uc, uri, exp)
+                return Message(messages.code_posted(uc, uri, exp))
             case events.CodeLapsed(reason=reason):
-                return messages.code_lapsed(reason)
+                return Message(messages.code_lapsed(reason), "warning")
             case events.TokenProgress(acquired=n, total=m, account=account):
-                return messages.token_progress(n, m, account)
+                return Message(messages.token_progress(n, m, account))
             case events.RenewalValidated(account=account, warnings=warnings):
-                return messages.validated(tenant, account, warnings)
+                return Message(
+                    messages.validated(tenant, account, warnings),
+                    "warning" if warnings else "success",
+                )
             case events.RenewalFailed(code=code):
-                return messages.failed(code)
+                return Message(messages.failed(code), "error")
             case events.RenewalExpired():
-                return messages.expired()
+                return Message(messages.expired(), "warning")
             case events.RenewalCancelled(actor=actor):
-                return messages.cancelled(actor.describe())
+                return Message(messages.cancelled(actor.describe()), "warning")
         return None
 
     @staticmethod
-    def announcement(tenant: Tenant, event: events.Event) -> str | None:
+    def announcement(tenant: Tenant, event: events.Event) -> Message | None:
         match event:
             case events.RenewalValidated(account=account):
-                return messages.announcement_validated(tenant, account)
+                return Message(messages.announcement_validated(tenant, account), "success")
             case events.RenewalFailed(code=code):
-                return messages.announcement_failed(tenant, code)
+                renew = Action("renew", tenant.slug, "Renew")
+                return Message(messages.announcement_failed(tenant, code), "error", (renew,))
         return None
 
     async def _deliver(self, send: Awaitable[None], renewal: Renewal) -> None:
@@ -83,3 +88,31 @@ class Notifier:
             await send
         except ChatDeliveryError:
             log.warning("chat.delivery_failed", extra={"renewal_id": renewal.id})
+
+
+_ACTIONS: dict[RenewalState, tuple[tuple[ActionKind, str], ...]] = {
+    RenewalState.REQUESTED: (("cancel", "Cancel"),),
+    RenewalState.INVITED: (("new_code", "New code"), ("cancel", "Cancel")),
+    RenewalState.CODE_ISSUED: (("new_code", "New code"), ("cancel", "Cancel")),
+    RenewalState.TOKENS_ACQUIRED: (("validate", "Validate again"), ("cancel", "Cancel")),
+    RenewalState.VALIDATED: (("validate", "Validate again"),),
+    RenewalState.FAILED: (("renew", "Renew"),),
+    RenewalState.EXPIRED: (("renew", "Renew"),),
+    RenewalState.CANCELLED: (("renew", "Renew"),),
+}
+
+
+def status_message(tenant: Tenant, renewal: Renewal) -> Message:
+    """The thread's first message: who asked, the lifecycle checklist, and the buttons."""
+    tone: Tone = "info"
+    if renewal.state is RenewalState.VALIDATED:
+        tone = "success"
+    elif renewal.state is RenewalState.FAILED:
+        tone = "error"
+    actions = tuple(Action(kind, tenant.slug, label) for kind, label in _ACTIONS[renewal.state])
+    text = (
+        messages.thread_opened(tenant, renewal.requested_by.describe())
+        + "\n"
+        + messages.status_line(tenant, renewal)
+    )
+    return Message(text, tone, actions)

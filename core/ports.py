@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from core.model import DeviceCode, Origin, Renewal, Tenant, ThreadRef
 
@@ -61,16 +61,44 @@ class IdentityProvider(Protocol):
         """Call Graph with the tenant's new token. Raises IdentityProviderError."""
 
 
+Tone = Literal["info", "success", "warning", "error"]
+ActionKind = Literal["cancel", "new_code", "validate", "renew"]
+
+
+@dataclass(frozen=True)
+class Action:
+    """A button: what it does and to which tenant. Clicking it runs the matching command."""
+
+    kind: ActionKind
+    tenant: str
+    label: str
+
+
+@dataclass(frozen=True)
+class Message:
+    """What the bot says, platform-neutral: text, how it should look, and its buttons."""
+
+    text: str
+    tone: Tone = "info"
+    actions: tuple[Action, ...] = ()
+
+
 class ChatThreads(Protocol):
-    """A chat platform's threads: open one, post in it, keep a status line, announce."""
+    """A chat platform's threads: open one, post in it, keep its status message, announce.
 
-    async def open_thread(self, origin: Origin, text: str) -> ThreadRef: ...
+    Every method raises ChatDeliveryError when the platform finally refuses.
+    """
 
-    async def post(self, thread: ThreadRef, text: str) -> None: ...
+    async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
+        """Post the thread's first message (later updated in place as its status)."""
 
-    async def update_status(self, thread: ThreadRef, text: str) -> None: ...
+    async def post(self, thread: ThreadRef, message: Message) -> None: ...
 
-    async def announce(self, text: str) -> None: ...
+    async def update_status(self, thread: ThreadRef, message: Message) -> None:
+        """Replace the thread's first message."""
+
+    async def announce(self, message: Message) -> None:
+        """Post to the alert channel(s)."""
 
 
 class TenantRepository(Protocol):

@@ -1,4 +1,8 @@
-"""ConsoleThreads: threads printed to a text stream, each line prefixed with its thread number."""
+"""ConsoleThreads: threads printed to a text stream, each line prefixed with its thread number.
+
+Tones become a leading mark and buttons a bracketed list, so the console shows what Slack and
+Teams show.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,10 @@ import itertools
 from typing import TextIO
 
 from core.model import Origin, ThreadRef
+from core.ports import Message
 
 PLATFORM = "console"
+MARKS = {"info": "", "success": "[OK] ", "warning": "[!] ", "error": "[FAILED] "}
 
 
 class ConsoleThreads:
@@ -23,24 +29,29 @@ class ConsoleThreads:
         self.out.write(line + "\n")
         self.out.flush()
 
-    def _block(self, prefix: str, text: str) -> None:
+    def _block(self, prefix: str, message: Message) -> None:
+        text = MARKS[message.tone] + message.text
+        if message.actions:
+            text += "\n" + "  ".join(f"[{a.label}]" for a in message.actions)
         lines = text.splitlines() or [""]
         self._write(f"{prefix} {lines[0]}")
         for more in lines[1:]:
             self._write(f"{' ' * len(prefix)} {more}")
 
-    async def open_thread(self, origin: Origin, text: str) -> ThreadRef:
+    async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
         key = str(next(self._ids))
-        self._block(f"[thread {key}] renewbot:", text)
+        self._status[key] = message.text
+        self._block(f"[thread {key}] renewbot:", message)
         return ThreadRef(PLATFORM, key)
 
-    async def post(self, thread: ThreadRef, text: str) -> None:
-        self._block(f"[thread {thread.key}]   ↳", text)
+    async def post(self, thread: ThreadRef, message: Message) -> None:
+        self._block(f"[thread {thread.key}]   ↳", message)
 
-    async def update_status(self, thread: ThreadRef, text: str) -> None:
-        if self._status.get(thread.key) != text:
-            self._status[thread.key] = text
-            self._block(f"[thread {thread.key}] status:", text)
+    async def update_status(self, thread: ThreadRef, message: Message) -> None:
+        if self._status.get(thread.key) != message.text:
+            self._status[thread.key] = message.text
+            status_only = Message(message.text.splitlines()[-1], message.tone, message.actions)
+            self._block(f"[thread {thread.key}] status:", status_only)
 
-    async def announce(self, text: str) -> None:
-        self._block(f"[{self.alert_label}]", text)
+    async def announce(self, message: Message) -> None:
+        self._block(f"[{self.alert_label}]", message)

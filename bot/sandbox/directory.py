@@ -131,9 +131,27 @@ class Directory:
         return at, rt
 
 
-def demo_directory(interval: int = 5, code_lifetime: int = 900) -> Directory:
-    """The demo tenants and accounts; each tenant plays a different case."""
+def demo_directory(
+    interval: int = 5, code_lifetime: int = 900, extra_tenants: int = 0
+) -> Directory:
+    """The demo tenants and accounts; each tenant plays a different case.
+
+    ``extra_tenants`` adds plain tenants ``load-1`` ... (tenant ids ``00000000-0000-4000-9000-...``)
+    with an admin each, for load tests and benchmarks.
+    """
     d = Directory()
+    for i in range(1, extra_tenants + 1):
+        tid = f"00000000-0000-4000-9000-{i:012d}"
+        d.add_tenant(
+            SandboxTenant(
+                tid,
+                f"Load {i}",
+                f"load-{i}.example",
+                interval=interval,
+                code_lifetime=code_lifetime,
+            )
+        )
+        d.add_account(SandboxAccount(f"admin@load-{i}.example", tid, f"Load {i} Admin"))
 
     def tenant(n: int, name: str, domain: str, **kw: Any) -> SandboxTenant:
         tid = f"{n:08d}-0000-4000-8000-{n:012d}"

@@ -205,10 +205,18 @@ async def set_tenant(request: web.Request) -> web.Response:
 
 async def state(request: web.Request) -> web.Response:
     d = request.app[DIRECTORY_KEY]
+    last: dict[str, float] = {}
+    gaps = []
+    for code, at in d.polls:
+        if code in last:
+            gaps.append(at - last[code])
+        last[code] = at
     return web.json_response(
         {
             "tenants": {t.tenant_id: t.name for t in d.tenants.values()},
             "pending_codes": [f.user_code for f in d.flows.values() if f.status == "pending"],
+            "polls": len(d.polls),
+            "min_poll_gap_seconds": min(gaps) if gaps else None,
         }
     )
 

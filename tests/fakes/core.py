@@ -8,9 +8,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from core.errors import ConcurrencyError, IdentityProviderError, RenewalInProgressError
+from core.errors import (
+    ChatDeliveryError,
+    ConcurrencyError,
+    IdentityProviderError,
+    RenewalInProgressError,
+)
 from core.model import DeviceCode, Origin, Renewal, Tenant, ThreadRef
-from core.ports import AuditEntry, DirectoryCheck, IdentityErrorRecord, PollPending, SignedIn
+from core.ports import (
+    AuditEntry,
+    DirectoryCheck,
+    IdentityErrorRecord,
+    Message,
+    PollPending,
+    SignedIn,
+)
 
 
 class FrozenClock:
@@ -175,32 +187,36 @@ class InMemoryUnitOfWork:
 
 
 class RecordingChatThreads:
+    """Records what the bot would show, per thread, with tones and buttons."""
+
     def __init__(self) -> None:
-        self.threads: dict[str, list[str]] = {}
-        self.status: dict[str, str] = {}
-        self.announcements: list[str] = []
+        self.threads: dict[str, list[Message]] = {}
+        self.status: dict[str, Message] = {}
+        self.announced: list[Message] = []
         self.fail = False
 
-    async def open_thread(self, origin: Origin, text: str) -> ThreadRef:
+    async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
         key = f"t{len(self.threads) + 1}"
-        self.threads[key] = [text]
+        self.threads[key] = [message]
         return ThreadRef("test", key)
 
-    async def post(self, thread: ThreadRef, text: str) -> None:
+    async def post(self, thread: ThreadRef, message: Message) -> None:
         if self.fail:
-            from core.errors import ChatDeliveryError
-
             raise ChatDeliveryError("down")
-        self.threads[thread.key].append(text)
+        self.threads[thread.key].append(message)
 
-    async def update_status(self, thread: ThreadRef, text: str) -> None:
-        self.status[thread.key] = text
+    async def update_status(self, thread: ThreadRef, message: Message) -> None:
+        self.status[thread.key] = message
 
-    async def announce(self, text: str) -> None:
-        self.announcements.append(text)
+    async def announce(self, message: Message) -> None:
+        self.announced.append(message)
+
+    @property
+    def announcements(self) -> list[str]:
+        return [m.text for m in self.announced]
 
     def texts(self) -> list[str]:
-        return [t for msgs in self.threads.values() for t in msgs]
+        return [m.text for msgs in self.threads.values() for m in msgs]
 
 
 class FakeIdentityProvider:

@@ -41,10 +41,15 @@ async def test_renew_posts_auth_url_in_a_new_thread(world: World) -> None:
     """Support sees the thread and the Auth URL right after typing the command."""
     reply = await world.say("contoso")
     assert "started in a thread" in reply
-    (thread,) = world.chat.threads.values()
-    assert thread[0].startswith("Token renewal for Contoso Ltd (contoso), requested by Sam Support")
-    assert "https://bot.test/onboard/" in thread[1]
-    assert "admin@contoso.com" in thread[1]
+    ((key, thread),) = world.chat.threads.items()
+    assert thread[0].text.startswith(
+        "Token renewal for Contoso Ltd (contoso), requested by Sam Support"
+    )
+    assert "https://bot.test/onboard/" in thread[1].text
+    assert "admin@contoso.com" in thread[1].text
+    status = world.chat.status[key]
+    assert "[x] Invitation sent > [ ] Code issued" in status.text
+    assert [a.kind for a in status.actions] == ["new_code", "cancel"]
     assert len(world.token_from_thread()) >= 43  # 256 random bits, url-safe
 
 
@@ -106,6 +111,9 @@ async def test_full_renewal_reaches_validated_with_progress(world: World) -> Non
     assert await state(world, rid) is RenewalState.VALIDATED
     assert world.identity.silent == ["exchange", "sharepoint"]
     assert world.chat.announcements[-1].startswith("Tokens renewed and validated for Contoso")
+    assert world.chat.announced[-1].tone == "success"
+    (status,) = world.chat.status.values()
+    assert status.tone == "success" and [a.kind for a in status.actions] == ["validate"]
     assert world.store.tenants[CONTOSO.key].last_validated_at == world.clock.now()
 
 
