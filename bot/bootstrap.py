@@ -14,6 +14,9 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.identity.msal_provider import MsalIdentityProvider
+from adapters.slack.app import SlackBot
+from adapters.slack.threads import PLATFORM as SLACK
+from adapters.slack.threads import SlackThreads, make_client
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
@@ -55,6 +58,27 @@ def compose(
     return Core(service, Desk(service, policy))
 
 
+def _slack(
+    settings: Settings, core: Core, chat: ChatRouter, supervisor: Supervisor
+) -> SlackBot | None:
+    """The Slack adapter, when a bot token is configured."""
+    conf = settings.slack
+    if conf.bot_token is None:
+        return None
+    client = make_client(conf.bot_token.get_secret_value(), conf.api_url)
+    threads = SlackThreads(client, conf.alert_channel)
+    chat.add(SLACK, threads)
+    secret = conf.signing_secret.get_secret_value() if conf.signing_secret else ""
+    return SlackBot(
+        desk=core.desk,
+        threads=threads,
+        client=client,
+        signing_secret=secret,
+        supervisor=supervisor,
+        command=conf.command,
+    )
+
+
 class ConfigurationError(Exception):
     """Settings that cannot start the bot; the message names variables, never values."""
 
@@ -82,6 +106,7 @@ class Runtime:
     scheduler: DeviceFlowScheduler
     chat: ChatRouter
     supervisor: Supervisor
+    slack: SlackBot | None = None
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, self.box)
@@ -137,8 +162,9 @@ async def runtime(
     )
     holder.append(core.service)
     supervisor = Supervisor()
+    slack = _slack(settings, core, chat, supervisor)
     try:
-        yield Runtime(settings, engine, box, core, identity, scheduler, chat, supervisor)
+        yield Runtime(settings, engine, box, core, identity, scheduler, chat, supervisor, slack)
     finally:
         await supervisor.close()
         await identity.close()

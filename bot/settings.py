@@ -37,6 +37,7 @@ class SlackSettings(BaseModel):
     app_token: SecretStr | None = None
     api_url: str = "https://slack.com/api/"
     alert_channel: str | None = None
+    command: str = "/renew-token"
 
 
 class TeamsSettings(BaseModel):
@@ -99,6 +100,14 @@ class Settings(BaseSettings):
             )
         if not self.identity.client_id:
             found.append("RENEWBOT_IDENTITY__CLIENT_ID is not set (the MSP app registration)")
+        slack = self.slack
+        if slack.bot_token and not slack.signing_secret and not slack.app_token:
+            found.append(
+                "RENEWBOT_SLACK__SIGNING_SECRET is not set (needed to verify requests "
+                "from Slack; or set RENEWBOT_SLACK__APP_TOKEN for Socket Mode)"
+            )
+        if (slack.signing_secret or slack.app_token) and not slack.bot_token:
+            found.append("RENEWBOT_SLACK__BOT_TOKEN is not set (the xoxb- token of the Slack app)")
         if self.environment == "production":
             if _is_loopback(self.identity.authority_host):
                 found.append(

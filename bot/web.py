@@ -102,7 +102,12 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
     await adopt_flows(rt)  # flows a previous process left pending
     rt.supervisor.spawn(_sweep(rt), "sweeper")
+    app_token = rt.settings.slack.app_token
+    if rt.slack is not None and app_token is not None:
+        await rt.slack.connect_socket_mode(app_token.get_secret_value())
     yield
+    if rt.slack is not None:
+        await rt.slack.close()
     await rt.supervisor.close()
 
 
@@ -147,6 +152,8 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url)
     app.add_routes(page.routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
+    if rt.slack is not None:
+        app.router.add_post("/slack/events", rt.slack.handle)
     app.cleanup_ctx.append(_workers)
     return app
 

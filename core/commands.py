@@ -170,3 +170,19 @@ def _renew(words: list[str], origin: Origin, requester: Actor) -> RequestRenewal
 
 def known_verbs() -> frozenset[str]:
     return frozenset(_ALL_VERBS)
+
+
+def from_action(kind: str | None, tenant: str, origin: Origin, actor: Actor) -> Command | None:
+    """A button click (Cancel, New code, Validate again, Renew) as the command it stands for."""
+    if not tenant or not _TENANT_REF.match(tenant):
+        return None
+    match kind:
+        case "cancel":
+            return CancelRenewal(tenant, actor)
+        case "new_code":
+            return IssueCode(tenant, actor)
+        case "validate":
+            return ValidateTenant(tenant, actor)
+        case "renew":
+            return RequestRenewal(tenant, None, origin, actor)
+    return None

@@ -135,7 +135,7 @@ class Desk:
 
     async def _renew(self, cmd: commands.RequestRenewal) -> Reply:
         try:
-            renewal, tenant = await self.service.request_renewal(cmd)
+            requested = await self.service.request_renewal(cmd)
         except RenewalInProgressError as exc:
             async with self.service.uow() as uow:
                 tenant = await resolve(uow, cmd.tenant_ref)
@@ -144,7 +144,10 @@ class Desk:
             return Reply(
                 messages.in_progress(tenant, state), open_renewal.thread if open_renewal else None
             )
-        return Reply(f"Renewal for {tenant.display_name} started in a thread.", renewal.thread)
+        renewal, tenant = requested.renewal, requested.tenant
+        if renewal.thread is None:  # the chat refused the thread: do not strand the Auth URL
+            return Reply(messages.no_thread(tenant, requested.auth_url))
+        return Reply(messages.started(tenant), renewal.thread)
 
     async def _validate(self, cmd: commands.ValidateTenant) -> Reply:
         s = self.service

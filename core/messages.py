@@ -202,7 +202,7 @@ def status_line(tenant: Tenant, renewal: Renewal) -> str:
         ),
         ("Validated", renewal.state is RenewalState.VALIDATED),
     ]
-    steps = " > ".join(f"[{'x' if done else ' '}] {label}" for label, done in reached)
+    steps = " → ".join(f"[{'x' if done else ' '}] {label}" for label, done in reached)
     return f"{tenant.display_name}: {STATE_LABELS[renewal.state]}. {steps}"
 
 
@@ -348,3 +348,14 @@ def not_allowed(permission: str) -> str:
             "to the renewbot operators, or use an allowed channel."
         )
     return "Sorry, you may not use renewbot here. Ask an administrator for access."
+
+
+def started(tenant: Tenant) -> str:
+    return f"Renewal for {tenant.display_name} started in a thread."
+
+
+def no_thread(tenant: Tenant, auth_url: str) -> str:
+    return (
+        f"Renewal for {tenant.display_name} started, but I could not post in this channel "
+        f"(invite me to it, or use another channel). Auth URL for the customer: {auth_url}"
+    )

@@ -40,12 +40,22 @@ from core.validation import Validator
 
 log = logging.getLogger("renewbot.core")
 
+NEW_CODE_GRACE = timedelta(seconds=15)
 FlowWatcher = Callable[[str, float], None]
 """Called with (renewal id, seconds until the first poll) whenever a device code is issued."""
 
 
 def hash_invitation(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Requested:
+    """A new renewal, its tenant, and the Auth URL (shown once; only its hash is stored)."""
+
+    renewal: Renewal
+    tenant: Tenant
+    auth_url: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -70,7 +80,7 @@ class RenewalService:
     def auth_url(self, token: str) -> str:
         return f"{self.config.public_url.rstrip('/')}/onboard/{token}"
 
-    async def request_renewal(self, cmd: commands.RequestRenewal) -> tuple[Renewal, Tenant]:
+    async def request_renewal(self, cmd: commands.RequestRenewal) -> Requested:
         """Create a renewal with a fresh invitation, open its thread and post the Auth URL.
 
         Raises:
@@ -109,7 +119,7 @@ class RenewalService:
                 await uow.commit()
             renewal.thread = thread
         await self.notifier.publish(tenant, renewal)
-        return renewal, tenant
+        return Requested(renewal, tenant, self.auth_url(token))
 
     async def lookup_invitation(self, token: str) -> tuple[Renewal, Tenant]:
         """The renewal behind an Auth URL in any state, for its status. Changes nothing.
@@ -173,8 +183,9 @@ class RenewalService:
             tenant = await self._tenant(uow, renewal)
         code = renewal.device_code
         if renewal.state is RenewalState.CODE_ISSUED and code and code.expires_at > now:
-            if not fresh or renewal.tokens_acquired:
-                return renewal
+            just_issued = renewal.code_issued_at and now - renewal.code_issued_at < NEW_CODE_GRACE
+            if not fresh or renewal.tokens_acquired or just_issued:
+                return renewal  # a double click is not a request for a second code
         elif renewal.state is not RenewalState.INVITED and renewal.state is not (
             RenewalState.CODE_ISSUED
         ):

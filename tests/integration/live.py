@@ -62,11 +62,13 @@ class Live:
         """Poll the database with a deadline until ``check`` holds."""
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            renewal = await self.renewal(slug)
-            if check(renewal):
-                return renewal
+            async with self.rt.uow() as uow:
+                found = await uow.renewals.for_tenant(self.tenants[slug].key, limit=1)
+            if found and check(found[0]):
+                return found[0]
             if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"timed out; renewal is {renewal.state.value}")
+                state = found[0].state.value if found else "not created"
+                raise AssertionError(f"timed out; renewal is {state}")
             await asyncio.sleep(0.05)
 
     async def wait_text(self, fragment: str, timeout: float = 30.0) -> str:
@@ -127,6 +129,8 @@ async def live_bot(
     code_lifetime: int = 900,
     extra_routes: list[web.RouteDef] | None = None,
     poll_lease: float = 30.0,
+    slack: dict[str, Any] | None = None,
+    access: dict[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
     sandbox = await Sandbox(
         demo_directory(interval=interval, code_lifetime=code_lifetime), workdir=tmp_path / "sandbox"
@@ -148,6 +152,8 @@ async def live_bot(
             "poll_lease_seconds": poll_lease,
         },
         security={"encryption_keys": generate_key()},
+        slack=slack or {},
+        access=access or {},
     )
     chat = RecordingChatThreads()
     try:

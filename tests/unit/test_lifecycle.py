@@ -48,7 +48,7 @@ async def test_renew_posts_auth_url_in_a_new_thread(world: World) -> None:
     assert "https://bot.test/onboard/" in thread[1].text
     assert "admin@contoso.com" in thread[1].text
     status = world.chat.status[key]
-    assert "[x] Invitation sent > [ ] Code issued" in status.text
+    assert "[x] Invitation sent → [ ] Code issued" in status.text
     assert [a.kind for a in status.actions] == ["new_code", "cancel"]
     assert len(world.token_from_thread()) >= 43  # 256 random bits, url-safe
 
@@ -274,3 +274,27 @@ async def test_help_and_history(world: World) -> None:
     await world.service.poll_once(rid)
     history = await world.say("history contoso")
     assert "requested by Sam Support" in history and "admin@contoso.com" in history
+
+
+async def test_thread_refused_still_gives_requester_the_auth_url(world: World) -> None:
+    """If chat will not open a thread, the person who asked still gets the Auth URL."""
+    from core.errors import ChatDeliveryError
+
+    async def refuse(*args: object) -> None:
+        raise ChatDeliveryError("channel_not_found")
+
+    world.chat.open_thread = refuse  # type: ignore[method-assign,assignment]
+    reply = await world.say("contoso")
+    assert "could not post in this channel" in reply and "https://bot.test/onboard/" in reply
+
+
+async def test_new_code_double_click_issues_one_code(world: World) -> None:
+    """Two New code clicks within seconds give the same code."""
+    await world.say("contoso")
+    token = world.token_from_thread()
+    await world.service.start_authentication(token, CUSTOMER)
+    again = await world.service.start_authentication(token, CUSTOMER, fresh=True)
+    assert world.identity.started == 1 and again.device_code is not None
+    world.clock.advance(seconds=20)
+    await world.service.start_authentication(token, CUSTOMER, fresh=True)
+    assert world.identity.started == 2

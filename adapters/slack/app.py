@@ -1,0 +1,204 @@
+"""The Slack entry points: `/renew-token` and the thread's buttons, over HTTP or Socket Mode.
+
+Listeners ack at once (bolt runs with process_before_response, so no 10 ms wait loop) and hand the
+work to a supervised background task. Slack retries and double clicks are recognised by their
+trigger id. Requests with a missing, malformed or stale signature are refused with 401 before
+bolt sees them, and no body is ever logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.signature import SignatureVerifier
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from adapters.slack.blocks import ACTION_PREFIX, action_kind, escape
+from adapters.slack.threads import PLATFORM, SlackThreads
+from core import commands, messages
+from core.desk import Desk, Reply
+from core.model import Actor, Origin
+from core.tasks import Supervisor
+
+log = logging.getLogger("renewbot.slack")
+SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
+MAX_SKEW = 300
+GROUPS_TTL = 300.0
+
+
+class SeenTriggers:
+    """Trigger ids seen in the last ten minutes: a Slack retry is not a second command."""
+
+    def __init__(self, ttl: float = 600.0, size: int = 10_000) -> None:
+        self.ttl, self.size = ttl, size
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, trigger_id: str) -> bool:
+        now = time.monotonic()
+        while self._seen and (
+            len(self._seen) > self.size or next(iter(self._seen.values())) < now - self.ttl
+        ):
+            self._seen.popitem(last=False)
+        if not trigger_id:
+            return True
+        if trigger_id in self._seen:
+            return False
+        self._seen[trigger_id] = now
+        return True
+
+
+class SlackBot:
+    def __init__(
+        self,
+        *,
+        desk: Desk,
+        threads: SlackThreads,
+        client: AsyncWebClient,
+        signing_secret: str,
+        supervisor: Supervisor,
+        command: str = "/renew-token",
+    ) -> None:
+        self.desk = desk
+        self.threads = threads
+        self.client = client
+        self.supervisor = supervisor
+        self.seen = SeenTriggers()
+        self._groups: tuple[float, dict[str, frozenset[str]]] = (0.0, {})
+        self._socket: Any = None
+        # We verify signatures ourselves (bolt would log the body of a rejected request).
+        self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=signing_secret or None,
+            process_before_response=True,
+            request_verification_enabled=False,
+            logger=logging.getLogger("slack_bolt"),
+        )
+        self.app.command(command)(self._on_command)
+        self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_action)
+
+    # -- listeners: ack, then hand off ------------------------------------------------
+
+    async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        if self.seen.first_time(str(body.get("trigger_id", ""))):
+            self.supervisor.spawn(self._command(body), "slack.command")
+
+    async def _on_action(self, ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        if self.seen.first_time(str(body.get("trigger_id", ""))):
+            self.supervisor.spawn(self._action(body), "slack.action")
+
+    # -- the work after the ack ---------------------------------------------------------
+
+    async def _command(self, body: dict[str, Any]) -> None:
+        actor = await self.actor(body.get("user_id"), body.get("user_name"), body.get("team_id"))
+        origin = Origin(PLATFORM, str(body.get("channel_id", "")))
+        log.info("slack.command_received", extra={"user": actor.user_id})
+        await self._answer(body, self.desk.handle(str(body.get("text", "")), origin, actor))
+
+    async def _action(self, body: dict[str, Any]) -> None:
+        user = body.get("user") or {}
+        team = (body.get("team") or {}).get("id") or user.get("team_id")
+        actor = await self.actor(user.get("id"), user.get("username") or user.get("name"), team)
+        origin = Origin(PLATFORM, str((body.get("channel") or {}).get("id", "")))
+        action = (body.get("actions") or [{}])[0]
+        kind, tenant = action_kind(str(action.get("action_id", ""))), str(action.get("value", ""))
+        cmd = commands.from_action(kind, tenant, origin, actor)
+        if cmd is None:
+            return
+        log.info("slack.action_received", extra={"user": actor.user_id, "action": kind})
+        await self._answer(body, self.desk.execute(cmd, origin, actor))
+
+    async def _answer(self, body: dict[str, Any], work: Awaitable[Reply]) -> None:
+        """Show the reply to the person who acted, only to them, with a link to the thread."""
+        try:
+            reply = await work
+            text = escape(reply.text)
+            if reply.thread is not None and reply.thread.platform == PLATFORM:
+                link = await self.threads.permalink(reply.thread)
+                if link:
+                    text += f"\n<{link}|Open the thread>"
+        except Exception:  # entry point: log with a reference, never show exception text
+            ref = uuid.uuid4().hex[:12]
+            log.exception("slack.command_failed", extra={"ref": ref})
+            text = escape(messages.apology(ref))
+        url = body.get("response_url")
+        if not url:
+            return
+        try:
+            await AsyncWebhookClient(str(url), timeout=10).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+        except (SlackClientError, OSError) as exc:
+            log.warning("slack.reply_failed", extra={"error": type(exc).__name__})
+
+    async def actor(self, user_id: Any, name: Any, team: Any) -> Actor:
+        uid = str(user_id or "")
+        return Actor(PLATFORM, uid, str(name or uid), await self._groups_of(uid), str(team or ""))
+
+    async def _groups_of(self, user_id: str) -> frozenset[str]:
+        """The user groups the user belongs to (cached; empty when Slack will not say)."""
+        fetched_at, by_user = self._groups
+        if time.monotonic() - fetched_at > GROUPS_TTL:
+            by_user = {}
+            try:
+                resp = await self.client.usergroups_list(include_users=True)
+                for group in resp.get("usergroups") or []:
+                    for member in group.get("users") or []:
+                        by_user[member] = by_user.get(member, frozenset()) | {str(group["id"])}
+            except (SlackApiError, SlackClientError, OSError) as exc:
+                log.warning("slack.usergroups_unavailable", extra={"error": type(exc).__name__})
+            self._groups = (time.monotonic(), by_user)
+        return by_user.get(user_id, frozenset())
+
+    # -- transports ---------------------------------------------------------------------------
+
+    async def connect_socket_mode(self, app_token: str) -> None:
+        """Receive commands and clicks over Socket Mode (no public URL needed)."""
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        self._socket = AsyncSocketModeHandler(self.app, app_token)
+        await self._socket.connect_async()
+
+    async def close(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        """POST /slack/events: guard the signature headers, then let bolt verify and dispatch."""
+        ts = request.headers.get("X-Slack-Request-Timestamp", "")
+        signature = request.headers.get("X-Slack-Signature", "")
+        if not ts.isdigit() or not SIGNATURE.match(signature):
+            return _unauthorized()
+        if abs(time.time() - int(ts)) > MAX_SKEW or self.verifier is None:
+            return _unauthorized()
+        raw = await request.read()
+        if not self.verifier.is_valid(raw, ts, signature):
+            log.warning("slack.bad_signature")  # never the body
+            return _unauthorized()
+        resp = await self.app.async_dispatch(
+            AsyncBoltRequest(
+                body=raw.decode("utf-8", "replace"),
+                query=request.query_string,
+                headers=dict(request.headers),
+            )
+        )
+        content_type = resp.headers.get("content-type", ["text/plain"])[0].split(";")[0]
+        return web.Response(status=resp.status, body=resp.body, content_type=content_type)
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response({"error": "invalid_request"}, status=401)

@@ -1,0 +1,228 @@
+"""A loopback stand-in of the Slack Web API (and Socket Mode), for the tests.
+
+Same paths (`/api/<method>`), the same JSON envelopes (`{"ok": true, ...}` or `{"ok": false,
+"error": "channel_not_found"}`), HTTP 429 with `Retry-After`, and injectable 5xx. Records every
+call. `response_url` posts land on `/_response/<id>`. Socket Mode: `apps.connections.open` returns
+a `ws://` URL served here that sends `hello` and delivers envelopes, recording the client's acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+BOT_TOKEN = "xoxb-test-0000-renewbot"
+APP_TOKEN = "xapp-test-0000-renewbot"
+
+
+@dataclass
+class Call:
+    method: str
+    args: dict[str, Any]
+    at: float
+
+
+@dataclass
+class SlackStandIn:
+    channels: set[str] = field(default_factory=lambda: {"C-ops", "C-alerts"})
+    usergroups: dict[str, list[str]] = field(default_factory=dict)
+    calls: list[Call] = field(default_factory=list)
+    responses: list[dict[str, Any]] = field(default_factory=list)
+    socket_acks: list[dict[str, Any]] = field(default_factory=list)
+    # scripted failures: method -> list of ("429", seconds) | ("500", None) | ("error", code)
+    failures: dict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    base_url: str = ""
+    _ts: Any = field(default_factory=lambda: itertools.count(1))
+    _sockets: list[web.WebSocketResponse] = field(default_factory=list)
+    _runner: web.AppRunner | None = None
+
+    # -- what tests look at ------------------------------------------------------------
+
+    def called(self, method: str) -> list[dict[str, Any]]:
+        return [c.args for c in self.calls if c.method == method]
+
+    def thread(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """The replies posted in one thread, in the order Slack received them."""
+        return [
+            a
+            for a in self.called("chat.postMessage")
+            if a.get("channel") == channel and a.get("thread_ts") == ts
+        ]
+
+    def fail_next(self, method: str, kind: str, value: Any = None) -> None:
+        self.failures[method].append((kind, value))
+
+    # -- server ------------------------------------------------------------------------
+
+    async def start(self) -> SlackStandIn:
+        app = web.Application()
+        app.router.add_post("/api/{method}", self._api)
+        app.router.add_get("/api/{method}", self._api)
+        app.router.add_post("/_response/{id}", self._response)
+        app.router.add_get("/_socket", self._socket)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.base_url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def stop(self) -> None:
+        for ws in self._sockets:
+            await ws.close()
+        if self._runner:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/api/"
+
+    async def _args(self, request: web.Request) -> dict[str, Any]:
+        if request.method == "GET":
+            return dict(request.query)
+        if request.content_type == "application/json":
+            body = await request.json()
+            return dict(body) if isinstance(body, dict) else {}
+        form = await request.post()
+        args: dict[str, Any] = {k: str(v) for k, v in form.items()}
+        for key in ("blocks", "attachments"):
+            if isinstance(args.get(key), str):
+                args[key] = json.loads(args[key])
+        return args
+
+    async def _api(self, request: web.Request) -> web.Response:
+        method = request.match_info["method"]
+        args = await self._args(request)
+        self.calls.append(Call(method, args, time.monotonic()))
+        if self.failures[method]:
+            kind, value = self.failures[method].pop(0)
+            if kind == "429":
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(value)},
+                )
+            if kind == "500":
+                return web.Response(status=500, text="upstream failure")
+            return web.json_response({"ok": False, "error": value})
+        auth = request.headers.get("Authorization", "")
+        wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
+        if auth != f"Bearer {wanted}":
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        return web.json_response(await handler(args))
+
+    def _next_ts(self) -> str:
+        return f"{1800000000 + next(self._ts)}.000100"
+
+    async def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://renewbot-test.slack.com/",
+            "team": "Test",
+            "user": "renewbot",
+            "team_id": "T1",
+            "user_id": "U-bot",
+            "bot_id": "B-bot",
+            "is_enterprise_install": False,
+        }
+
+    async def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel = str(args.get("channel", ""))
+        if channel not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        if not args.get("text") and not args.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        ts = self._next_ts()
+        message = {"type": "message", "text": args.get("text"), "ts": ts, "bot_id": "B-bot"}
+        self.messages[(channel, ts)] = dict(args)
+        return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    async def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        key = (str(args.get("channel")), str(args.get("ts")))
+        if key not in self.messages:
+            return {"ok": False, "error": "message_not_found"}
+        self.messages[key] = dict(args)
+        return {"ok": True, "channel": key[0], "ts": key[1], "text": args.get("text")}
+
+    async def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        if str(args.get("channel")) not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    async def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel")), str(args.get("message_ts"))
+        if (channel, ts) not in self.messages:
+            return {"ok": False, "error": "message_not_found"}
+        return {
+            "ok": True,
+            "channel": channel,
+            "permalink": f"https://renewbot-test.slack.com/archives/{channel}/"
+            f"p{ts.replace('.', '')}",
+        }
+
+    async def _usergroups_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "usergroups": [
+                {"id": gid, "handle": gid.lower(), "users": users}
+                for gid, users in self.usergroups.items()
+            ],
+        }
+
+    async def _apps_connections_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.base_url.replace("http://", "ws://") + "/_socket"}
+
+    async def _response(self, request: web.Request) -> web.Response:
+        self.responses.append(await request.json())
+        return web.Response(text="ok")
+
+    # -- Socket Mode -------------------------------------------------------------------
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {"host": "applink-test", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": "A-renewbot"},
+            }
+        )
+        async for msg in ws:
+            if msg.type == WSMsgType.TEXT:
+                self.socket_acks.append(json.loads(msg.data))
+        return ws
+
+    async def deliver(self, envelope_type: str, payload: dict[str, Any]) -> str:
+        """Send one Socket Mode envelope to the connected client; returns its envelope id."""
+        deadline = asyncio.get_running_loop().time() + 10
+        while not self._sockets:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError("no Socket Mode client connected")
+            await asyncio.sleep(0.02)
+        envelope_id = f"env-{next(self._ts)}"
+        await self._sockets[-1].send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": envelope_type,
+                "payload": payload,
+                "accepts_response_payload": envelope_type == "slash_commands",
+                "retry_attempt": 0,
+                "retry_reason": "",
+            }
+        )
+        return envelope_id
