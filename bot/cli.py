@@ -44,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="CSV: slug,display_name,tenant_id,primary_domain,admin_upn"
     )
     imp.add_argument("file")
+    manifests = sub.add_parser("manifests", help="chat app manifests")
+    msub = manifests.add_subparsers(dest="platform", required=True)
+    slack = msub.add_parser("slack", help="print the Slack app manifest")
+    slack.add_argument("--public-url", required=True, help="https URL where renewbot serves")
+    slack.add_argument("--socket-mode", action="store_true", help="no public URL needed")
     keys = sub.add_parser("keys", help="encryption keys")
     keys.add_argument("action", choices=["generate", "rotate"])
     return p
@@ -71,6 +76,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
         return await _until_signal(
             admin.sandbox(args.https_port, args.http_port, args.interval, args.extra_tenants)
         )
+    if args.command == "manifests":
+        from bot import manifests
+
+        try:
+            print(manifests.slack(args.public_url, args.socket_mode), end="")
+        except manifests.ManifestError as exc:
+            print(f"renewbot: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.command == "keys" and args.action == "generate":
         from adapters.storage.crypto import generate_key
 
