@@ -9,11 +9,11 @@ import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flows
+from bench import flows, slack
 
 
-def table(rows: list[tuple[str, str, str, str]]) -> str:
-    head = ("path", "anchor: MSAL blocking loop, thread per flow", "renewbot scheduler", "ratio")
+def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
+    head = ("path", f"anchor: {anchor}", ours, "ratio")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
@@ -24,18 +24,24 @@ def main() -> None:
     p.add_argument("--flows", type=int, default=500)
     p.add_argument("--window", type=float, default=15.0, help="seconds measured per run")
     p.add_argument("--interval", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=3, help="runs of the Slack rows")
+    p.add_argument("--flow-repeats", type=int, default=1, help="runs of the device-flow rows")
     args = p.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.repeats))
+    acks = asyncio.run(slack.main(args.repeats))
+    rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
     now = datetime.now(UTC)
     text = (
         f"# renewbot benchmarks, {now:%Y-%m-%d %H:%M} UTC\n\n"
         f"Machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}. Medians of {args.repeats} runs, {args.window:.0f} s "
-        f"each, anchor and renewbot alternating in the same run.\n\n"
-        f"## Pending device flows ({args.flows})\n\n{table(rows)}\n"
+        f"{platform.python_version()}. Slack rows: medians of {args.repeats} runs; device-flow "
+        f"rows: medians of {args.flow_repeats} run(s) of {args.window:.0f} s; anchor and "
+        f"renewbot alternate in the same run.\n\n"
+        f"## Slack ack latency\n\n"
+        f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"
+        f"## Pending device flows ({args.flows})\n\n"
+        f"{table(rows, 'MSAL blocking loop, thread per flow', 'renewbot scheduler')}\n"
     )
     print(text)
     out = Path(__file__).parent / "results" / f"{now:%Y-%m-%d}.md"

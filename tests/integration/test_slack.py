@@ -312,3 +312,33 @@ async def test_socket_mode_receives_commands(tmp_path: Path, slack: SlackStandIn
         await until(lambda: any(a.get("envelope_id") == envelope for a in slack.socket_acks))
         await live.wait_for("contoso", lambda r: r.thread is not None)
         assert parent(slack)
+
+
+async def test_new_code_validate_and_renew_buttons(live: Live, slack: SlackStandIn) -> None:
+    """New code posts a code; Validate again re-checks; Renew on a failure alert starts afresh."""
+    await post(live, command_body(slack, "northwind"))
+    channel, ts = await until(lambda: parent(slack))
+    await live.wait_for("northwind", lambda r: r.thread is not None)
+    assert await post(live, click_body(slack, "new_code", "northwind")) == 200
+    code_post = await until(lambda: [t for t in texts(slack, channel, ts) if "Device code" in t])
+    user_code = code_post[0].split()[2]
+    await live.sign_in(user_code, "admin@northwind.com")  # Conditional Access blocks it
+    await live.wait_state("northwind", S.FAILED)
+    alert = await until(
+        lambda: [a for a in slack.called("chat.postMessage") if a["channel"] == "C-alerts"]
+    )
+    renew = alert[0]["attachments"][0]["blocks"][1]["elements"][0]
+    assert renew["action_id"] == "renewbot_renew" and renew["value"] == "northwind"
+    await post(live, click_body(slack, "renew", "northwind", channel="C-alerts"))
+    await live.wait_for("northwind", lambda r: r.state is S.INVITED)
+    assert parent(slack, "C-alerts")  # the new renewal's thread opened where Renew was clicked
+
+    await post(live, command_body(slack, "contoso"))
+    await live.wait_for("contoso", lambda r: r.thread is not None)
+    status = await live.press(auth_url(slack))
+    await live.sign_in(str(status["user_code"]), "admin@contoso.com")
+    await live.wait_state("contoso", S.VALIDATED)
+    before = len(slack.responses)
+    await post(live, click_body(slack, "validate", "contoso"))
+    reply = await until(lambda: slack.responses[before:])
+    assert "Validated again: Microsoft Graph answers for Contoso Ltd" in reply[0]["text"]
