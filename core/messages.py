@@ -203,7 +203,10 @@ def status_line(tenant: Tenant, renewal: Renewal) -> str:
         ("Validated", renewal.state is RenewalState.VALIDATED),
     ]
     steps = " → ".join(f"[{'x' if done else ' '}] {label}" for label, done in reached)
-    return f"{tenant.display_name}: {STATE_LABELS[renewal.state]}. {steps}"
+    label = STATE_LABELS[renewal.state]
+    if renewal.state is RenewalState.CODE_ISSUED and renewal.tokens_acquired:
+        label = f"Signed in, acquiring tokens ({renewal.tokens_acquired}/{renewal.tokens_total})"
+    return f"{tenant.display_name}: {label}. {steps}"
 
 
 def auth_url_posted(auth_url: str, email: str, expires_at: datetime | None) -> str:

@@ -109,7 +109,10 @@ def status_message(tenant: Tenant, renewal: Renewal) -> Message:
         tone = "success"
     elif renewal.state is RenewalState.FAILED:
         tone = "error"
-    actions = tuple(Action(kind, tenant.slug, label) for kind, label in _ACTIONS[renewal.state])
+    choices = _ACTIONS[renewal.state]
+    if renewal.state is RenewalState.CODE_ISSUED and renewal.tokens_acquired:
+        choices = (("cancel", "Cancel"),)  # signed in: a new code would make no sense now
+    actions = tuple(Action(kind, tenant.slug, label) for kind, label in choices)
     text = (
         messages.thread_opened(tenant, renewal.requested_by.describe())
         + "\n"
