@@ -145,9 +145,8 @@ async def measure(run: Any, sb: SandboxProcess, window: float) -> Sample:
     )
 
 
-async def ours(n: int, window: float, interval: int) -> Sample:
-    sb = SandboxProcess(interval, n)
-    idp = MsalIdentityProvider(
+def provider(sb: SandboxProcess) -> MsalIdentityProvider:
+    return MsalIdentityProvider(
         authority_host=sb.authority,
         client_id=CLIENT_ID,
         token_sets={"graph": ["https://graph.microsoft.com/.default"]},
@@ -157,6 +156,21 @@ async def ours(n: int, window: float, interval: int) -> Sample:
         ca_bundle=sb.ca,
         pool_size=8,
     )
+
+
+async def peak_threads(window: float) -> int:
+    """The most Python threads alive at any sample during ``window`` seconds."""
+    peak = 0
+    end = time.monotonic() + window
+    while time.monotonic() < end:
+        peak = max(peak, threading.active_count())
+        await asyncio.sleep(0.2)
+    return peak
+
+
+async def ours(n: int, window: float, interval: int) -> Sample:
+    sb = SandboxProcess(interval, n)
+    idp = provider(sb)
     try:
         started = await start_flows(idp, n)
         tenants = {t.key: t for t, _ in started}
@@ -172,11 +186,7 @@ async def ours(n: int, window: float, interval: int) -> Sample:
             task = asyncio.create_task(scheduler.run())
             for key in codes:
                 scheduler.watch(key, 0.0)
-            peak = 0
-            end = time.monotonic() + window
-            while time.monotonic() < end:
-                peak = max(peak, threading.active_count())
-                await asyncio.sleep(0.2)
+            peak = await peak_threads(window)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             return peak
@@ -193,15 +203,7 @@ async def anchor(n: int, window: float, interval: int) -> Sample:
     import requests
 
     sb = SandboxProcess(interval, n)
-    idp = MsalIdentityProvider(
-        authority_host=sb.authority,
-        client_id=CLIENT_ID,
-        token_sets={"graph": ["https://graph.microsoft.com/.default"]},
-        graph_url=sb.authority,
-        cache_store=MemoryCache(),
-        clock=SystemClock(),
-        ca_bundle=sb.ca,
-    )
+    idp = provider(sb)
     try:
         started = await start_flows(idp, n)
         session = requests.Session()
@@ -231,11 +233,7 @@ async def anchor(n: int, window: float, interval: int) -> Sample:
             ]
             for t in threads:
                 t.start()
-            peak = 0
-            end = time.monotonic() + window
-            while time.monotonic() < end:
-                peak = max(peak, threading.active_count())
-                await asyncio.sleep(0.2)
+            peak = await peak_threads(window)
             halt.set()
             await asyncio.to_thread(lambda: [t.join(10) for t in threads])
             return peak
