@@ -85,7 +85,7 @@ async def _tenants(engine, box: SecretBox, args: argparse.Namespace) -> int:  # 
         return 2
     async with SqlUnitOfWork(engine, box) as uow:
         if args.action == "list":
-            for t in await uow.tenants.list():
+            for t in await uow.tenants.all():
                 print(
                     f"{t.slug}\t{t.display_name}\t{t.tenant_id}\t{t.primary_domain}\t{t.admin_upn}"
                 )

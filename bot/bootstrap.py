@@ -6,9 +6,10 @@ Settings, unwrapping secrets here and nowhere else.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -20,10 +21,13 @@ from adapters.slack.threads import SlackThreads, make_client
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
+from bot.metrics import ProcessMetrics
 from bot.settings import Settings
 from core.access import AccessPolicy
 from core.chat import ChatRouter
 from core.desk import Desk
+from core.health import HealthMonitor, MonitorConfig
+from core.intake import ErrorIntake
 from core.notifications import Notifier
 from core.ports import ChatThreads, Clock, IdentityProvider, UnitOfWorkFactory
 from core.scheduler import DeviceFlowScheduler
@@ -40,6 +44,7 @@ class SystemClock:
 class Core:
     service: RenewalService
     desk: Desk
+    monitor: HealthMonitor
 
 
 def compose(
@@ -51,11 +56,14 @@ def compose(
     config: ServiceConfig,
     watch_flow: FlowWatcher | None = None,
     policy: AccessPolicy | None = None,
+    monitor: MonitorConfig | None = None,
 ) -> Core:
-    service = RenewalService(uow, identity, Notifier(threads), clock, config)
+    notifier = Notifier(threads)
+    service = RenewalService(uow, identity, notifier, clock, config)
     if watch_flow is not None:
         service.watch_flow = watch_flow
-    return Core(service, Desk(service, policy))
+    health = HealthMonitor(uow, identity, notifier, clock, monitor)
+    return Core(service, Desk(service, policy), health)
 
 
 def _slack(
@@ -107,6 +115,12 @@ class Runtime:
     chat: ChatRouter
     supervisor: Supervisor
     slack: SlackBot | None = None
+    metrics: ProcessMetrics = field(default_factory=ProcessMetrics)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def intake(self) -> ErrorIntake:
+        return ErrorIntake(self.uow, self.core.monitor, self.core.service.clock)
 
     def uow(self) -> SqlUnitOfWork:
         return SqlUnitOfWork(self.engine, self.box)
@@ -153,6 +167,11 @@ async def runtime(
         clock=clock,
         config=config,
         watch_flow=scheduler.watch,
+        monitor=MonitorConfig(
+            check_every=timedelta(hours=settings.monitor.check_every_hours),
+            warn_before=timedelta(days=settings.monitor.warn_before_days),
+            concurrency=settings.monitor.concurrency,
+        ),
         policy=AccessPolicy.of(
             settings.access.operators,
             settings.access.viewers,

@@ -28,6 +28,7 @@ from bot.sandbox.server import Sandbox, bind_loopback
 from bot.settings import (
     DatabaseSettings,
     IdentitySettings,
+    MonitorSettings,
     SecuritySettings,
     Settings,
     WebSettings,
@@ -72,6 +73,7 @@ def demo_settings(workdir: Path, sandbox: Sandbox, port: int) -> Settings:
             graph_url=sandbox.graph_url,
         ),
         security=SecuritySettings(encryption_keys=SecretStr(generate_key())),
+        monitor=MonitorSettings(enabled=False),
     )
 
 

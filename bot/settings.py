@@ -64,6 +64,17 @@ class SecuritySettings(BaseModel):
     invitation_ttl_hours: int = Field(default=168, ge=1, le=24 * 30)
 
 
+class MonitorSettings(BaseModel):
+    """The token health monitor and the MSAL error intake."""
+
+    enabled: bool = True
+    sweep_every_seconds: float = Field(default=300.0, gt=0)
+    check_every_hours: float = Field(default=24.0, gt=0)
+    warn_before_days: int = Field(default=14, ge=1, le=89)
+    concurrency: int = Field(default=16, ge=1, le=256)
+    api_keys: SecretStr | None = None  # comma-separated bearer keys for POST /api/msal-errors
+
+
 class AccessSettings(BaseModel):
     """Who may do what. Empty operators and viewers: everyone may operate (development)."""
 
@@ -86,6 +97,7 @@ class Settings(BaseSettings):
     identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings())
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
     access: AccessSettings = Field(default_factory=AccessSettings)
+    monitor: MonitorSettings = Field(default_factory=lambda: MonitorSettings())
 
     def problems(self) -> list[str]:
         """What stops a production start, each naming the variable and never its value."""

@@ -18,7 +18,9 @@ from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 from sqlalchemy import text
 
+from adapters.web.intake import IntakeEndpoint
 from adapters.web.onboarding import OnboardingPage
+from bot import metrics as bot_metrics
 from bot.bootstrap import Runtime
 from core.errors import StorageError
 
@@ -81,6 +83,25 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
+async def metrics(request: web.Request) -> web.Response:
+    rt = request.app[RUNTIME]
+    async with rt.uow() as uow:
+        renewals = await uow.renewals.count_by_state()
+        tenants = await uow.tenants.counts_by_state()
+        durations = await uow.renewals.validation_times()
+    totals = rt.core.monitor.totals
+    text = bot_metrics.render(
+        {s.value: n for s, n in renewals.items()},
+        {s.value: n for s, n in tenants.items()},
+        durations,
+        rt.metrics,
+        totals.checked,
+        totals.failures,
+        totals.alerts,
+    )
+    return bot_metrics.response(text)
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
@@ -102,12 +123,19 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
     await adopt_flows(rt)  # flows a previous process left pending
     rt.supervisor.spawn(_sweep(rt), "sweeper")
+    if rt.settings.monitor.enabled:
+        rt.supervisor.spawn(_monitor(rt), "token-health-monitor")
     app_token = rt.settings.slack.app_token
     if rt.slack is not None and app_token is not None:
         await rt.slack.connect_socket_mode(app_token.get_secret_value())
     yield
     if rt.slack is not None:
         await rt.slack.close()
+    # Stop gracefully: a task cancelled in the middle of a database call can leave the aiosqlite
+    # connection unable to close (seen as a hang at exit), so loops finish their step first.
+    rt.stopping.set()
+    rt.scheduler.stop()
+    await rt.supervisor.drain(timeout=15.0)
     await rt.supervisor.close()
 
 
@@ -127,10 +155,18 @@ async def adopt_flows(rt: Runtime) -> int:
     return adopted
 
 
+async def _pause(rt: Runtime, seconds: float) -> bool:
+    """Sleep, but wake at once when the process stops. True when it is stopping."""
+    try:
+        await asyncio.wait_for(rt.stopping.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
 async def _sweep(rt: Runtime, every: float = 30.0) -> None:
-    """Expire overdue invitations and adopt orphaned device flows, forever."""
-    while True:
-        await asyncio.sleep(every)
+    """Expire overdue invitations and adopt orphaned device flows, until stopped."""
+    while not await _pause(rt, every):
         try:
             await rt.core.service.expire_overdue()
             await adopt_flows(rt)
@@ -138,6 +174,23 @@ async def _sweep(rt: Runtime, every: float = 30.0) -> None:
             raise
         except Exception:
             log.exception("sweep.failed")
+
+
+async def _monitor(rt: Runtime) -> None:
+    """Run the token health sweep forever; each sweep checks only the tenants that are due."""
+    loop = asyncio.get_running_loop()
+    while not rt.stopping.is_set():
+        started = loop.time()
+        try:
+            await rt.core.monitor.sweep(rt.stopping)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("monitor.sweep_failed")
+        rt.metrics.last_sweep_seconds = loop.time() - started
+        rt.metrics.sweeps += 1
+        if await _pause(rt, rt.settings.monitor.sweep_every_seconds):
+            return
 
 
 def csrf_key(rt: Runtime) -> bytes:
@@ -152,6 +205,10 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url)
     app.add_routes(page.routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
+    app.router.add_get("/metrics", metrics)
+    keys = rt.settings.monitor.api_keys
+    intake = IntakeEndpoint(rt.intake, (keys.get_secret_value() if keys else "").split(","))
+    app.router.add_post("/api/msal-errors", intake.handle)
     if rt.slack is not None:
         app.router.add_post("/slack/events", rt.slack.handle)
     app.cleanup_ctx.append(_workers)

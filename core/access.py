@@ -25,6 +25,7 @@ _OPERATE = (
     commands.IssueCode,
     commands.CancelRenewal,
     commands.ValidateTenant,
+    commands.SnoozeAlerts,
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass
+from datetime import timedelta
 
 from core.errors import CommandSyntaxError
 from core.model import Actor, Origin
@@ -70,6 +71,13 @@ class ShowHelp:
     pass
 
 
+@dataclass(frozen=True)
+class SnoozeAlerts:
+    tenant_ref: str
+    duration: timedelta | None  # None: alerts back on
+    requester: Actor
+
+
 Command = (
     RequestRenewal
     | IssueCode
@@ -81,11 +89,15 @@ Command = (
     | ShowHistory
     | ShowErrors
     | ShowHelp
+    | SnoozeAlerts
 )
 
 _TENANT_VERBS = {"code", "cancel", "validate", "show", "history"}
 _NO_ARG_VERBS = {"pending", "status", "help"}
-_ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors"}
+_ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors", "snooze"}
+_DURATION = re.compile(r"^(\d{1,4})([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+MAX_SNOOZE = timedelta(days=90)
 _EMAIL = re.compile(r"^[^@\s<>|]+@[^@\s<>|]+\.[^@\s<>|]+$")
 _TENANT_REF = re.compile(r"^[\w.\- ]{1,120}$")
 # Slack wraps e-mail addresses as <mailto:a@b.c|a@b.c>; keep the visible part.
@@ -133,6 +145,8 @@ def parse(text: str, origin: Origin, requester: Actor) -> Command:
             "help": ShowHelp(),
         }
         return no_arg[verb]
+    if verb == "snooze":
+        return _snooze(args, requester)
     if verb == "errors":
         return ShowErrors(_tenant(" ".join(args), verb) if args else None)
     if verb in _TENANT_VERBS:
@@ -151,6 +165,22 @@ def parse(text: str, origin: Origin, requester: Actor) -> Command:
     if args and (guess := difflib.get_close_matches(verb, _ALL_VERBS, n=1, cutoff=0.75)):
         raise CommandSyntaxError(f"Unknown command '{verb[:30]}'. Did you mean `{guess[0]}`?")
     return _renew(words, origin, requester)
+
+
+def _snooze(args: list[str], requester: Actor) -> SnoozeAlerts:
+    usage = "Usage: renew-token snooze <tenant> <30m|12h|2d|off>"
+    if len(args) < 2:
+        raise CommandSyntaxError(usage)
+    ref, amount = " ".join(args[:-1]), args[-1].lower()
+    if amount == "off":
+        return SnoozeAlerts(_tenant(ref, "snooze"), None, requester)
+    match = _DURATION.match(amount)
+    if not match:
+        raise CommandSyntaxError(f"'{amount[:20]}' is not a duration. {usage}")
+    duration = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if not timedelta(0) < duration <= MAX_SNOOZE:
+        raise CommandSyntaxError(f"A snooze lasts from 1 minute to 90 days. {usage}")
+    return SnoozeAlerts(_tenant(ref, "snooze"), duration, requester)
 
 
 def _renew(words: list[str], origin: Origin, requester: Actor) -> RequestRenewal:

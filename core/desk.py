@@ -21,7 +21,7 @@ from core.errors import (
     StorageError,
     UnknownTenantError,
 )
-from core.model import Actor, Origin, RenewalState, ThreadRef
+from core.model import Actor, AuthState, Origin, RenewalState, ThreadRef
 from core.ports import AuditEntry
 from core.services import RenewalService
 from core.tenants import resolve
@@ -131,6 +131,13 @@ class Desk:
                 return await self._errors(ref)
             case commands.ShowHelp():
                 return Reply(messages.HELP)
+            case commands.SnoozeAlerts(tenant_ref=ref, duration=duration):
+                async with s.uow() as uow:
+                    tenant = await resolve(uow, ref)
+                    until = s.clock.now() + duration if duration else None
+                    await uow.tenants.snooze(tenant.key, until)
+                    await uow.commit()
+                return Reply(messages.snoozed(tenant, until))
         raise AssertionError(f"unhandled command {cmd!r}")
 
     async def _renew(self, cmd: commands.RequestRenewal) -> Reply:
@@ -190,17 +197,21 @@ class Desk:
     async def _status(self) -> Reply:
         s = self.service
         async with s.uow() as uow:
-            tenants = await uow.tenants.list()
+            counts = await uow.tenants.counts_by_state()
+            urgent = await uow.tenants.needing_action(limit=15)
             renewals = await uow.renewals.open()
-        counts: dict[str, int] = {}
+        total = sum(counts.values())
+        order = [AuthState.HEALTHY, AuthState.EXPIRING, AuthState.EXPIRED, AuthState.UNKNOWN]
+        parts = [f"{counts[state]} {state.value}" for state in order if counts.get(state)]
+        lines = [f"{total} tenants: {', '.join(parts) or 'none'}."]
+        by_state: dict[str, int] = {}
         for r in renewals:
-            counts[r.state.value] = counts.get(r.state.value, 0) + 1
-        never = [t.display_name for t in tenants if t.last_validated_at is None]
-        lines = [f"{len(tenants)} tenants, {len(renewals)} open renewals."]
-        lines += [f"  {state}: {n}" for state, n in sorted(counts.items())]
-        if never:
-            shown = ", ".join(never[:10]) + (" ..." if len(never) > 10 else "")
-            lines.append(f"Never validated ({len(never)}): {shown}")
+            by_state[r.state.value] = by_state.get(r.state.value, 0) + 1
+        detail = ", ".join(f"{k}: {v}" for k, v in sorted(by_state.items()))
+        lines.append(f"Open renewals: {len(renewals)}" + (f" ({detail})" if detail else ""))
+        if urgent:
+            lines.append("Need action:")
+            lines += [f"  {t.display_name} ({t.slug}): {t.auth_state.value}" for t in urgent]
         return Reply("\n".join(lines))
 
     async def _errors(self, ref: str | None) -> Reply:

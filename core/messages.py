@@ -316,6 +316,7 @@ HELP = """renew-token commands:
   renew-token status             renewals per state and tenants that need action
   renew-token history <tenant>   who asked, who signed in, when validated
   renew-token errors [tenant]    newest identity errors, explained
+  renew-token snooze <tenant> 2d silence the tenant's health alerts (30m, 12h, 2d; or off)
   renew-token help               this text
 A tenant is its short name, display name, primary domain or tenant id."""
 
@@ -362,3 +363,28 @@ def no_thread(tenant: Tenant, auth_url: str) -> str:
         f"Renewal for {tenant.display_name} started, but I could not post in this channel "
         f"(invite me to it, or use another channel). Auth URL for the customer: {auth_url}"
     )
+
+
+def tenant_expired(tenant: Tenant, reason: str) -> str:
+    why = f" ({explain(reason).title})" if reason else ""
+    return (
+        f"Tokens of {tenant.display_name} ({tenant.slug}) have expired{why}. "
+        "Press Renew (or type `renew-token " + tenant.slug + "`) to start a renewal."
+    )
+
+
+def tenant_expiring(tenant: Tenant, days: int) -> str:
+    return (
+        f"Tokens of {tenant.display_name} ({tenant.slug}) expire in {days} days unless they are "
+        "used. Renew now to avoid an outage."
+    )
+
+
+def tenant_recovered(tenant: Tenant) -> str:
+    return f"Tokens of {tenant.display_name} ({tenant.slug}) are healthy again."
+
+
+def snoozed(tenant: Tenant, until: datetime | None) -> str:
+    if until is None:
+        return f"Alerts for {tenant.display_name} are back on."
+    return f"Alerts for {tenant.display_name} are snoozed until {_when(until)}."

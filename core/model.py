@@ -29,6 +29,15 @@ class RenewalState(StrEnum):
         return self not in ACTIVE_STATES
 
 
+class AuthState(StrEnum):
+    """A tenant's token health, as the monitor last saw it."""
+
+    UNKNOWN = "unknown"  # never checked
+    HEALTHY = "healthy"
+    EXPIRING = "expiring"  # the refresh token nears its 90-day inactivity limit
+    EXPIRED = "expired"  # the refresh token is dead: a renewal is needed
+
+
 S = RenewalState
 _ENDINGS = {S.FAILED, S.EXPIRED, S.CANCELLED}
 TRANSITIONS: dict[RenewalState, frozenset[RenewalState]] = {
@@ -55,6 +64,12 @@ class Tenant:
     primary_domain: str
     admin_upn: str
     last_validated_at: datetime | None = None
+    auth_state: AuthState = AuthState.UNKNOWN
+    last_refresh_at: datetime | None = None
+    snoozed_until: datetime | None = None
+
+    def is_snoozed(self, now: datetime) -> bool:
+        return self.snoozed_until is not None and now < self.snoozed_until
 
 
 @dataclass(frozen=True)

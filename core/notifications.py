@@ -41,6 +41,12 @@ class Notifier:
             status = status_message(tenant, renewal)
             await self._deliver(self.threads.update_status(renewal.thread, status), renewal)
 
+    async def announce(self, message: Message) -> None:
+        try:
+            await self.threads.announce(message)
+        except ChatDeliveryError:
+            log.warning("chat.announce_failed")
+
     async def note(self, tenant: Tenant, renewal: Renewal, text: str, tone: Tone = "info") -> None:
         if renewal.thread:
             await self._deliver(self.threads.post(renewal.thread, Message(text, tone)), renewal)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol
 
-from core.model import DeviceCode, Origin, Renewal, Tenant, ThreadRef
+from core.model import AuthState, DeviceCode, Origin, Renewal, RenewalState, Tenant, ThreadRef
 
 
 class Clock(Protocol):
@@ -59,6 +59,9 @@ class IdentityProvider(Protocol):
 
     async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
         """Call Graph with the tenant's new token. Raises IdentityProviderError."""
+
+    async def refresh(self, tenant: Tenant) -> None:
+        """Redeem the tenant's refresh token now (health check). Raises IdentityProviderError."""
 
 
 Tone = Literal["info", "success", "warning", "error"]
@@ -112,9 +115,27 @@ class TenantRepository(Protocol):
     async def names(self) -> list[str]:
         """Slugs, display names and domains, for close-match suggestions."""
 
-    async def list(self) -> list[Tenant]: ...
+    async def all(self) -> list[Tenant]: ...
 
-    async def mark_validated(self, key: str, at: datetime) -> None: ...
+    async def mark_validated(self, key: str, at: datetime) -> None:
+        """New tokens validated: healthy, and the inactivity clock restarts."""
+
+    async def record_health(
+        self, key: str, state: AuthState, refreshed_at: datetime | None, next_check: datetime
+    ) -> None:
+        """Store a check's outcome and when to check next; releases the check lease."""
+
+    async def snooze(self, key: str, until: datetime | None) -> None: ...
+
+    async def claim_due(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[Tenant]:
+        """Lease up to ``limit`` tenants whose check is due, so replicas split the work."""
+
+    async def counts_by_state(self) -> dict[AuthState, int]: ...
+
+    async def needing_action(self, limit: int = 20) -> list[Tenant]:
+        """Expired and expiring tenants, most urgent first."""
 
 
 class RenewalRepository(Protocol):
@@ -144,6 +165,11 @@ class RenewalRepository(Protocol):
 
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]: ...
 
+    async def count_by_state(self) -> dict[RenewalState, int]: ...
+
+    async def validation_times(self) -> list[float]:
+        """Seconds from request to validation of every validated renewal."""
+
 
 @dataclass(frozen=True)
 class AuditEntry:
@@ -164,6 +190,7 @@ class IdentityErrorRecord:
     description: str
     correlation_id: str
     source: str = "renewbot"
+    client_ref: str | None = None  # the reporter's own id, for idempotent intake
 
 
 class AuditLog(Protocol):
@@ -173,7 +200,8 @@ class AuditLog(Protocol):
 
 
 class IdentityErrorLog(Protocol):
-    async def add(self, record: IdentityErrorRecord) -> None: ...
+    async def add(self, record: IdentityErrorRecord) -> bool:
+        """False when the same (source, client_ref) was stored before."""
 
     async def newest(
         self, tenant_key: str | None = None, limit: int = 10

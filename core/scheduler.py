@@ -30,6 +30,12 @@ class DeviceFlowScheduler:
         self._limit = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._jitter = jitter
+        self._stopping = False
+
+    def stop(self) -> None:
+        """Finish the polls in flight, start no new ones, and let run() return."""
+        self._stopping = True
+        self._wake.set()
 
     def watch(self, renewal_id: str, delay: float) -> None:
         """Schedule the first (or next) poll in ``delay`` seconds, never sooner."""
@@ -50,7 +56,7 @@ class DeviceFlowScheduler:
         """Serve polls until cancelled."""
         loop = asyncio.get_running_loop()
         try:
-            while True:
+            while not self._stopping:
                 self._wake.clear()
                 now = loop.time()
                 while self._heap and self._heap[0][0] <= now:
@@ -67,6 +73,7 @@ class DeviceFlowScheduler:
                     await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             for task in list(self._tasks):
                 task.cancel()

@@ -28,10 +28,10 @@ class Supervisor:
         if not task.cancelled() and task.exception() is not None:
             log.error("task.failed", exc_info=task.exception(), extra={"task": task.get_name()})
 
-    async def drain(self) -> None:
-        """Wait for the current tasks (tests, graceful stop)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    async def drain(self, timeout: float | None = None) -> None:
+        """Wait for the current tasks to finish (graceful stop), at most ``timeout`` seconds."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=timeout)
 
     async def close(self) -> None:
         for task in list(self._tasks):

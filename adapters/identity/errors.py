@@ -34,6 +34,8 @@ def to_error(result: dict[str, Any]) -> IdentityProviderError:
             code = f"AADSTS{match.group(1)}"
     if error in {"temporarily_unavailable", "server_error"}:
         code = "unavailable"
+    if error in {"no_account", "no_token"}:
+        code = "no_tokens"  # nothing stored for this tenant: only a renewal can fix it
     return IdentityProviderError(code, error, description, str(result.get("correlation_id") or ""))
 
 

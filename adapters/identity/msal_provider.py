@@ -163,13 +163,17 @@ class MsalIdentityProvider:
             roles=frozenset(claims.get("wids") or ()),
         )
 
-    async def _silent(self, tenant: Tenant, scopes: list[str]) -> dict[str, Any]:
+    async def _silent(
+        self, tenant: Tenant, scopes: list[str], force_refresh: bool = False
+    ) -> dict[str, Any]:
         def work(cache: msal.SerializableTokenCache) -> dict[str, Any]:
             app = self._app(tenant, cache)
             accounts = app.get_accounts()
             if not accounts:
                 return {"error": "no_account", "error_description": "no signed-in account"}
-            got = app.acquire_token_silent_with_error(scopes, account=accounts[0])
+            got = app.acquire_token_silent_with_error(
+                scopes, account=accounts[0], force_refresh=force_refresh
+            )
             return got or {"error": "no_token", "error_description": "no refresh token"}
 
         result = await self._with_cache(tenant, work)
@@ -179,6 +183,10 @@ class MsalIdentityProvider:
 
     async def acquire_silently(self, tenant: Tenant, token_set: str) -> None:
         await self._silent(tenant, self.scopes(tenant, token_set))
+
+    async def refresh(self, tenant: Tenant) -> None:
+        first = next(iter(self._sets))
+        await self._silent(tenant, self.scopes(tenant, first), force_refresh=True)
 
     async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
         token = (await self._silent(tenant, GRAPH_SCOPES))["access_token"]

@@ -21,6 +21,7 @@ from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
 from core.model import (
     ACTIVE_STATES,
     Actor,
+    AuthState,
     DeviceCode,
     Origin,
     Renewal,
@@ -42,6 +43,9 @@ def _tenant(row: Row[Any]) -> Tenant:
         row.primary_domain,
         row.admin_upn,
         row.last_validated_at,
+        AuthState(row.auth_state),
+        row.last_refresh_at,
+        row.snoozed_until,
     )
 
 
@@ -59,6 +63,10 @@ class SqlTenantRepository:
             "admin_upn": tenant.admin_upn,
             "created_at": now or datetime.now(UTC),
             "last_validated_at": tenant.last_validated_at,
+            "auth_state": tenant.auth_state.value,
+            "last_refresh_at": tenant.last_refresh_at,
+            "snoozed_until": tenant.snoozed_until,
+            "next_check_at": now or datetime.now(UTC),
         }
         await self.c.execute(insert(tenants).values(**values))
 
@@ -82,14 +90,77 @@ class SqlTenantRepository:
         rows = await self.c.execute(select(tenants.c.slug, tenants.c.display_name))
         return [n for row in rows for n in row]
 
-    async def list(self) -> list[Tenant]:
+    async def all(self) -> list[Tenant]:
         rows = await self.c.execute(select(tenants).order_by(tenants.c.slug))
         return [_tenant(r) for r in rows]
 
     async def mark_validated(self, key: str, at: datetime) -> None:
+        """New tokens work: the tenant is healthy and its inactivity clock restarts."""
         await self.c.execute(
-            update(tenants).where(tenants.c.key == key).values(last_validated_at=at)
+            update(tenants)
+            .where(tenants.c.key == key)
+            .values(last_validated_at=at, last_refresh_at=at, auth_state=AuthState.HEALTHY.value)
         )
+
+    async def record_health(
+        self, key: str, state: AuthState, refreshed_at: datetime | None, next_check: datetime
+    ) -> None:
+        values: dict[str, Any] = {
+            "auth_state": state.value,
+            "next_check_at": next_check,
+            "check_owner": None,
+            "check_lease_until": None,
+        }
+        if refreshed_at is not None:
+            values["last_refresh_at"] = refreshed_at
+        await self.c.execute(update(tenants).where(tenants.c.key == key).values(**values))
+
+    async def snooze(self, key: str, until: datetime | None) -> None:
+        await self.c.execute(
+            update(tenants).where(tenants.c.key == key).values(snoozed_until=until)
+        )
+
+    async def claim_due(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[Tenant]:
+        """Lease up to ``limit`` tenants whose check is due (SKIP LOCKED on PostgreSQL)."""
+        due = (
+            select(tenants.c.key)
+            .where(
+                or_(tenants.c.next_check_at.is_(None), tenants.c.next_check_at <= now),
+                or_(tenants.c.check_lease_until.is_(None), tenants.c.check_lease_until < now),
+            )
+            .order_by(tenants.c.next_check_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        keys = [row.key for row in await self.c.execute(due)]
+        if not keys:
+            return []
+        await self.c.execute(
+            update(tenants)
+            .where(tenants.c.key.in_(keys))
+            .values(check_owner=owner, check_lease_until=until)
+        )
+        rows = await self.c.execute(select(tenants).where(tenants.c.key.in_(keys)))
+        return [_tenant(r) for r in rows]
+
+    async def counts_by_state(self) -> dict[AuthState, int]:
+        rows = await self.c.execute(
+            select(tenants.c.auth_state, func.count()).group_by(tenants.c.auth_state)
+        )
+        return {AuthState(state): int(n) for state, n in rows}
+
+    async def needing_action(self, limit: int = 20) -> list[Tenant]:
+        """Expired first, then expiring; oldest refresh first."""
+        states = [AuthState.EXPIRED.value, AuthState.EXPIRING.value]
+        rows = await self.c.execute(
+            select(tenants)
+            .where(tenants.c.auth_state.in_(states))
+            .order_by(tenants.c.auth_state, tenants.c.last_refresh_at)
+            .limit(limit)
+        )
+        return [_tenant(r) for r in rows]
 
 
 class SqlRenewalRepository:
@@ -231,6 +302,20 @@ class SqlRenewalRepository:
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
         return await self._many(renewals.c.tenant_key == tenant_key, limit=limit)
 
+    async def count_by_state(self) -> dict[RenewalState, int]:
+        rows = await self.c.execute(
+            select(renewals.c.state, func.count()).group_by(renewals.c.state)
+        )
+        return {RenewalState(state): int(n) for state, n in rows}
+
+    async def validation_times(self) -> list[float]:
+        rows = await self.c.execute(
+            select(renewals.c.created_at, renewals.c.updated_at).where(
+                renewals.c.state == RenewalState.VALIDATED.value
+            )
+        )
+        return [(done - start).total_seconds() for start, done in rows if done and start]
+
 
 class SqlAuditLog:
     def __init__(self, conn: AsyncConnection) -> None:
@@ -264,18 +349,24 @@ class SqlIdentityErrorLog:
     def __init__(self, conn: AsyncConnection) -> None:
         self.c = conn
 
-    async def add(self, record: IdentityErrorRecord) -> None:
-        await self.c.execute(
-            insert(msal_errors).values(
-                at=record.at,
-                tenant_key=record.tenant_key,
-                code=record.code,
-                error=record.error,
-                description=record.description,
-                correlation_id=record.correlation_id,
-                source=record.source,
-            )
-        )
+    async def add(self, record: IdentityErrorRecord) -> bool:
+        """Store one error. False when (source, client_ref) was already reported."""
+        values = {
+            "at": record.at,
+            "tenant_key": record.tenant_key,
+            "code": record.code,
+            "error": record.error,
+            "description": record.description,
+            "correlation_id": record.correlation_id,
+            "source": record.source,
+            "client_ref": record.client_ref,
+        }
+        try:
+            async with self.c.begin_nested():
+                await self.c.execute(insert(msal_errors).values(**values))
+        except IntegrityError:
+            return False
+        return True
 
     async def newest(
         self, tenant_key: str | None = None, limit: int = 10

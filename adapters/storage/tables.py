@@ -59,6 +59,14 @@ tenants = Table(
     Column("admin_upn", String(254), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("last_validated_at", UTCDateTime),
+    Column("auth_state", String(16), nullable=False, server_default="unknown"),
+    Column("last_refresh_at", UTCDateTime),
+    Column("snoozed_until", UTCDateTime),
+    Column("next_check_at", UTCDateTime),  # the monitor's schedule
+    Column("check_owner", String(64)),  # lease: which process checks the tenant
+    Column("check_lease_until", UTCDateTime),
+    Index("ix_tenants_next_check", "next_check_at"),
+    Index("ix_tenants_auth_state", "auth_state"),
 )
 
 renewals = Table(
@@ -136,5 +144,7 @@ msal_errors = Table(
     Column("description", Text, nullable=False),
     Column("correlation_id", String(64), nullable=False),
     Column("source", String(64), nullable=False),
+    Column("client_ref", String(100)),  # the reporter's own id: intake is idempotent on it
     Index("ix_msal_errors_at", "at"),
+    Index("uq_msal_errors_client_ref", "source", "client_ref", unique=True),
 )

@@ -14,7 +14,7 @@ from core.errors import (
     IdentityProviderError,
     RenewalInProgressError,
 )
-from core.model import DeviceCode, Origin, Renewal, Tenant, ThreadRef
+from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
 from core.ports import (
     AuditEntry,
     DirectoryCheck,
@@ -43,6 +43,8 @@ class Store:
     audit: list[AuditEntry] = field(default_factory=list)
     errors: list[IdentityErrorRecord] = field(default_factory=list)
     leases: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
+    next_check: dict[str, datetime] = field(default_factory=dict)
+    check_leases: dict[str, datetime] = field(default_factory=dict)
 
 
 class _Tenants:
@@ -71,11 +73,52 @@ class _Tenants:
     async def names(self) -> list[str]:
         return [n for t in self.s.tenants.values() for n in (t.slug, t.display_name)]
 
-    async def list(self) -> list[Tenant]:
+    async def all(self) -> list[Tenant]:
         return [copy.copy(t) for t in self.s.tenants.values()]
 
     async def mark_validated(self, key: str, at: datetime) -> None:
-        self.s.tenants[key].last_validated_at = at
+        t = self.s.tenants[key]
+        t.last_validated_at = t.last_refresh_at = at
+        t.auth_state = AuthState.HEALTHY
+
+    async def record_health(
+        self, key: str, state: AuthState, refreshed_at: datetime | None, next_check: datetime
+    ) -> None:
+        t = self.s.tenants[key]
+        t.auth_state = state
+        if refreshed_at is not None:
+            t.last_refresh_at = refreshed_at
+        self.s.next_check[key] = next_check
+        self.s.check_leases.pop(key, None)
+
+    async def snooze(self, key: str, until: datetime | None) -> None:
+        self.s.tenants[key].snoozed_until = until
+
+    async def claim_due(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[Tenant]:
+        due = []
+        for key, t in self.s.tenants.items():
+            lease = self.s.check_leases.get(key)
+            if self.s.next_check.get(key, now) <= now and (lease is None or lease < now):
+                due.append(t)
+        for t in due[:limit]:
+            self.s.check_leases[t.key] = until
+        return [copy.copy(t) for t in due[:limit]]
+
+    async def counts_by_state(self) -> dict[AuthState, int]:
+        counts: dict[AuthState, int] = {}
+        for t in self.s.tenants.values():
+            counts[t.auth_state] = counts.get(t.auth_state, 0) + 1
+        return counts
+
+    async def needing_action(self, limit: int = 20) -> list[Tenant]:
+        urgent = [
+            t
+            for t in self.s.tenants.values()
+            if t.auth_state in (AuthState.EXPIRED, AuthState.EXPIRING)
+        ]
+        return [copy.copy(t) for t in sorted(urgent, key=lambda t: t.auth_state.value)][:limit]
 
 
 class _Renewals:
@@ -146,8 +189,13 @@ class _Errors:
     def __init__(self, store: Store) -> None:
         self.s = store
 
-    async def add(self, record: IdentityErrorRecord) -> None:
+    async def add(self, record: IdentityErrorRecord) -> bool:
+        if record.client_ref and any(
+            (e.source, e.client_ref) == (record.source, record.client_ref) for e in self.s.errors
+        ):
+            return False
         self.s.errors.append(record)
+        return True
 
     async def newest(
         self, tenant_key: str | None = None, limit: int = 10
@@ -233,6 +281,8 @@ class FakeIdentityProvider:
         self.directory: DirectoryCheck | IdentityProviderError | None = None
         self.started = 0
         self.silent: list[str] = []
+        self.refresh_errors: dict[str, IdentityProviderError] = {}
+        self.refreshed: list[str] = []
 
     def token_set_names(self) -> Sequence[str]:
         return self.sets
@@ -259,6 +309,12 @@ class FakeIdentityProvider:
         if self.silent_error:
             raise self.silent_error
         self.silent.append(token_set)
+
+    async def refresh(self, tenant: Tenant) -> None:
+        error = self.refresh_errors.get(tenant.slug)
+        if error:
+            raise error
+        self.refreshed.append(tenant.slug)
 
     async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
         d = self.directory

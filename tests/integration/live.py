@@ -131,6 +131,7 @@ async def live_bot(
     poll_lease: float = 30.0,
     slack: dict[str, Any] | None = None,
     access: dict[str, Any] | None = None,
+    monitor: dict[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
     sandbox = await Sandbox(
         demo_directory(interval=interval, code_lifetime=code_lifetime), workdir=tmp_path / "sandbox"
@@ -154,6 +155,7 @@ async def live_bot(
         security={"encryption_keys": generate_key()},
         slack=slack or {},
         access=access or {},
+        monitor=monitor or {"enabled": False},
     )
     chat = RecordingChatThreads()
     try:

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from bot.bootstrap import Core, compose
@@ -36,7 +38,7 @@ FABRIKAM = Tenant(
 class World:
     def __init__(self) -> None:
         self.store = Store()
-        self.store.tenants = {t.key: t for t in (CONTOSO, FABRIKAM)}
+        self.store.tenants = {t.key: copy.copy(t) for t in (CONTOSO, FABRIKAM)}
         self.clock = FrozenClock()
         self.identity = FakeIdentityProvider(self.clock)
         self.chat = RecordingChatThreads()

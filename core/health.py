@@ -1,0 +1,202 @@
+"""Token health: the monitor that refreshes every tenant's tokens on a schedule, and the alerts.
+
+A check redeems the tenant's refresh token. Success: healthy, and the 90-day inactivity clock
+restarts. A refusal that means the refresh token is dead: expired. The identity service being
+unreachable: the state is judged by age (expiring within ``warn_before`` of the limit) and the
+check is retried sooner. Alerts go out on a change of state only, unless the tenant is snoozed.
+Checks are leased, so several bot processes split the tenants between them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from core import messages
+from core.errors import IdentityProviderError
+from core.model import AuthState, Tenant
+from core.notifications import Notifier
+from core.ports import (
+    Action,
+    Clock,
+    IdentityErrorRecord,
+    IdentityProvider,
+    Message,
+    UnitOfWorkFactory,
+)
+
+log = logging.getLogger("renewbot.health")
+
+DEAD_REFRESH_CODES = frozenset(
+    {
+        "AADSTS700082",  # refresh token expired after 90 days of inactivity
+        "AADSTS50173",  # grant revoked (password changed, sessions revoked)
+        "AADSTS700016",  # the application is gone from the tenant
+        "AADSTS65001",  # consent withdrawn
+        "AADSTS50076",  # MFA now required: no silent refresh possible
+        "AADSTS70008",  # refresh token or code expired
+        "AADSTS9002313",  # invalid or malformed refresh token
+        "AADSTS53003",  # Conditional Access now blocks the grant
+        "no_tokens",  # nothing stored for the tenant
+    }
+)
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    check_every: timedelta = timedelta(hours=24)
+    retry_after: timedelta = timedelta(minutes=15)
+    inactivity_limit: timedelta = timedelta(days=90)
+    warn_before: timedelta = timedelta(days=14)
+    batch: int = 200
+    concurrency: int = 16
+    lease: timedelta = timedelta(minutes=5)
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+@dataclass
+class SweepResult:
+    checked: int = 0
+    failures: int = 0
+    alerts: int = 0
+    states: dict[AuthState, int] = field(default_factory=dict)
+
+
+def state_by_age(last_refresh: datetime | None, now: datetime, config: MonitorConfig) -> AuthState:
+    """Health judged only by the time since the last successful refresh."""
+    if last_refresh is None:
+        return AuthState.UNKNOWN
+    age = now - last_refresh
+    if age >= config.inactivity_limit:
+        return AuthState.EXPIRED
+    if age >= config.inactivity_limit - config.warn_before:
+        return AuthState.EXPIRING
+    return AuthState.HEALTHY
+
+
+class HealthMonitor:
+    def __init__(
+        self,
+        uow: UnitOfWorkFactory,
+        identity: IdentityProvider,
+        notifier: Notifier,
+        clock: Clock,
+        config: MonitorConfig | None = None,
+    ) -> None:
+        self.uow = uow
+        self.identity = identity
+        self.notifier = notifier
+        self.clock = clock
+        self.config = config or MonitorConfig()
+        self.totals = SweepResult()
+
+    async def sweep(self, stop: asyncio.Event | None = None) -> SweepResult:
+        """Check every tenant that is due, in leased batches, until none is left.
+
+        With ``stop`` set, the batch in hand is finished and no further batch is claimed.
+        """
+        result = SweepResult()
+        gate = asyncio.Semaphore(self.config.concurrency)
+
+        async def one(tenant: Tenant) -> None:
+            async with gate:
+                await self.check(tenant, result)
+
+        while not (stop and stop.is_set()):
+            now = self.clock.now()
+            async with self.uow() as uow:
+                batch = await uow.tenants.claim_due(
+                    self.config.worker_id, now, now + self.config.lease, self.config.batch
+                )
+                await uow.commit()
+            if not batch:
+                break
+            await asyncio.gather(*(one(t) for t in batch))
+        return result
+
+    async def check(self, tenant: Tenant, result: SweepResult | None = None) -> AuthState:
+        """Refresh one tenant's tokens and record (and announce) what that says."""
+        result = result or SweepResult()
+        now = self.clock.now()
+        refreshed: datetime | None = None
+        next_check = now + self.config.check_every
+        reason = ""
+        try:
+            await self.identity.refresh(tenant)
+            state, refreshed = AuthState.HEALTHY, now
+        except IdentityProviderError as exc:
+            result.failures += 1
+            self.totals.failures += 1
+            await self.record(tenant, exc, "monitor")
+            reason = exc.code
+            if exc.code in DEAD_REFRESH_CODES or exc.error == "invalid_grant":
+                state = AuthState.EXPIRED
+            else:  # unreachable or unclear: judge by age, look again soon
+                state = state_by_age(tenant.last_refresh_at, now, self.config)
+                next_check = now + self.config.retry_after
+        async with self.uow() as uow:
+            await uow.tenants.record_health(tenant.key, state, refreshed, next_check)
+            await uow.commit()
+        result.checked += 1
+        self.totals.checked += 1
+        result.states[state] = result.states.get(state, 0) + 1
+        if state is not tenant.auth_state and await self.alert(tenant, state, reason):
+            result.alerts += 1
+        return state
+
+    async def record(self, tenant: Tenant | None, exc: IdentityProviderError, source: str) -> None:
+        async with self.uow() as uow:
+            await uow.identity_errors.add(
+                IdentityErrorRecord(
+                    self.clock.now(),
+                    tenant.key if tenant else None,
+                    exc.code,
+                    exc.error,
+                    exc.description[:2000],
+                    exc.correlation_id,
+                    source,
+                )
+            )
+            await uow.commit()
+
+    async def alert(self, tenant: Tenant, state: AuthState, reason: str = "") -> bool:
+        """Announce a change of state (with a Renew button when action is needed)."""
+        if tenant.is_snoozed(self.clock.now()):
+            return False
+        renew = (Action("renew", tenant.slug, "Renew"),)
+        message: Message | None = None
+        if state is AuthState.EXPIRED:
+            message = Message(messages.tenant_expired(tenant, reason), "error", renew)
+        elif state is AuthState.EXPIRING:
+            days = self.days_left(tenant)
+            message = Message(messages.tenant_expiring(tenant, days), "warning", renew)
+        elif state is AuthState.HEALTHY and tenant.auth_state in (
+            AuthState.EXPIRED,
+            AuthState.EXPIRING,
+        ):
+            message = Message(messages.tenant_recovered(tenant), "success")
+        if message is None:
+            return False
+        await self.notifier.announce(message)
+        self.totals.alerts += 1
+        return True
+
+    def days_left(self, tenant: Tenant) -> int:
+        if tenant.last_refresh_at is None:
+            return 0
+        left = tenant.last_refresh_at + self.config.inactivity_limit - self.clock.now()
+        return max(0, left.days)
+
+    async def mark_expired(self, tenant: Tenant, reason: str) -> None:
+        """Another service reported a dead refresh token: expired now, announce if new."""
+        now = self.clock.now()
+        async with self.uow() as uow:
+            await uow.tenants.record_health(
+                tenant.key, AuthState.EXPIRED, None, now + self.config.check_every
+            )
+            await uow.commit()
+        if tenant.auth_state is not AuthState.EXPIRED:
+            await self.alert(tenant, AuthState.EXPIRED, reason)
