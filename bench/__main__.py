@@ -9,7 +9,7 @@ import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flows, slack
+from bench import flows, health, slack
 
 
 def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
@@ -26,9 +26,13 @@ def main() -> None:
     p.add_argument("--interval", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="runs of the Slack rows")
     p.add_argument("--flow-repeats", type=int, default=1, help="runs of the device-flow rows")
+    p.add_argument("--tenants", type=int, default=10_000, help="tenants in the health sweep")
+    p.add_argument("--status-tenants", type=int, default=50_000, help="tenants for `status`")
+    p.add_argument("--latency", type=float, default=0.05, help="IdP latency in the sweep (s)")
     args = p.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
+    scale = asyncio.run(health.main(args.tenants, args.status_tenants, args.latency))
     acks = asyncio.run(slack.main(args.repeats))
     rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
     now = datetime.now(UTC)
@@ -40,6 +44,10 @@ def main() -> None:
         f"renewbot alternate in the same run.\n\n"
         f"## Slack ack latency\n\n"
         f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"
+        f"## Token health at scale (PostgreSQL)\n\n"
+        f"| path | goal | renewbot | met |\n|---|---|---|---|\n"
+        + "\n".join("| " + " | ".join(r) + " |" for r in scale)
+        + "\n\n"
         f"## Pending device flows ({args.flows})\n\n"
         f"{table(rows, 'MSAL blocking loop, thread per flow', 'renewbot scheduler')}\n"
     )

@@ -63,7 +63,7 @@ class Sample:
 
 
 class SandboxProcess:
-    def __init__(self, interval: int, tenants: int) -> None:
+    def __init__(self, interval: int, tenants: int, latency: float = 0.0) -> None:
         self.proc = subprocess.Popen(
             [
                 sys.executable,
@@ -74,6 +74,8 @@ class SandboxProcess:
                 str(interval),
                 "--extra-tenants",
                 str(tenants),
+                "--latency",
+                str(latency),
             ],
             stdout=subprocess.PIPE,
             text=True,

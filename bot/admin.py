@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy import select, update
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
-from adapters.storage.repository import SqlUnitOfWork
+from adapters.storage.repository import SqlUnitOfWork, audit_since
 from adapters.storage.tables import renewals, token_caches
 from bot.bootstrap import ConfigurationError, runtime, secret_box
 from bot.sandbox.directory import demo_directory
@@ -32,9 +36,11 @@ async def serve(settings: Settings) -> int:
     return 0
 
 
-async def sandbox(https_port: int, http_port: int, interval: int = 5, extra: int = 0) -> int:
+async def sandbox(
+    https_port: int, http_port: int, interval: int = 5, extra: int = 0, latency: float = 0.0
+) -> int:
     sb = await Sandbox(demo_directory(interval=interval, extra_tenants=extra)).start(
-        https_port, http_port
+        https_port, http_port, latency
     )
     print(f"sandbox identity provider: {sb.authority_host}")
     print(f"CA certificate: {sb.ca_path}")
@@ -58,6 +64,8 @@ async def manage(settings: Settings, args: argparse.Namespace) -> int:
             await upgrade(engine)
             print("database is up to date")
             return 0
+        if args.command == "audit":
+            return await export_audit(engine, args.since, args.format, sys.stdout)
         if args.command == "keys":
             count = await rotate(engine, box)
             print(f"re-encrypted {count} secrets with the first key")
@@ -122,3 +130,28 @@ async def rotate(engine, box: SecretBox) -> int:  # type: ignore[no-untyped-def]
                 )
                 count += 1
     return count
+
+
+async def export_audit(engine, since: str, fmt: str, out: TextIO) -> int:  # type: ignore[no-untyped-def]
+    """Write the audit trail from ``since`` (a date) on, as CSV or JSON lines."""
+    try:
+        start = datetime.fromisoformat(since)
+    except ValueError:
+        print(
+            f"renewbot: --since must be a date like 2026-11-01, not {since[:30]!r}", file=sys.stderr
+        )
+        return 2
+    if start.tzinfo is None:
+        start = start.replace(tzinfo=UTC)
+    async with engine.connect() as conn:
+        entries = await audit_since(conn, start)
+    fields = ["at", "kind", "actor", "renewal_id", "tenant_key", "detail"]
+    rows = [{**{f: getattr(e, f) for f in fields}, "at": e.at.isoformat()} for e in entries]
+    if fmt == "csv":
+        writer = csv.DictWriter(out, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+    return 0

@@ -32,6 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--http-port", type=int, default=0)
     sb.add_argument("--interval", type=int, default=5, help="device-code polling interval (s)")
     sb.add_argument("--extra-tenants", type=int, default=0, help="plain tenants for load tests")
+    sb.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     tenants = sub.add_parser("tenants", help="manage tenants")
@@ -49,6 +50,11 @@ def _parser() -> argparse.ArgumentParser:
     slack = msub.add_parser("slack", help="print the Slack app manifest")
     slack.add_argument("--public-url", required=True, help="https URL where renewbot serves")
     slack.add_argument("--socket-mode", action="store_true", help="no public URL needed")
+    audit = sub.add_parser("audit", help="the audit trail")
+    asub = audit.add_subparsers(dest="action", required=True)
+    export = asub.add_parser("export", help="write audit entries as CSV or JSON lines")
+    export.add_argument("--since", required=True, help="date, e.g. 2026-11-01")
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
     keys = sub.add_parser("keys", help="encryption keys")
     keys.add_argument("action", choices=["generate", "rotate"])
     return p
@@ -74,7 +80,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sandbox":
         bot_logging.configure()
         return await _until_signal(
-            admin.sandbox(args.https_port, args.http_port, args.interval, args.extra_tenants)
+            admin.sandbox(
+                args.https_port, args.http_port, args.interval, args.extra_tenants, args.latency
+            )
         )
     if args.command == "manifests":
         from bot import manifests

@@ -300,7 +300,10 @@ def tenant_summary(tenant: Tenant, open_renewal: Renewal | None) -> str:
         f"Primary domain: {tenant.primary_domain}",
         f"M365 admin username: {tenant.admin_upn}",
         f"Last validation: {_when(tenant.last_validated_at)}",
+        f"Token health: {tenant.auth_state.value} (last refresh {_when(tenant.last_refresh_at)})",
     ]
+    if tenant.snoozed_until:
+        lines.append(f"Alerts snoozed until {_when(tenant.snoozed_until)}")
     if open_renewal:
         lines.append(f"Open renewal: {STATE_LABELS[open_renewal.state]}")
     return "\n".join(lines)

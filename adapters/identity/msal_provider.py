@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import msal
 import requests
+import requests.adapters
 
 from adapters.identity.errors import is_waiting, to_error, unavailable
 from core.errors import IdentityProviderError
@@ -30,11 +31,14 @@ GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 class _TimeoutSession(requests.Session):
     """A session that ignores proxy/CA environment variables and always has a timeout."""
 
-    def __init__(self, verify: str | bool, timeout: float) -> None:
+    def __init__(self, verify: str | bool, timeout: float, connections: int = 10) -> None:
         super().__init__()
         self.trust_env = False
         self.verify = verify
         self._timeout = timeout
+        # One kept-alive connection per pool thread: otherwise extra TLS handshakes per call.
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=connections)
+        self.mount("https://", adapter)
 
     def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", self._timeout)
@@ -63,7 +67,7 @@ class MsalIdentityProvider:
         self._graph = graph_url.rstrip("/")
         self._store = cache_store
         self._clock = clock
-        self._session = _TimeoutSession(ca_bundle or True, timeout)
+        self._session = _TimeoutSession(ca_bundle or True, timeout, pool_size)
         self._http_cache: dict[Any, Any] = {}
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="msal")
         self._locks: dict[str, asyncio.Lock] = {}

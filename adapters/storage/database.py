@@ -31,6 +31,7 @@ def _sqlite_pragmas(engine: AsyncEngine) -> None:
         dbapi_conn.isolation_level = None  # let the begin hook below issue BEGIN
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; fsync per checkpoint
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.close()

@@ -345,6 +345,16 @@ class SqlAuditLog:
         ]
 
 
+async def audit_since(conn: AsyncConnection, since: datetime) -> list[AuditEntry]:
+    """Every audit entry from ``since`` on, oldest first (for exports)."""
+    rows = await conn.execute(
+        select(audit_events)
+        .where(audit_events.c.at >= since)
+        .order_by(audit_events.c.at, audit_events.c.id)
+    )
+    return [AuditEntry(r.at, r.kind, r.actor, r.renewal_id, r.tenant_key, r.detail) for r in rows]
+
+
 class SqlIdentityErrorLog:
     def __init__(self, conn: AsyncConnection) -> None:
         self.c = conn

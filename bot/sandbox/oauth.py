@@ -7,6 +7,7 @@ HTTP 400, Graph errors as ``{"error": {"code", "message", "innerError"}}``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -19,13 +20,14 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.sandbox.directory import GLOBAL_ADMINISTRATOR, AccessToken, DeviceFlow, Directory
+from bot.sandbox.directory import GLOBAL_ADMINISTRATOR, AccessToken, DeviceFlow, Directory, Grant
 
 RESERVED = {"openid", "profile", "offline_access", "email"}
 GRAPH = "https://graph.microsoft.com"
 DIRECTORY_KEY = web.AppKey("directory", Directory)
 SIGNER_KEY: web.AppKey[Signer] = web.AppKey("signer")
 URLS_KEY: web.AppKey[dict[str, str]] = web.AppKey("urls")
+LATENCY_KEY: web.AppKey[float] = web.AppKey("latency")
 
 
 class Signer:
@@ -359,16 +361,36 @@ async def me(request: web.Request) -> web.Response:
     )
 
 
+async def grant(request: web.Request) -> web.Response:
+    """Load-test helper: a token response for the tenant's first account, as after a sign-in."""
+    tenant, err = _tenant_or_error(request)
+    if err:
+        return err
+    d = request.app[DIRECTORY_KEY]
+    account = next((a for a in d.accounts.values() if a.tenant_id == tenant.tenant_id), None)
+    if account is None:
+        return oauth_error("invalid_request", "no account in this tenant")
+    form = await request.post()
+    holder = Grant(account, tenant.tenant_id, str(form.get("client_id", "")))
+    return _token_response(request, holder, [f"{GRAPH}/.default"])
+
+
 @web.middleware
 async def record(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     request.app[DIRECTORY_KEY].requests.append((request.method, request.path))
+    latency = request.app[LATENCY_KEY]
+    if latency:
+        await asyncio.sleep(latency)  # a distant identity provider, for load tests
     return await handler(request)
 
 
-def https_app(directory: Directory, signer: Signer, urls: dict[str, str]) -> web.Application:
+def https_app(
+    directory: Directory, signer: Signer, urls: dict[str, str], latency: float = 0.0
+) -> web.Application:
     app = web.Application(middlewares=[record])
+    app[LATENCY_KEY] = latency
     app[DIRECTORY_KEY] = directory
     app[SIGNER_KEY] = signer
     app[URLS_KEY] = urls
@@ -376,6 +398,7 @@ def https_app(directory: Directory, signer: Signer, urls: dict[str, str]) -> web
     app.router.add_get("/{tenant}/discovery/v2.0/keys", keys)
     app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", devicecode)
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token)
+    app.router.add_post("/{tenant}/_sandbox/grant", grant)
     app.router.add_get("/v1.0/organization", organization)
     app.router.add_get("/v1.0/me", me)
     return app

@@ -27,7 +27,7 @@ class Sandbox:
     def graph_url(self) -> str:
         return self.authority_host
 
-    async def start(self, https_port: int = 0, http_port: int = 0) -> Sandbox:
+    async def start(self, https_port: int = 0, http_port: int = 0, latency: float = 0.0) -> Sandbox:
         workdir = self.workdir or Path(tempfile.mkdtemp(prefix="renewbot-sandbox-"))
         self.ca_path, ssl_ctx = make_ca_and_server(workdir)
         https_sock = bind_loopback(https_port)
@@ -37,7 +37,7 @@ class Sandbox:
         urls = {"https": self.authority_host, "http": self.login_url}
         signer = oauth.Signer()
         for app, sock, ctx in (
-            (oauth.https_app(self.directory, signer, urls), https_sock, ssl_ctx),
+            (oauth.https_app(self.directory, signer, urls, latency), https_sock, ssl_ctx),
             (login.http_app(self.directory), http_sock, None),
         ):
             runner = web.AppRunner(app, access_log=None)

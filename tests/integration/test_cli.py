@@ -121,3 +121,53 @@ def test_interactive_demo_answers_typed_commands() -> None:
     assert "Demo tenants:" in done.stdout
     assert "[thread 1] renewbot: Token renewal for Contoso Ltd" in done.stdout
     assert "/onboard/" in done.stdout and "renew-token cancel <tenant>" in done.stdout
+
+
+def test_audit_export_csv_and_jsonl(tmp_path: Path) -> None:
+    """The audit trail exports from a date on, as CSV or JSON lines; a bad date is refused."""
+    import csv
+    import json
+
+    env = {
+        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
+        "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/a.db",
+    }
+    assert renewbot("db", "upgrade", env=env).returncode == 0
+    import asyncio
+    from datetime import UTC, datetime
+
+    from adapters.storage.crypto import SecretBox
+    from adapters.storage.database import make_engine
+    from adapters.storage.repository import SqlUnitOfWork
+    from core.ports import AuditEntry
+
+    async def seed() -> None:
+        engine = make_engine(env["RENEWBOT_DATABASE__URL"])
+        async with SqlUnitOfWork(
+            engine, SecretBox([env["RENEWBOT_SECURITY__ENCRYPTION_KEYS"]])
+        ) as uow:
+            for day, kind in ((1, "renewal.requested"), (20, "renewal.validated")):
+                await uow.audit.add(
+                    AuditEntry(
+                        datetime(2026, 11, day, tzinfo=UTC),
+                        kind,
+                        "Sam",
+                        "r1",
+                        "k1",
+                        "admin@x.example",
+                    )
+                )
+            await uow.commit()
+        await engine.dispose()
+
+    asyncio.run(seed())
+    out = renewbot("audit", "export", "--since", "2026-11-10", env=env)
+    rows = list(csv.DictReader(out.stdout.splitlines()))
+    assert [r["kind"] for r in rows] == ["renewal.validated"] and rows[0]["actor"] == "Sam"
+    lines = renewbot("audit", "export", "--since", "2026-11-01", "--format", "jsonl", env=env)
+    assert [json.loads(x)["kind"] for x in lines.stdout.splitlines()] == [
+        "renewal.requested",
+        "renewal.validated",
+    ]
+    bad = renewbot("audit", "export", "--since", "last tuesday", env=env)
+    assert bad.returncode == 2 and "--since must be a date" in bad.stderr
