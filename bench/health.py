@@ -112,7 +112,7 @@ async def sweep(
             cache_store=store,
             clock=SystemClock(),
             ca_bundle=sb.ca,
-            pool_size=32,
+            pool_size=16,
         )
         core = compose(
             uow=lambda: SqlUnitOfWork(engine, box),
