@@ -183,6 +183,7 @@ async def _monitor(rt: Runtime) -> None:
         started = loop.time()
         try:
             await rt.core.monitor.sweep(rt.stopping)
+            await rt.core.monitor.digest()
         except asyncio.CancelledError:
             raise
         except Exception:

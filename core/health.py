@@ -184,6 +184,30 @@ class HealthMonitor:
         self.totals.alerts += 1
         return True
 
+    async def digest(self, every: timedelta = timedelta(hours=24)) -> Message | None:
+        """Once per ``every`` across all replicas: what is expiring or expired, in one post."""
+        now = self.clock.now()
+        async with self.uow() as uow:
+            if not await uow.jobs.claim("health-digest", now, every):
+                await uow.commit()
+                return None
+            counts = await uow.tenants.counts_by_state()
+            urgent = await uow.tenants.needing_action(limit=25)
+            await uow.commit()
+        if not urgent:
+            return None
+        lines = [
+            f"{t.display_name} ({t.slug}): {t.auth_state.value}"
+            + (f", {self.days_left(t)} days left" if t.auth_state is AuthState.EXPIRING else "")
+            for t in urgent
+        ]
+        text = messages.digest(
+            counts.get(AuthState.EXPIRING, 0), counts.get(AuthState.EXPIRED, 0), lines
+        )
+        message = Message(text, "warning")
+        await self.notifier.announce(message)
+        return message
+
     def days_left(self, tenant: Tenant) -> int:
         if tenant.last_refresh_at is None:
             return 0

@@ -391,3 +391,10 @@ def snoozed(tenant: Tenant, until: datetime | None) -> str:
     if until is None:
         return f"Alerts for {tenant.display_name} are back on."
     return f"Alerts for {tenant.display_name} are snoozed until {_when(until)}."
+
+
+def digest(expiring: int, expired: int, lines: list[str]) -> str:
+    head = f"Daily token health: {expired} expired, {expiring} expiring."
+    more = expired + expiring - len(lines)
+    tail = [f"... and {more} more (see `status`)."] if more > 0 else []
+    return "\n".join([head, *lines, *tail])

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
 from core.model import AuthState, DeviceCode, Origin, Renewal, RenewalState, Tenant, ThreadRef
@@ -208,6 +208,11 @@ class IdentityErrorLog(Protocol):
     ) -> list[IdentityErrorRecord]: ...
 
 
+class JobRuns(Protocol):
+    async def claim(self, name: str, now: datetime, every: timedelta) -> bool:
+        """True for exactly one caller per ``every``: that caller runs the job."""
+
+
 class UnitOfWork(Protocol):
     @property
     def tenants(self) -> TenantRepository: ...
@@ -220,6 +225,9 @@ class UnitOfWork(Protocol):
 
     @property
     def identity_errors(self) -> IdentityErrorLog: ...
+
+    @property
+    def jobs(self) -> JobRuns: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

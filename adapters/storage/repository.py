@@ -8,7 +8,7 @@ device-flow state. Database failures become StorageError at this boundary.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Row, func, insert, or_, select, update
@@ -16,7 +16,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.tables import audit_events, msal_errors, renewals, tenants, token_caches
+from adapters.storage.tables import (
+    audit_events,
+    job_runs,
+    msal_errors,
+    renewals,
+    tenants,
+    token_caches,
+)
 from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
 from core.model import (
     ACTIVE_STATES,
@@ -393,6 +400,27 @@ class SqlIdentityErrorLog:
         ]
 
 
+class SqlJobRuns:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.c = conn
+
+    async def claim(self, name: str, now: datetime, every: timedelta) -> bool:
+        """An UPDATE guarded by the last run time: only one replica's claim matches."""
+        result = await self.c.execute(
+            update(job_runs)
+            .where(job_runs.c.name == name, job_runs.c.last_run_at <= now - every)
+            .values(last_run_at=now)
+        )
+        if result.rowcount == 1:
+            return True
+        try:
+            async with self.c.begin_nested():
+                await self.c.execute(insert(job_runs).values(name=name, last_run_at=now))
+        except IntegrityError:
+            return False  # it exists and ran recently
+        return True
+
+
 class SqlUnitOfWork:
     """One transaction. Leaving the block without commit() rolls back."""
 
@@ -401,6 +429,7 @@ class SqlUnitOfWork:
     renewals: SqlRenewalRepository
     audit: SqlAuditLog
     identity_errors: SqlIdentityErrorLog
+    jobs: SqlJobRuns
 
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
         self.engine = engine
@@ -416,6 +445,7 @@ class SqlUnitOfWork:
         self.renewals = SqlRenewalRepository(self.conn, self.box)
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)
+        self.jobs = SqlJobRuns(self.conn)
         return self
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:

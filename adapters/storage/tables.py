@@ -120,6 +120,13 @@ token_caches = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+job_runs = Table(
+    "job_runs",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("last_run_at", UTCDateTime, nullable=False),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

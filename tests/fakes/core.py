@@ -45,6 +45,7 @@ class Store:
     leases: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
     next_check: dict[str, datetime] = field(default_factory=dict)
     check_leases: dict[str, datetime] = field(default_factory=dict)
+    job_runs: dict[str, datetime] = field(default_factory=dict)
 
 
 class _Tenants:
@@ -204,6 +205,18 @@ class _Errors:
         return rows[:limit]
 
 
+class _Jobs:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def claim(self, name: str, now: datetime, every: timedelta) -> bool:
+        last = self.s.job_runs.get(name)
+        if last is not None and last > now - every:
+            return False
+        self.s.job_runs[name] = now
+        return True
+
+
 class InMemoryUnitOfWork:
     """Renewals are staged until commit, like a transaction; audit writes are immediate."""
 
@@ -214,6 +227,7 @@ class InMemoryUnitOfWork:
         self.renewals = _Renewals(store, self.staged)
         self.audit = _Audit(store)
         self.identity_errors = _Errors(store)
+        self.jobs = _Jobs(store)
         self.committed = False
 
     async def __aenter__(self) -> InMemoryUnitOfWork:

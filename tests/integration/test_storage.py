@@ -231,3 +231,19 @@ async def test_key_rotation_reencrypts_everything(engine: AsyncEngine) -> None:
     assert await rotate(engine, SecretBox([new, old])) >= 1
     assert await SqlTokenCacheStore(engine, SecretBox([new])).load(tid) == "cache-body"
     await engine.dispose()
+
+
+async def test_daily_job_is_claimed_by_one_replica(engine: AsyncEngine, box: SecretBox) -> None:
+    """Several replicas asking at once: exactly one runs the daily job."""
+    name = f"job-{uuid.uuid4().hex[:8]}"
+
+    async def claim() -> bool:
+        async with SqlUnitOfWork(engine, box) as uow:
+            won = await uow.jobs.claim(name, NOW, timedelta(hours=24))
+            await uow.commit()
+        return won
+
+    first = await asyncio.gather(*(claim() for _ in range(5)), return_exceptions=True)
+    assert [r for r in first if r is True] == [True]
+    async with SqlUnitOfWork(engine, box) as uow:
+        assert await uow.jobs.claim(name, NOW + timedelta(hours=25), timedelta(hours=24))

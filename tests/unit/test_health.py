@@ -116,3 +116,18 @@ def test_snooze_grammar() -> None:
             assert "snooze" in exc.reply
         else:
             raise AssertionError(bad)
+
+
+async def test_daily_digest_lists_what_needs_action_once_a_day(world: World) -> None:
+    """One digest per day, only when something is expiring or expired."""
+    assert await world.core.monitor.digest() is None  # all unknown: nothing to say
+    world.identity.refresh_errors["fabrikam"] = IdentityProviderError(
+        "AADSTS700082", "invalid_grant"
+    )
+    await sweep(world)
+    world.clock.advance(hours=24, seconds=1)
+    message = await world.core.monitor.digest()
+    assert message is not None and message.tone == "warning"
+    assert message.text.startswith("Daily token health: 1 expired, 0 expiring.")
+    assert "Fabrikam Inc (fabrikam): expired" in message.text
+    assert await world.core.monitor.digest() is None  # not twice in a day
