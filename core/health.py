@@ -149,16 +149,9 @@ class HealthMonitor:
 
     async def record(self, tenant: Tenant | None, exc: IdentityProviderError, source: str) -> None:
         async with self.uow() as uow:
+            key = tenant.key if tenant else None
             await uow.identity_errors.add(
-                IdentityErrorRecord(
-                    self.clock.now(),
-                    tenant.key if tenant else None,
-                    exc.code,
-                    exc.error,
-                    exc.description[:2000],
-                    exc.correlation_id,
-                    source,
-                )
+                IdentityErrorRecord.of(self.clock.now(), key, exc, source)
             )
             await uow.commit()
 

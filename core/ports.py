@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
+from core.errors import IdentityProviderError
 from core.model import AuthState, DeviceCode, Origin, Renewal, RenewalState, Tenant, ThreadRef
 
 
@@ -191,6 +192,15 @@ class IdentityErrorRecord:
     correlation_id: str
     source: str = "renewbot"
     client_ref: str | None = None  # the reporter's own id, for idempotent intake
+
+    @classmethod
+    def of(
+        cls, at: datetime, tenant_key: str | None, exc: IdentityProviderError, source: str
+    ) -> IdentityErrorRecord:
+        """The stored form of an identity error (its description capped for storage)."""
+        return cls(
+            at, tenant_key, exc.code, exc.error, exc.description[:2000], exc.correlation_id, source
+        )
 
 
 class AuditLog(Protocol):

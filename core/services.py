@@ -326,14 +326,6 @@ class RenewalService:
 
     async def _record_error(self, tenant: Tenant, exc: IdentityProviderError) -> None:
         async with self.uow() as uow:
-            await uow.identity_errors.add(
-                IdentityErrorRecord(
-                    self.clock.now(),
-                    tenant.key,
-                    exc.code,
-                    exc.error,
-                    exc.description[:2000],
-                    exc.correlation_id,
-                )
-            )
+            record = IdentityErrorRecord.of(self.clock.now(), tenant.key, exc, "renewbot")
+            await uow.identity_errors.add(record)
             await uow.commit()
