@@ -196,7 +196,7 @@ class RenewalService:
             await self._record_error(tenant, exc)
             if exc.is_transient or messages.explain(exc.code).retry_with_new_code:
                 raise
-            return await self._fail(renewal_id, tenant, exc.code)
+            return await self._fail(renewal_id, exc.code)
         async with self.uow() as uow:
             renewal = await self._load(uow, renewal_id)
             if renewal.state is RenewalState.CODE_ISSUED:
@@ -235,7 +235,7 @@ class RenewalService:
                 return lease.total_seconds()
             tenant = await self._tenant(uow, renewal)
         if now >= code.expires_at:
-            await self._lapse(renewal_id, tenant, "expired_token")
+            await self._lapse(renewal_id, "expired_token")
             return None
         try:
             result = await self.identity.poll(tenant, code)
@@ -245,9 +245,9 @@ class RenewalService:
                 return float(code.interval)
             await self._record_error(tenant, exc)
             if messages.explain(exc.code).retry_with_new_code:
-                await self._lapse(renewal_id, tenant, exc.code)
+                await self._lapse(renewal_id, exc.code)
             else:
-                await self._fail(renewal_id, tenant, exc.code)
+                await self._fail(renewal_id, exc.code)
             return None
         if isinstance(result, PollPending):
             if result.code != code:
@@ -284,11 +284,11 @@ class RenewalService:
 
     # -- shared steps ---------------------------------------------------------------------
 
-    async def _lapse(self, renewal_id: str, tenant: Tenant, reason: str) -> None:
+    async def _lapse(self, renewal_id: str, reason: str) -> None:
         now = self.clock.now()
         await self._change(renewal_id, lambda r: r.code_lapsed(reason, now), "renewal.code_lapsed")
 
-    async def _fail(self, renewal_id: str, tenant: Tenant, code: str) -> Renewal:
+    async def _fail(self, renewal_id: str, code: str) -> Renewal:
         now = self.clock.now()
         return await self._change(renewal_id, lambda r: r.fail(code, now), "renewal.failed")
 

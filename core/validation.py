@@ -33,7 +33,7 @@ class Validator:
             await s._record_error(
                 tenant, IdentityProviderError("wrong_tenant", "wrong_tenant", signed.tenant_id)
             )
-            return await s._fail(renewal_id, tenant, "wrong_tenant")
+            return await s._fail(renewal_id, "wrong_tenant")
         names = list(s.identity.token_set_names())
         is_ga = GLOBAL_ADMINISTRATOR in signed.roles
         now = s.clock.now()
@@ -47,7 +47,7 @@ class Validator:
                 await s.identity.acquire_silently(tenant, name)
             except IdentityProviderError as exc:
                 await s._record_error(tenant, exc)
-                return await s._fail(renewal_id, tenant, exc.code)
+                return await s._fail(renewal_id, exc.code)
             await s._change(
                 renewal_id, lambda r: r.token_acquired(s.clock.now()), "renewal.token_acquired"
             )
@@ -70,13 +70,13 @@ class Validator:
             if exc.is_transient:
                 await s.notifier.note(tenant, renewal, messages.graph_unreachable())
                 return renewal
-            return await s._fail(renewal_id, tenant, "graph_failed")
+            return await s._fail(renewal_id, "graph_failed")
         async with s.uow() as uow:
             last_errors = await uow.identity_errors.newest(tenant.key, limit=1)
         consent_needed = bool(last_errors) and last_errors[0].code in CONSENT_CODES
         problem = self.problem(renewal, tenant, check, consent_needed)
         if problem:
-            return await s._fail(renewal_id, tenant, problem)
+            return await s._fail(renewal_id, problem)
         warnings = self.warnings(renewal, tenant, check)
         now = s.clock.now()
         renewal = await s._change(
