@@ -12,15 +12,27 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.identity.msal_provider import MsalIdentityProvider
 from adapters.slack.app import SlackBot
 from adapters.slack.threads import PLATFORM as SLACK
 from adapters.slack.threads import SlackThreads, make_client
+from adapters.storage.conversations import SqlConversationStore
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
+from adapters.teams.app import TeamsBot
+from adapters.teams.auth import AppTokenSource, ChannelTokenValidator
+from adapters.teams.connector import (
+    ConnectorPool,
+    RenewbotAuthentication,
+    TeamsAdapter,
+    speed_up_msrest,
+)
+from adapters.teams.threads import PLATFORM as TEAMS
+from adapters.teams.threads import TeamsThreads
 from bot.metrics import ProcessMetrics
 from bot.settings import Settings
 from core.access import AccessPolicy
@@ -87,6 +99,45 @@ def _slack(
     )
 
 
+@dataclass
+class TeamsParts:
+    bot: TeamsBot
+    threads: TeamsThreads
+    validator: ChannelTokenValidator | None
+
+
+def _teams(
+    settings: Settings,
+    core: Core,
+    chat: ChatRouter,
+    supervisor: Supervisor,
+    engine: AsyncEngine,
+    session: aiohttp.ClientSession,
+) -> TeamsParts | None:
+    """The Teams adapter, when an app id is configured (or anonymous development mode is on)."""
+    conf = settings.teams
+    if not conf.enabled:
+        return None
+    speed_up_msrest()
+    validator = (
+        None
+        if conf.allow_anonymous
+        else ChannelTokenValidator(conf.openid_metadata_url, conf.app_id, session)
+    )
+    source = (
+        AppTokenSource(conf.login_url, conf.app_id, conf.app_password.get_secret_value(), session)
+        if conf.app_id and conf.app_password is not None
+        else None
+    )
+    pool = ConnectorPool(conf.app_id, source)
+    adapter = TeamsAdapter(RenewbotAuthentication(validator, pool))
+    store = SqlConversationStore(engine, TEAMS)
+    threads = TeamsThreads(adapter, store, conf.app_id, conf.alert_conversation)
+    chat.add(TEAMS, threads)
+    bot = TeamsBot(desk=core.desk, threads=threads, adapter=adapter, supervisor=supervisor)
+    return TeamsParts(bot, threads, validator)
+
+
 class ConfigurationError(Exception):
     """Settings that cannot start the bot; the message names variables, never values."""
 
@@ -115,6 +166,7 @@ class Runtime:
     chat: ChatRouter
     supervisor: Supervisor
     slack: SlackBot | None = None
+    teams: TeamsParts | None = None
     metrics: ProcessMetrics = field(default_factory=ProcessMetrics)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -182,9 +234,14 @@ async def runtime(
     holder.append(core.service)
     supervisor = Supervisor()
     slack = _slack(settings, core, chat, supervisor)
+    session = aiohttp.ClientSession(trust_env=False)
+    teams = _teams(settings, core, chat, supervisor, engine, session)
     try:
-        yield Runtime(settings, engine, box, core, identity, scheduler, chat, supervisor, slack)
+        yield Runtime(
+            settings, engine, box, core, identity, scheduler, chat, supervisor, slack, teams
+        )
     finally:
         await supervisor.close()
+        await session.close()
         await identity.close()
         await engine.dispose()

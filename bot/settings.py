@@ -41,11 +41,20 @@ class SlackSettings(BaseModel):
 
 
 class TeamsSettings(BaseModel):
+    """Microsoft Teams. On when app_id is set, or in development with allow_anonymous."""
+
     app_id: str = ""
     app_password: SecretStr | None = None
     openid_metadata_url: str = "https://login.botframework.com/v1/.well-known/openidconfiguration"
     login_url: str = "https://login.microsoftonline.com/botframework.com/oauth2/v2.0/token"
     alert_conversation: str | None = None
+    # Development only (Agents Playground, Emulator): accept activities without a token and send
+    # replies without one. A production start refuses it.
+    allow_anonymous: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.app_id) or self.allow_anonymous
 
 
 class IdentitySettings(BaseModel):
@@ -120,7 +129,18 @@ class Settings(BaseSettings):
             )
         if (slack.signing_secret or slack.app_token) and not slack.bot_token:
             found.append("RENEWBOT_SLACK__BOT_TOKEN is not set (the xoxb- token of the Slack app)")
+        teams = self.teams
+        if teams.app_id and not teams.app_password:
+            found.append(
+                "RENEWBOT_TEAMS__APP_PASSWORD is not set (the client secret of the bot's "
+                "Microsoft app registration)"
+            )
         if self.environment == "production":
+            if teams.allow_anonymous:
+                found.append(
+                    "RENEWBOT_TEAMS__ALLOW_ANONYMOUS is on: unauthenticated Teams requests are "
+                    "for development only (set RENEWBOT_ENVIRONMENT=development)"
+                )
             if _is_loopback(self.identity.authority_host):
                 found.append(
                     "RENEWBOT_IDENTITY__AUTHORITY_HOST points at this machine: the "

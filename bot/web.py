@@ -125,10 +125,16 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt.supervisor.spawn(_sweep(rt), "sweeper")
     if rt.settings.monitor.enabled:
         rt.supervisor.spawn(_monitor(rt), "token-health-monitor")
+    keys = None
+    if rt.teams is not None and rt.teams.validator is not None:
+        keys = asyncio.create_task(rt.teams.validator.refresh_forever(), name="teams-keys")
     app_token = rt.settings.slack.app_token
     if rt.slack is not None and app_token is not None:
         await rt.slack.connect_socket_mode(app_token.get_secret_value())
     yield
+    if keys is not None:
+        keys.cancel()
+        await asyncio.gather(keys, return_exceptions=True)
     if rt.slack is not None:
         await rt.slack.close()
     # Stop gracefully: a task cancelled in the middle of a database call can leave the aiosqlite
@@ -212,6 +218,8 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     app.router.add_post("/api/msal-errors", intake.handle)
     if rt.slack is not None:
         app.router.add_post("/slack/events", rt.slack.handle)
+    if rt.teams is not None:
+        app.router.add_post("/api/messages", rt.teams.bot.handle)
     app.cleanup_ctx.append(_workers)
     return app
 

@@ -69,7 +69,9 @@ class AccessPolicy:
             return False
         if not self.channels:
             return True
-        return bool({origin.channel, f"{origin.platform}:{origin.channel}"} & self.channels)
+        places = {origin.channel, origin.parent} - {""}
+        places |= {f"{origin.platform}:{p}" for p in places}
+        return bool(places & self.channels)
 
     def allows(self, actor: Actor, origin: Origin, permission: Permission) -> bool:
         """True when ``actor`` may use ``permission`` in ``origin``."""

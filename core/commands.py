@@ -113,6 +113,18 @@ def _tenant(ref: str, verb: str) -> str:
     return ref
 
 
+PREFIXES = ("/renew-token", "renew-token")
+
+
+def strip_command(line: str) -> str:
+    """The arguments of a typed line: `/renew-token x` (Slack), `renew-token x` (Teams) or `x`."""
+    text = line.strip()
+    for prefix in PREFIXES:
+        if text.lower().startswith(prefix) and text[len(prefix) : len(prefix) + 1] in ("", " "):
+            return text[len(prefix) :].strip()
+    return text
+
+
 def parse(text: str, origin: Origin, requester: Actor) -> Command:
     """Read one command.
 

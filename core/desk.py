@@ -34,6 +34,8 @@ class Reply:
 
     text: str
     thread: ThreadRef | None = None
+    #: the reply only says "see the thread": an adapter answering inside that thread may drop it
+    just_points_to_thread: bool = False
 
 
 def _age(since: datetime, now: datetime) -> str:
@@ -154,7 +156,7 @@ class Desk:
         renewal, tenant = requested.renewal, requested.tenant
         if renewal.thread is None:  # the chat refused the thread: do not strand the Auth URL
             return Reply(messages.no_thread(tenant, requested.auth_url))
-        return Reply(messages.started(tenant), renewal.thread)
+        return Reply(messages.started(tenant), renewal.thread, just_points_to_thread=True)
 
     async def _validate(self, cmd: commands.ValidateTenant) -> Reply:
         s = self.service

@@ -99,10 +99,15 @@ class ThreadRef:
 
 @dataclass(frozen=True)
 class Origin:
-    """Where a command was typed; the thread opens there. ``channel`` is opaque to core."""
+    """Where a command was typed; the thread opens there. ``channel`` is opaque to core.
+
+    ``parent`` is the wider place ``channel`` belongs to, when the platform has one (the channel
+    of a Teams thread); access rules for a channel also cover its threads.
+    """
 
     platform: str
     channel: str
+    parent: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

@@ -11,20 +11,12 @@ from typing import TextIO
 
 from adapters.console.threads import PLATFORM
 from core import messages
+from core.commands import strip_command
 from core.desk import Desk
 from core.model import Actor, Origin
 
 ORIGIN = Origin(PLATFORM, "console")
-PREFIXES = ("/renew-token", "renew-token")
 log = logging.getLogger("renewbot.console")
-
-
-def strip_command(line: str) -> str:
-    text = line.strip()
-    for prefix in PREFIXES:
-        if text.lower().startswith(prefix):
-            return text[len(prefix) :].strip()
-    return text
 
 
 class ConsoleChat:

@@ -12,7 +12,6 @@ import logging
 import re
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable
 from typing import Any
 
@@ -27,6 +26,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from adapters.slack.blocks import ACTION_PREFIX, action_kind, escape
 from adapters.slack.threads import PLATFORM, SlackThreads
 from core import commands, messages
+from core.dedup import SeenTriggers
 from core.desk import Desk, Reply
 from core.model import Actor, Origin
 from core.tasks import Supervisor
@@ -35,27 +35,6 @@ log = logging.getLogger("renewbot.slack")
 SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 MAX_SKEW = 300
 GROUPS_TTL = 300.0
-
-
-class SeenTriggers:
-    """Trigger ids seen in the last ten minutes: a Slack retry is not a second command."""
-
-    def __init__(self, ttl: float = 600.0, size: int = 10_000) -> None:
-        self.ttl, self.size = ttl, size
-        self._seen: OrderedDict[str, float] = OrderedDict()
-
-    def first_time(self, trigger_id: str) -> bool:
-        now = time.monotonic()
-        while self._seen and (
-            len(self._seen) > self.size or next(iter(self._seen.values())) < now - self.ttl
-        ):
-            self._seen.popitem(last=False)
-        if not trigger_id:
-            return True
-        if trigger_id in self._seen:
-            return False
-        self._seen[trigger_id] = now
-        return True
 
 
 class SlackBot:

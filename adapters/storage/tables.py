@@ -127,6 +127,17 @@ job_runs = Table(
     Column("last_run_at", UTCDateTime, nullable=False),
 )
 
+conversation_refs = Table(
+    "conversation_refs",
+    metadata,
+    Column("conversation", String(400), primary_key=True),
+    Column("platform", String(16), nullable=False),
+    Column("channel", String(400), nullable=True),
+    Column("reference", Text, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_conversation_refs_channel", "channel"),
+)
+
 audit_events = Table(
     "audit_events",
     metadata,

@@ -130,15 +130,25 @@ async def live_bot(
     extra_routes: list[web.RouteDef] | None = None,
     poll_lease: float = 30.0,
     slack: dict[str, Any] | None = None,
+    teams: dict[str, Any] | None = None,
     access: dict[str, Any] | None = None,
     monitor: dict[str, Any] | None = None,
+    sandbox: Sandbox | None = None,
+    port: int | None = None,
+    key: str | None = None,
+    seed: bool = True,
 ) -> AsyncIterator[Live]:
-    sandbox = await Sandbox(
-        demo_directory(interval=interval, code_lifetime=code_lifetime), workdir=tmp_path / "sandbox"
-    ).start()
-    sock = bind_loopback(0)
-    port = sock.getsockname()[1]
-    sock.close()
+    """A running bot. Pass ``sandbox``, ``port``, ``key`` and ``seed=False`` to restart one."""
+    own_sandbox = sandbox is None
+    if sandbox is None:
+        sandbox = await Sandbox(
+            demo_directory(interval=interval, code_lifetime=code_lifetime),
+            workdir=tmp_path / "sandbox",
+        ).start()
+    if port is None:
+        sock = bind_loopback(0)
+        port = sock.getsockname()[1]
+        sock.close()
     base = f"http://127.0.0.1:{port}"
     settings = Settings(
         _env_file=None,
@@ -152,8 +162,9 @@ async def live_bot(
             "graph_url": sandbox.graph_url,
             "poll_lease_seconds": poll_lease,
         },
-        security={"encryption_keys": generate_key()},
+        security={"encryption_keys": key or generate_key()},
         slack=slack or {},
+        teams=teams or {},
         access=access or {},
         monitor=monitor or {"enabled": False},
     )
@@ -162,10 +173,11 @@ async def live_bot(
         async with runtime(settings) as rt:
             rt.chat.add("test", chat)
             tenants = demo_tenants(sandbox.directory)
-            async with rt.uow() as uow:
-                for t in tenants:
-                    await uow.tenants.add(t)
-                await uow.commit()
+            if seed:
+                async with rt.uow() as uow:
+                    for t in tenants:
+                        await uow.tenants.add(t)
+                    await uow.commit()
             runner = await start_site(create_app(rt, extra_routes), "127.0.0.1", port)
             try:
                 async with aiohttp.ClientSession() as http:
@@ -173,4 +185,5 @@ async def live_bot(
             finally:
                 await runner.cleanup()
     finally:
-        await sandbox.stop()
+        if own_sandbox:
+            await sandbox.stop()

@@ -1,0 +1,231 @@
+"""Bot Framework authentication, both ways, without blocking the event loop.
+
+Inbound: every activity carries a JWT that the Bot Connector signed. ``ChannelTokenValidator``
+checks it against the OpenID metadata's signing keys, fetched with aiohttp and refreshed in the
+background (botbuilder's own validator fetches them with a blocking ``requests.get`` on the loop and
+answers a bad token with 500). Each refusal is a ``ChannelAuthError`` with the HTTP status to send:
+401 when the caller did not prove who it is, 403 when it did but may not do this.
+
+Outbound: ``AppTokenSource`` gets the bot's own token (client credentials at the login URL) with
+aiohttp and caches it until shortly before it expires. Never logs a token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import jwt
+
+log = logging.getLogger("renewbot.teams")
+
+CHANNEL_ISSUER = "https://api.botframework.com"
+BOT_SCOPE = "https://api.botframework.com/.default"
+KEYS_MAX_AGE = 24 * 3600.0
+UNKNOWN_KEY_REFETCH = 300.0
+LEEWAY = 300
+
+
+class ChannelAuthError(Exception):
+    """An inbound request that is not allowed in; ``status`` is 401 or 403."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    key: Any
+    endorsements: frozenset[str]
+
+
+class ChannelTokenValidator:
+    """Validates the Bearer token of an incoming activity.
+
+    Args:
+        metadata_url: the channel's OpenID metadata (its ``jwks_uri`` lists the signing keys).
+        app_id: the bot's Microsoft app id, the only audience accepted.
+        session: an aiohttp session for the metadata and key fetches.
+    """
+
+    def __init__(
+        self,
+        metadata_url: str,
+        app_id: str,
+        session: aiohttp.ClientSession,
+        issuers: tuple[str, ...] = (CHANNEL_ISSUER,),
+    ) -> None:
+        self.metadata_url = metadata_url
+        self.app_id = app_id
+        self.session = session
+        self.issuers = issuers
+        self._keys: dict[str, SigningKey] = {}
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @property
+    def key_count(self) -> int:
+        return len(self._keys)
+
+    async def refresh(self) -> None:
+        """Fetch the metadata and its keys now. Raises OSError/aiohttp errors when unreachable."""
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self.session.get(self.metadata_url, timeout=timeout) as resp:
+            resp.raise_for_status()
+            metadata = await resp.json(content_type=None)
+        async with self.session.get(str(metadata["jwks_uri"]), timeout=timeout) as resp:
+            resp.raise_for_status()
+            jwks = await resp.json(content_type=None)
+        keys: dict[str, SigningKey] = {}
+        for entry in jwks.get("keys") or []:
+            kid = entry.get("kid")
+            if not kid or entry.get("kty") != "RSA":
+                continue
+            try:
+                key = jwt.PyJWK.from_json(json.dumps(entry), algorithm="RS256").key
+            except (jwt.PyJWKError, ValueError, TypeError):
+                log.warning("teams.bad_signing_key", extra={"kid": kid})
+                continue
+            keys[str(kid)] = SigningKey(key, frozenset(entry.get("endorsements") or ()))
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+        log.info("teams.signing_keys_refreshed", extra={"keys": len(keys)})
+
+    async def _key(self, kid: str) -> SigningKey | None:
+        """The signing key ``kid``; refetches when the keys are old or the key is new to us."""
+        age = time.monotonic() - self._fetched_at
+        if kid in self._keys and age < KEYS_MAX_AGE:
+            return self._keys[kid]
+        async with self._lock:
+            age = time.monotonic() - self._fetched_at
+            if (kid not in self._keys and age > UNKNOWN_KEY_REFETCH) or age >= KEYS_MAX_AGE:
+                try:
+                    await self.refresh()
+                except (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError) as exc:
+                    log.warning(
+                        "teams.signing_keys_unavailable", extra={"error": type(exc).__name__}
+                    )
+        return self._keys.get(kid)
+
+    async def refresh_forever(self, every: float = 6 * 3600.0) -> None:
+        """Keep the keys fresh in the background so no request waits for a fetch."""
+        while True:
+            try:
+                await self.refresh()
+            except (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError) as exc:
+                log.warning("teams.signing_keys_unavailable", extra={"error": type(exc).__name__})
+                await asyncio.sleep(60.0)
+                continue
+            await asyncio.sleep(every)
+
+    async def validate(
+        self, authorization: str, service_url: str, channel_id: str
+    ) -> dict[str, Any]:
+        """The token's claims when the request may come in.
+
+        Raises:
+            ChannelAuthError: 401 for a missing, malformed, expired, wrongly signed or wrongly
+                addressed token; 403 for a key not endorsed for the channel or a token issued
+                for another service URL.
+        """
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Bearer" or not token.strip():
+            raise ChannelAuthError(401, "missing bearer token")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise ChannelAuthError(401, "malformed token") from None
+        if header.get("alg") != "RS256":
+            raise ChannelAuthError(401, "signing algorithm not allowed")
+        signing = await self._key(str(header.get("kid") or ""))
+        if signing is None:
+            raise ChannelAuthError(401, "unknown signing key")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                signing.key,
+                algorithms=["RS256"],
+                audience=self.app_id,
+                issuer=list(self.issuers),
+                leeway=LEEWAY,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise ChannelAuthError(401, "token expired") from None
+        except jwt.InvalidAudienceError:
+            raise ChannelAuthError(401, "token for another app") from None
+        except jwt.InvalidIssuerError:
+            raise ChannelAuthError(401, "token from an unknown issuer") from None
+        except jwt.PyJWTError:
+            raise ChannelAuthError(401, "invalid token") from None
+        if signing.endorsements and channel_id not in signing.endorsements:
+            raise ChannelAuthError(403, "signing key not endorsed for this channel")
+        claimed = str(claims.get("serviceurl") or claims.get("serviceUrl") or "")
+        if not claimed or _norm(claimed) != _norm(service_url):
+            raise ChannelAuthError(403, "token issued for another service URL")
+        return claims
+
+
+def _norm(url: str) -> str:
+    return url.rstrip("/").lower()
+
+
+class AppTokenSource:
+    """The bot's own outbound token (OAuth client credentials), cached until near expiry."""
+
+    def __init__(
+        self,
+        login_url: str,
+        app_id: str,
+        password: str,
+        session: aiohttp.ClientSession,
+        scope: str = BOT_SCOPE,
+    ) -> None:
+        self.login_url = login_url
+        self.app_id = app_id
+        self._password = password
+        self.session = session
+        self.scope = scope
+        self._token = ""
+        self._expires = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def current(self) -> str:
+        """The cached token ('' when none yet); for the sync credentials hook of msrest."""
+        return self._token
+
+    async def token(self) -> str:
+        """A token valid for at least five more minutes.
+
+        Raises:
+            PermissionError: the login service refused the app's credentials.
+        """
+        if self._token and time.monotonic() < self._expires:
+            return self._token
+        async with self._lock:
+            if self._token and time.monotonic() < self._expires:
+                return self._token
+            form = {
+                "grant_type": "client_credentials",
+                "client_id": self.app_id,
+                "client_secret": self._password,
+                "scope": self.scope,
+            }
+            timeout = aiohttp.ClientTimeout(total=15)
+            async with self.session.post(self.login_url, data=form, timeout=timeout) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200 or "access_token" not in body:
+                    error = str(body.get("error", resp.status)) if isinstance(body, dict) else ""
+                    raise PermissionError(f"bot login refused: {error}")
+            self._token = str(body["access_token"])
+            lifetime = float(body.get("expires_in", 3600))
+            self._expires = time.monotonic() + max(lifetime - 300.0, lifetime / 2)
+            return self._token

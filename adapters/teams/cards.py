@@ -1,0 +1,86 @@
+"""Adaptive Card rendering of core's platform-neutral Message, and reading the cards' buttons back.
+
+Buttons are ``Action.Submit``: Teams delivers a click as a message activity whose ``value`` holds
+the button's data (``Action.Execute`` would be an invoke, which botbuilder's aiohttp integration
+answers with 500). Each line of text is its own TextBlock so line breaks survive, and characters
+Teams would read as markdown are escaped so a tenant name cannot become a link.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from core.ports import Action, Message
+
+CARD_TYPE = "application/vnd.microsoft.card.adaptive"
+CARD_VERSION = "1.5"
+SUBMIT_KEY = "renewbot"
+_STYLE = {"success": "good", "warning": "warning", "error": "attention"}
+_COLOUR = {"success": "Good", "warning": "Warning", "error": "Attention"}
+_BUTTON_STYLE = {"renew": "positive", "new_code": "positive", "cancel": "destructive"}
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_URL = re.compile(r"https?://\S+")
+TEXT_LIMIT = 4000
+
+
+def escape(line: str) -> str:
+    """Markdown control characters outside URLs, so only our own text formats."""
+    out, last = [], 0
+    for match in _URL.finditer(line):
+        out.append(_MARKDOWN.sub(r"\\\1", line[last : match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(_MARKDOWN.sub(r"\\\1", line[last:]))
+    return "".join(out)
+
+
+def button(action: Action) -> dict[str, Any]:
+    b: dict[str, Any] = {
+        "type": "Action.Submit",
+        "title": action.label,
+        "data": {SUBMIT_KEY: action.kind, "tenant": action.tenant},
+    }
+    if action.kind in _BUTTON_STYLE:
+        b["style"] = _BUTTON_STYLE[action.kind]
+    return b
+
+
+def card(message: Message) -> dict[str, Any]:
+    """The Adaptive Card for ``message``: its lines, coloured by tone, and its buttons."""
+    lines = [ln for ln in message.text[:TEXT_LIMIT].split("\n") if ln.strip()] or [" "]
+    blocks: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        block: dict[str, Any] = {"type": "TextBlock", "text": escape(line), "wrap": True}
+        if i == 0 and message.tone in _COLOUR:
+            block.update(color=_COLOUR[message.tone], weight="Bolder")
+        if i:
+            block["spacing"] = "Small"
+        blocks.append(block)
+    body: list[dict[str, Any]] = blocks
+    if message.tone in _STYLE:
+        body = [{"type": "Container", "style": _STYLE[message.tone], "items": blocks}]
+    content: dict[str, Any] = {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": CARD_VERSION,
+        "body": body,
+    }
+    if message.actions:
+        content["actions"] = [button(a) for a in message.actions]
+    return content
+
+
+def summary(message: Message) -> str:
+    """The notification text Teams shows for the card (its first line)."""
+    return message.text.split("\n", 1)[0][:200]
+
+
+def submitted(value: Any) -> tuple[str, str] | None:
+    """(action kind, tenant) of a clicked card button, or None when ``value`` is not ours."""
+    if not isinstance(value, dict):
+        return None
+    kind, tenant = value.get(SUBMIT_KEY), value.get("tenant")
+    if not isinstance(kind, str) or not isinstance(tenant, str) or not tenant:
+        return None
+    return kind, tenant
