@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_TOOLS := tests/node/node_modules/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
@@ -14,12 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e . --group dev
 	touch $(STAMP)
 
+# Microsoft's local Teams client and the Teams manifest schemas, for the tests (no install scripts).
+$(NODE_TOOLS): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $(NODE_TOOLS)
+
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/renewbot demo $(DEMO_ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_TOOLS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)

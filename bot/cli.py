@@ -11,6 +11,7 @@ import asyncio
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from bot.settings import Settings
@@ -50,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     slack = msub.add_parser("slack", help="print the Slack app manifest")
     slack.add_argument("--public-url", required=True, help="https URL where renewbot serves")
     slack.add_argument("--socket-mode", action="store_true", help="no public URL needed")
+    teams = msub.add_parser("teams", help="build the Teams app package (a zip to upload)")
+    teams.add_argument("--app-id", required=True, help="the bot's Microsoft app id (a GUID)")
+    teams.add_argument("--public-url", required=True, help="https URL where renewbot serves")
+    teams.add_argument("--out", required=True, help="where to write the zip, e.g. renewbot.zip")
+    teams.add_argument("--version", default="1.0.0", help="app version (raise it on each upload)")
     audit = sub.add_parser("audit", help="the audit trail")
     asub = audit.add_subparsers(dest="action", required=True)
     export = asub.add_parser("export", help="write audit entries as CSV or JSON lines")
@@ -88,7 +94,16 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from bot import manifests
 
         try:
-            print(manifests.slack(args.public_url, args.socket_mode), end="")
+            if args.platform == "teams":
+                package = manifests.teams_package(args.app_id, args.public_url, args.version)
+                try:
+                    Path(args.out).write_bytes(package)
+                except OSError as exc:
+                    print(f"renewbot: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+                    return 2
+                print(f"Wrote {args.out}: upload it in Teams (Apps > Manage your apps).")
+            else:
+                print(manifests.slack(args.public_url, args.socket_mode), end="")
         except manifests.ManifestError as exc:
             print(f"renewbot: {exc}", file=sys.stderr)
             return 2

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
+import json
+import re
+import zipfile
 from pathlib import Path
+from typing import Any
 from string import Template
 from urllib.parse import urlsplit
 
@@ -13,12 +18,50 @@ class ManifestError(ValueError):
     """Bad input for a manifest (named, never a secret)."""
 
 
-def slack(public_url: str, socket_mode: bool = False) -> str:
-    """The Slack app manifest for a bot reachable at ``public_url`` (https)."""
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+TEAMS_FILES = ("color.png", "outline.png")
+
+
+def _https(public_url: str) -> str:
     parts = urlsplit(public_url)
     if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
         raise ManifestError("--public-url must be an https:// URL such as https://bot.example.com")
+    return parts.hostname
+
+
+def slack(public_url: str, socket_mode: bool = False) -> str:
+    """The Slack app manifest for a bot reachable at ``public_url`` (https)."""
+    _https(public_url)
     text = (MANIFESTS / "slack" / "manifest.yml").read_text(encoding="utf-8")
     return Template(text).substitute(
         PUBLIC_URL=public_url.rstrip("/"), SOCKET_MODE="true" if socket_mode else "false"
     )
+
+
+def teams_manifest(app_id: str, public_url: str, version: str = "1.0.0") -> dict[str, Any]:
+    """The Teams app manifest for the bot registered as ``app_id``, serving at ``public_url``."""
+    if not _GUID.match(app_id):
+        raise ManifestError(
+            "--app-id must be the bot's Microsoft app id, a GUID such as "
+            "1f2e3d4c-5b6a-4789-8abc-def012345678"
+        )
+    host = _https(public_url)
+    doc: dict[str, Any] = json.loads((MANIFESTS / "teams" / "manifest.json").read_text("utf-8"))
+    doc["id"] = app_id.lower()
+    doc["version"] = version
+    doc["bots"][0]["botId"] = app_id.lower()
+    site = public_url.rstrip("/")
+    doc["developer"].update(websiteUrl=site, privacyUrl=site, termsOfUseUrl=site)
+    doc["validDomains"] = [host]
+    return doc
+
+
+def teams_package(app_id: str, public_url: str, version: str = "1.0.0") -> bytes:
+    """The zip Teams takes as an app upload: manifest.json and the two icons at its root."""
+    manifest = teams_manifest(app_id, public_url, version)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", json.dumps(manifest, indent=2) + "\n")
+        for name in TEAMS_FILES:
+            zf.write(MANIFESTS / "teams" / name, name)
+    return buf.getvalue()
