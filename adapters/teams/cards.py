@@ -2,8 +2,9 @@
 
 Buttons are ``Action.Submit``: Teams delivers a click as a message activity whose ``value`` holds
 the button's data (``Action.Execute`` would be an invoke, which botbuilder's aiohttp integration
-answers with 500). Each line of text is its own TextBlock so line breaks survive, and characters
-Teams would read as markdown are escaped so a tenant name cannot become a link.
+answers with 500). Each line of text is its own TextBlock so line breaks survive. TextBlocks read a
+small markdown subset (bold, italic, lists, links) with no escape character, so the patterns that
+would turn a tenant name into a link or bold text are broken with an invisible zero-width space.
 """
 
 from __future__ import annotations
@@ -19,19 +20,24 @@ SUBMIT_KEY = "renewbot"
 _STYLE = {"success": "good", "warning": "warning", "error": "attention"}
 _COLOUR = {"success": "Good", "warning": "Warning", "error": "Attention"}
 _BUTTON_STYLE = {"renew": "positive", "new_code": "positive", "cancel": "destructive"}
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+_MARKDOWN = re.compile(r"(\]\(|\*\*|__)")
+ZWSP = "\u200b"
 _URL = re.compile(r"https?://\S+")
 TEXT_LIMIT = 4000
 
 
+def _defuse(text: str) -> str:
+    return _MARKDOWN.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
+
+
 def escape(line: str) -> str:
-    """Markdown control characters outside URLs, so only our own text formats."""
+    """Break link and bold syntax outside URLs (URLs stay intact, so they copy cleanly)."""
     out, last = [], 0
     for match in _URL.finditer(line):
-        out.append(_MARKDOWN.sub(r"\\\1", line[last : match.start()]))
+        out.append(_defuse(line[last : match.start()]))
         out.append(match.group(0))
         last = match.end()
-    out.append(_MARKDOWN.sub(r"\\\1", line[last:]))
+    out.append(_defuse(line[last:]))
     return "".join(out)
 
 

@@ -58,6 +58,49 @@ def test_serve_without_secrets_names_the_variables() -> None:
     assert "sandbox identity provider is for the demo and tests only" in done.stderr
 
 
+def test_serve_refuses_anonymous_teams_in_production() -> None:
+    """Unauthenticated Teams traffic is a development mode; production will not start with it."""
+    done = renewbot(
+        "serve",
+        env={
+            "RENEWBOT_TEAMS__ALLOW_ANONYMOUS": "true",
+            "RENEWBOT_TEAMS__APP_ID": "1f2e3d4c-5b6a-4789-8abc-def012345678",
+            "RENEWBOT_TEAMS__APP_PASSWORD": "",
+        },
+    )
+    assert done.returncode == 2
+    assert "RENEWBOT_TEAMS__ALLOW_ANONYMOUS" in done.stderr
+    assert "RENEWBOT_TEAMS__APP_PASSWORD" in done.stderr
+
+
+def test_teams_package_is_written(tmp_path: Path) -> None:
+    """`manifests teams` writes the zip an admin uploads to Teams."""
+    out = tmp_path / "renewbot.zip"
+    done = renewbot(
+        "manifests",
+        "teams",
+        "--app-id",
+        "1f2e3d4c-5b6a-4789-8abc-def012345678",
+        "--public-url",
+        "https://bot.example.com",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes()[:2] == b"PK"
+    bad = renewbot(
+        "manifests",
+        "teams",
+        "--app-id",
+        "x",
+        "--public-url",
+        "https://b.example",
+        "--out",
+        str(tmp_path / "no.zip"),
+    )
+    assert bad.returncode == 2 and "GUID" in bad.stderr and not (tmp_path / "no.zip").exists()
+
+
 def test_bad_key_is_reported_without_its_value(tmp_path: Path) -> None:
     """An invalid key is named by variable; the value itself is never printed."""
     bogus = "not-a-fernet-key-SECRETVALUE"

@@ -349,7 +349,7 @@ def card_text(activity: dict[str, Any]) -> str:
     def walk(node: Any) -> None:
         if isinstance(node, dict):
             if node.get("type") == "TextBlock":
-                lines.append(str(node.get("text", "")).replace("\\", ""))
+                lines.append(str(node.get("text", "")).replace("\u200b", ""))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
