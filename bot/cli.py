@@ -11,7 +11,6 @@ import asyncio
 import signal
 import sys
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 from bot.settings import Settings
@@ -95,12 +94,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
         try:
             if args.platform == "teams":
-                package = manifests.teams_package(args.app_id, args.public_url, args.version)
-                try:
-                    Path(args.out).write_bytes(package)
-                except OSError as exc:
-                    print(f"renewbot: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
-                    return 2
+                manifests.write_teams_package(args.out, args.app_id, args.public_url, args.version)
                 print(f"Wrote {args.out}: upload it in Teams (Apps > Manage your apps).")
             else:
                 print(manifests.slack(args.public_url, args.socket_mode), end="")

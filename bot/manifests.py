@@ -7,8 +7,8 @@ import json
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
 from string import Template
+from typing import Any
 from urllib.parse import urlsplit
 
 MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
@@ -65,3 +65,12 @@ def teams_package(app_id: str, public_url: str, version: str = "1.0.0") -> bytes
         for name in TEAMS_FILES:
             zf.write(MANIFESTS / "teams" / name, name)
     return buf.getvalue()
+
+
+def write_teams_package(out: str, app_id: str, public_url: str, version: str = "1.0.0") -> None:
+    """Build the package and write it to ``out``. Raises ManifestError, naming the problem."""
+    package = teams_package(app_id, public_url, version)
+    try:
+        Path(out).write_bytes(package)
+    except OSError as exc:
+        raise ManifestError(f"cannot write {out}: {exc.strerror}") from None
