@@ -3,6 +3,7 @@ chat or the database file."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from pathlib import Path
@@ -12,6 +13,7 @@ import structlog
 from bot import logging as bot_logging
 from core.model import RenewalState as S
 from tests.integration.live import live_bot
+from tests.servers.bot_connector import BotConnectorStandIn
 
 
 async def test_whole_renewal_leaks_no_secret(tmp_path: Path) -> None:
@@ -66,3 +68,53 @@ def test_redaction_masks_secret_keys_and_token_shapes() -> None:
     assert event["nested"]["device_code"] == "[redacted]"
     assert "abc.def" not in event["event"] and "xoxb-test" not in event["event"]
     assert event["nested"]["ok"] == "/onboard/[redacted]"
+
+
+async def test_teams_renewal_leaks_no_bot_secret(tmp_path: Path) -> None:
+    """The bot's password, its connector token and the channel's JWTs reach no log or row."""
+    stream = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    bot_logging.configure(json=True, level=logging.DEBUG, stream=stream)
+    connector = await BotConnectorStandIn().start()
+    inbound: list[str] = []
+    try:
+        with structlog.testing.capture_logs() as captured:
+            async with live_bot(tmp_path, teams=connector.settings()) as live:
+                command = connector.activity("renew-token contoso")
+                inbound.append(connector.token())
+                async with live.http.post(
+                    f"{live.base_url}/api/messages",
+                    json=command,
+                    headers={"Authorization": f"Bearer {inbound[-1]}"},
+                ) as resp:
+                    assert resp.status == 200
+                await live.wait_state("contoso", S.INVITED)
+                thread = command["conversation"]["id"]
+                deadline = asyncio.get_running_loop().time() + 30
+                while len(connector.posts(thread)) < 2:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.05)
+                bad = connector.token(aud="another-bot")  # refused, and still not logged
+                async with live.http.post(
+                    f"{live.base_url}/api/messages",
+                    json=command,
+                    headers={"Authorization": f"Bearer {bad}"},
+                ) as resp:
+                    assert resp.status == 401
+                inbound.append(bad)
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+        await connector.stop()
+    logs = stream.getvalue() + repr(captured)
+    outbound = {c.authorization.removeprefix("Bearer ") for c in connector.calls}
+    assert outbound and all(t.startswith("bot-token-") for t in outbound)
+    assert "teams.unauthorized" in logs  # the refusal was logged, without its token
+    database = (tmp_path / "bot.db").read_bytes()
+    wal = tmp_path / "bot.db-wal"
+    if wal.exists():
+        database += wal.read_bytes()
+    for secret in [connector.password, *outbound, *inbound]:
+        assert secret not in logs, "a Teams secret reached the log"
+        assert secret.encode() not in database, "a Teams secret is stored"
