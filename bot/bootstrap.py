@@ -129,7 +129,7 @@ def _teams(
         if conf.app_id and conf.app_password is not None
         else None
     )
-    pool = ConnectorPool(conf.app_id, source)
+    pool = ConnectorPool(conf.app_id, source, session)
     adapter = TeamsAdapter(RenewbotAuthentication(validator, pool))
     store = SqlConversationStore(engine, TEAMS)
     threads = TeamsThreads(adapter, store, conf.app_id, conf.alert_conversation)

@@ -13,9 +13,11 @@ aiohttp and caches it until shortly before it expires. Never logs a token.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ BOT_SCOPE = "https://api.botframework.com/.default"
 KEYS_MAX_AGE = 24 * 3600.0
 UNKNOWN_KEY_REFETCH = 300.0
 LEEWAY = 300
+VERIFIED_CACHE = 1024
 
 
 class ChannelAuthError(Exception):
@@ -69,6 +72,10 @@ class ChannelTokenValidator:
         self._keys: dict[str, SigningKey] = {}
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
+        # The connector reuses one token for many activities (it lives about an hour): its
+        # signature is checked once (an RSA verify costs about 1 ms here), then remembered by
+        # hash until it expires. Endorsement and service URL are still checked per request.
+        self._verified: OrderedDict[bytes, tuple[dict[str, Any], SigningKey]] = OrderedDict()
 
     @property
     def key_count(self) -> int:
@@ -138,6 +145,24 @@ class ChannelTokenValidator:
         scheme, _, token = authorization.partition(" ")
         if scheme != "Bearer" or not token.strip():
             raise ChannelAuthError(401, "missing bearer token")
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None and float(known[0]["exp"]) + LEEWAY > time.time():
+            claims, signing = known
+        else:
+            claims, signing = await self._verify(token)
+            self._verified[digest] = (claims, signing)
+            while len(self._verified) > VERIFIED_CACHE:
+                self._verified.popitem(last=False)
+        if signing.endorsements and channel_id not in signing.endorsements:
+            raise ChannelAuthError(403, "signing key not endorsed for this channel")
+        claimed = str(claims.get("serviceurl") or claims.get("serviceUrl") or "")
+        if not claimed or _norm(claimed) != _norm(service_url):
+            raise ChannelAuthError(403, "token issued for another service URL")
+        return claims
+
+    async def _verify(self, token: str) -> tuple[dict[str, Any], SigningKey]:
+        """Signature, algorithm, issuer, audience and lifetime. Raises ChannelAuthError (401)."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -165,12 +190,7 @@ class ChannelTokenValidator:
             raise ChannelAuthError(401, "token from an unknown issuer") from None
         except jwt.PyJWTError:
             raise ChannelAuthError(401, "invalid token") from None
-        if signing.endorsements and channel_id not in signing.endorsements:
-            raise ChannelAuthError(403, "signing key not endorsed for this channel")
-        claimed = str(claims.get("serviceurl") or claims.get("serviceUrl") or "")
-        if not claimed or _norm(claimed) != _norm(service_url):
-            raise ChannelAuthError(403, "token issued for another service URL")
-        return claims
+        return claims, signing
 
 
 def _norm(url: str) -> str:

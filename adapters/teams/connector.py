@@ -5,9 +5,10 @@ replaces the parts of it that block the event loop or cost too much:
 
 - ``RenewbotAuthentication`` validates inbound tokens with ``ChannelTokenValidator`` (async key
   fetches, 401/403 instead of 500), or lets everything in when anonymous (development) mode is on.
-- ``ConnectorPool`` keeps one ``ConnectorClient`` per service URL instead of a new one per turn,
-  with credentials that read a token ``AppTokenSource`` refreshed asynchronously beforehand (stock
-  ``MicrosoftAppCredentials`` calls MSAL, blocking, from inside the send).
+- ``ConnectorPool`` keeps one ``ConnectorClient`` per service URL instead of a new one per turn.
+  Its msrest pipeline sends with aiohttp on the event loop (stock msrest runs ``requests`` on the
+  default executor, one thread hop per send) and adds the bot's token from ``AppTokenSource``,
+  fetched asynchronously (stock ``MicrosoftAppCredentials`` calls MSAL, blocking, inside the send).
 - ``speed_up_msrest`` makes msrest's retry policy cheap to build (see its docstring).
 """
 
@@ -16,22 +17,28 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Any
 
+import aiohttp
 from botbuilder.core import CloudAdapterBase
 from botbuilder.schema import Activity, CallerIdConstants
 from botframework.connector.aio import ConnectorClient
 from botframework.connector.auth import (
-    AppCredentials,
     AuthenticateRequestResult,
     AuthenticationConstants,
     BotFrameworkAuthentication,
     ClaimsIdentity,
     ConnectorFactory,
 )
+from msrest.exceptions import ClientRequestError
+from msrest.pipeline import Request, Response
+from msrest.pipeline.async_abc import AsyncHTTPPolicy, AsyncHTTPSender, AsyncPipeline
+from msrest.pipeline.universal import RawDeserializer
+from msrest.universal_http import HTTPClientResponse
 from msrest.universal_http.requests import ClientRetryPolicy
 
 from adapters.teams.auth import AppTokenSource, ChannelAuthError, ChannelTokenValidator
 
 POOL_SIZE = 64
+_NO_CREDENTIALS = object()
 
 
 def speed_up_msrest() -> None:
@@ -47,40 +54,98 @@ def speed_up_msrest() -> None:
         ClientRetryPolicy.safe_codes = frozenset(codes)  # type: ignore[assignment]
 
 
-class SourceCredentials(AppCredentials):  # type: ignore[misc]
-    """msrest credentials whose token comes from an AppTokenSource (no MSAL, no blocking)."""
+class _Loaded(HTTPClientResponse):
+    """A response read to the end, for msrest's deserializer."""
 
-    def __init__(self, app_id: str, source: AppTokenSource | None) -> None:
-        super().__init__(
-            app_id=app_id, oauth_scope=AuthenticationConstants.TO_CHANNEL_FROM_BOT_OAUTH_SCOPE
-        )
+    def __init__(self, request: Any, status: int, headers: Any, reason: str, body: bytes) -> None:
+        super().__init__(request, None)
+        self.internal_response = self  # what msrest's HttpOperationError exposes as .response
+        self.status_code, self.headers, self.reason, self._body = status, headers, reason, body
+
+    def body(self) -> bytes:
+        return self._body
+
+
+class AioHttpSender(AsyncHTTPSender[Any, Any]):
+    """msrest's last pipeline step on a shared aiohttp session, with a timeout per request."""
+
+    def __init__(self, session: aiohttp.ClientSession, timeout: float = 15.0) -> None:
+        self.session = session
+        self.timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def __aenter__(self) -> AioHttpSender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    def build_context(self) -> None:
+        return None
+
+    async def send(self, request: Request[Any], **config: Any) -> Response[Any, Any]:
+        http = request.http_request
+        try:
+            async with self.session.request(
+                http.method, http.url, headers=http.headers, data=http.data, timeout=self.timeout
+            ) as resp:
+                body = await resp.read()
+                loaded = _Loaded(http, resp.status, resp.headers.copy(), resp.reason or "", body)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ClientRequestError(f"connector unreachable: {type(exc).__name__}") from None
+        return Response(request, loaded)
+
+
+class BearerPolicy(AsyncHTTPPolicy[Any, Any]):
+    """Adds the bot's token (none in anonymous development mode)."""
+
+    def __init__(self, source: AppTokenSource | None) -> None:
+        super().__init__()
         self.source = source
 
-    def get_access_token(self, force_refresh: bool = False) -> str:
-        return self.source.current if self.source is not None else ""
+    async def send(self, request: Request[Any], **kwargs: Any) -> Response[Any, Any]:
+        if self.source is not None:
+            try:
+                token = await self.source.token()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                raise ClientRequestError(f"bot login unreachable: {type(exc).__name__}") from None
+            request.http_request.headers["Authorization"] = f"Bearer {token}"
+        assert self.next is not None
+        return await self.next.send(request, **kwargs)
 
 
 class ConnectorPool(ConnectorFactory):  # type: ignore[misc]
     """One ConnectorClient per service URL (least recently used dropped beyond POOL_SIZE).
 
-    HTTP status retries are ours (TeamsThreads retries 429/412/502/504 with jitter), so msrest's
-    urllib3 layer keeps only its retries of connection errors.
+    HTTP status retries are TeamsThreads' (429/412/502/504 with jitter and Retry-After).
     """
 
-    def __init__(self, app_id: str, source: AppTokenSource | None) -> None:
+    def __init__(
+        self, app_id: str, source: AppTokenSource | None, session: aiohttp.ClientSession
+    ) -> None:
         self.app_id = app_id
         self.source = source
+        self.session = session
         self._clients: OrderedDict[str, ConnectorClient] = OrderedDict()
 
+    def _pipeline(self, config: Any) -> AsyncPipeline[Any, Any]:
+        policies = [
+            config.user_agent_policy,
+            BearerPolicy(self.source),
+            RawDeserializer(),
+            config.http_logger_policy,
+        ]
+        return AsyncPipeline(policies, AioHttpSender(self.session))
+
     async def create(self, service_url: str, audience: str | None = None) -> ConnectorClient:
-        if self.source is not None:
-            await self.source.token()  # refreshed here, asynchronously, never inside the send
         client = self._clients.get(service_url)
         if client is None:
+            # msrest insists on a credentials object; BearerPolicy does the real signing.
             client = ConnectorClient(
-                SourceCredentials(self.app_id, self.source), base_url=service_url
+                _NO_CREDENTIALS, base_url=service_url, pipeline_type=self._pipeline
             )
-            client.config.retry_policy.policy.status_forcelist = frozenset()
+            # Our activities are built by cards.py, not typed in: msrest's recursive validation
+            # of every outgoing model (walking each card) is cost without a benefit here.
+            client._serialize.client_side_validation = False
             self._clients[service_url] = client
             while len(self._clients) > POOL_SIZE:
                 self._clients.popitem(last=False)

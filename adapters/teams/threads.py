@@ -136,8 +136,12 @@ class TeamsThreads:
                     log.warning("teams.send_refused", extra={"op": what, "status": status})
                     raise ChatDeliveryError(f"Teams refused {what} ({status})") from None
                 await asyncio.sleep(self._delay(attempt, exc.response))
+            except ClientRequestError:  # never reached the connector, or no answer: try again
+                if attempt == self.attempts - 1:
+                    log.warning("teams.unreachable", extra={"op": what})
+                    raise ChatDeliveryError(f"Teams unreachable for {what}") from None
+                await asyncio.sleep(self._delay(attempt, None))
             except (
-                ClientRequestError,
                 OSError,
                 TimeoutError,
                 PermissionError,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,6 +40,7 @@ class Call:
     body: dict[str, Any]
     authorization: str
     response_id: str = ""
+    at: float = field(default_factory=time.perf_counter)
 
 
 def _key() -> rsa.RSAPrivateKey:
@@ -54,6 +56,7 @@ class BotConnectorStandIn:
     logins: int = 0
     base_url: str = ""
     failures: list[tuple[int, float | None]] = field(default_factory=list)
+    on_call: Callable[[Call], None] | None = None  # e.g. a load generator waiting for replies
     _signing: rsa.RSAPrivateKey = field(default_factory=_key)
     _unendorsed: rsa.RSAPrivateKey = field(default_factory=_key)
     _stranger: rsa.RSAPrivateKey = field(default_factory=_key)
@@ -311,6 +314,8 @@ class BotConnectorStandIn:
             self.calls[-1].method = f"REFUSED-{refused.status}"
             return refused
         self.calls[-1].response_id = str(next(self._ids))
+        if self.on_call is not None:
+            self.on_call(self.calls[-1])
         return web.json_response({"id": self.calls[-1].response_id}, status=201)
 
     async def _update(self, request: web.Request) -> web.Response:
