@@ -9,7 +9,7 @@ import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flows, health, slack
+from bench import flows, health, slack, teams
 
 
 def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
@@ -34,6 +34,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     scale = asyncio.run(health.main(args.tenants, args.status_tenants, args.latency))
     acks = asyncio.run(slack.main(args.repeats))
+    fix, turns = asyncio.run(teams.main(args.repeats))
     rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
     now = datetime.now(UTC)
     text = (
@@ -44,6 +45,11 @@ def main() -> None:
         f"renewbot alternate in the same run.\n\n"
         f"## Slack ack latency\n\n"
         f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"
+        f"## Teams turns\n\n"
+        f"The msrest fix alone (stock botbuilder echo bot, same run):\n\n"
+        f"{table(fix, 'msrest 0.7.1 as shipped', 'safe codes as a frozenset')}\n\n"
+        f"renewbot `/api/messages` (JWT validated, `renew-token help`, proactive reply):\n\n"
+        f"{table(turns, 'stock CloudAdapter echo bot, msrest as shipped', 'renewbot')}\n\n"
         f"## Token health at scale (PostgreSQL)\n\n"
         f"| path | goal | renewbot | met |\n|---|---|---|---|\n"
         + "\n".join("| " + " | ".join(r) + " |" for r in scale)

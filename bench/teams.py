@@ -170,7 +170,11 @@ async def main(
     """Rows of the msrest fix (before/after) and of renewbot against the stock anchor."""
     _pin({0})
     gen = LoadGen()
-    runs: dict[str, list[dict[str, float]]] = {"stock-shipped": [], "stock-fixed": [], "renewbot": []}
+    runs: dict[str, list[dict[str, float]]] = {
+        "stock-shipped": [],
+        "stock-fixed": [],
+        "renewbot": [],
+    }
     try:
         for _ in range(repeats):
             for kind in runs:

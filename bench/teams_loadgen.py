@@ -17,10 +17,47 @@ import json
 import sys
 import time
 from collections import defaultdict
+from typing import Any
 
 import aiohttp
 
 from tests.servers.bot_connector import BotConnectorStandIn, Call
+
+
+async def fire(
+    stand: BotConnectorStandIn, arrived: dict[str, asyncio.Event], job: dict[str, Any]
+) -> dict[str, Any]:
+    stand.require_auth = bool(job["auth"])
+    stand.calls.clear()
+    latencies: list[float] = []
+    statuses: list[int] = []
+    remaining = [job["turns"]]
+    async with aiohttp.ClientSession() as http:
+
+        async def user(n: int) -> None:
+            while remaining[0] > 0:
+                remaining[0] -= 1
+                activity = stand.activity(job["text"], personal=True, user=f"bench-{n}")
+                conversation = activity["conversation"]["id"]
+                headers = {"Authorization": f"Bearer {stand.token()}"} if job["auth"] else {}
+                event = arrived[conversation]
+                event.clear()
+                t0 = time.perf_counter()
+                async with http.post(job["url"], json=activity, headers=headers) as resp:
+                    statuses.append(resp.status)
+                    await resp.read()
+                await asyncio.wait_for(event.wait(), 30)
+                latencies.append((time.perf_counter() - t0) * 1000)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user(n) for n in range(job["concurrency"])))
+        seconds = time.perf_counter() - started
+    return {
+        "seconds": seconds,
+        "latencies_ms": latencies,
+        "statuses": statuses,
+        "replies": len(stand.posts()),
+    }
 
 
 async def run() -> None:
@@ -34,40 +71,7 @@ async def run() -> None:
 
     stand.on_call = on_call
     while line := await loop.run_in_executor(None, sys.stdin.readline):
-        job = json.loads(line)
-        stand.require_auth = bool(job["auth"])
-        stand.calls.clear()
-        latencies: list[float] = []
-        statuses: list[int] = []
-        remaining = [job["turns"]]
-        async with aiohttp.ClientSession() as http:
-
-            async def user(n: int) -> None:
-                while remaining[0] > 0:
-                    remaining[0] -= 1
-                    activity = stand.activity(job["text"], personal=True, user=f"bench-{n}")
-                    conversation = activity["conversation"]["id"]
-                    headers = {"Authorization": f"Bearer {stand.token()}"} if job["auth"] else {}
-                    event = arrived[conversation]
-                    event.clear()
-                    t0 = time.perf_counter()
-                    async with http.post(job["url"], json=activity, headers=headers) as resp:
-                        statuses.append(resp.status)
-                        await resp.read()
-                    await asyncio.wait_for(event.wait(), 30)
-                    latencies.append((time.perf_counter() - t0) * 1000)
-
-            started = time.perf_counter()
-            await asyncio.gather(*(user(n) for n in range(job["concurrency"])))
-            seconds = time.perf_counter() - started
-        replies = len(stand.posts())
-        print(
-            json.dumps(
-                {"seconds": seconds, "latencies_ms": latencies, "statuses": statuses,
-                 "replies": replies}
-            ),
-            flush=True,
-        )
+        print(json.dumps(await fire(stand, arrived, json.loads(line))), flush=True)
     await stand.stop()
 
 
