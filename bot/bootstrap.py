@@ -36,6 +36,7 @@ from adapters.teams.threads import TeamsThreads
 from bot.metrics import ProcessMetrics
 from bot.settings import Settings
 from core.access import AccessPolicy
+from core.bulk import BulkRenewals
 from core.chat import ChatRouter
 from core.desk import Desk
 from core.health import HealthMonitor, MonitorConfig
@@ -74,8 +75,9 @@ def compose(
     service = RenewalService(uow, identity, notifier, clock, config)
     if watch_flow is not None:
         service.watch_flow = watch_flow
+    bulk = BulkRenewals(service, notifier)
     health = HealthMonitor(uow, identity, notifier, clock, monitor)
-    return Core(service, Desk(service, policy), health)
+    return Core(service, Desk(service, policy, bulk), health)
 
 
 def _slack(

@@ -22,6 +22,7 @@ class Permission(StrEnum):
 
 _OPERATE = (
     commands.RequestRenewal,
+    commands.RenewAllExpired,
     commands.IssueCode,
     commands.CancelRenewal,
     commands.ValidateTenant,

@@ -24,6 +24,14 @@ class RequestRenewal:
 
 
 @dataclass(frozen=True)
+class RenewAllExpired:
+    """One invitation per tenant whose tokens expired, all in one summary thread."""
+
+    origin: Origin
+    requester: Actor
+
+
+@dataclass(frozen=True)
 class IssueCode:
     tenant_ref: str
     requester: Actor
@@ -80,6 +88,7 @@ class SnoozeAlerts:
 
 Command = (
     RequestRenewal
+    | RenewAllExpired
     | IssueCode
     | CancelRenewal
     | ValidateTenant
@@ -94,7 +103,8 @@ Command = (
 
 _TENANT_VERBS = {"code", "cancel", "validate", "show", "history"}
 _NO_ARG_VERBS = {"pending", "status", "help"}
-_ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors", "snooze"}
+_ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors", "snooze", "renew"}
+ALL_EXPIRED = "all-expired"
 _DURATION = re.compile(r"^(\d{1,4})([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 MAX_SNOOZE = timedelta(days=90)
@@ -148,6 +158,12 @@ def parse(text: str, origin: Origin, requester: Actor) -> Command:
             "Which tenant? Usage: renew-token <tenant> [email]. Try `renew-token help`."
         )
     verb, args = words[0].lower(), words[1:]
+    if verb == "renew" and args:  # `renew <tenant>` reads as the plain request
+        words, verb, args = args, args[0].lower(), args[1:]
+    if verb == ALL_EXPIRED:
+        if args:
+            raise CommandSyntaxError(f"`renew {ALL_EXPIRED}` takes no arguments.")
+        return RenewAllExpired(origin, requester)
     if verb in _NO_ARG_VERBS:
         if args:
             raise CommandSyntaxError(f"`{verb}` takes no arguments. Try `renew-token help`.")

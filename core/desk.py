@@ -11,6 +11,7 @@ from datetime import datetime
 
 from core import commands, messages
 from core.access import AccessPolicy, permission_for
+from core.bulk import BulkRenewals
 from core.errors import (
     CommandSyntaxError,
     ConcurrencyError,
@@ -48,9 +49,15 @@ def _age(since: datetime, now: datetime) -> str:
 
 
 class Desk:
-    def __init__(self, service: RenewalService, policy: AccessPolicy | None = None) -> None:
+    def __init__(
+        self,
+        service: RenewalService,
+        policy: AccessPolicy | None = None,
+        bulk: BulkRenewals | None = None,
+    ) -> None:
         self.service = service
         self.policy = policy or AccessPolicy()
+        self.bulk = bulk or BulkRenewals(service, service.notifier)
 
     async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
         """Parse and execute what a person typed."""
@@ -95,6 +102,13 @@ class Desk:
         match cmd:
             case commands.RequestRenewal():
                 return await self._renew(cmd)
+            case commands.RenewAllExpired():
+                started = await self.bulk.renew_all_expired(cmd)
+                if started.thread is None:
+                    return Reply(messages.no_expired())
+                return Reply(
+                    messages.batch_started(started.started, started.skipped), started.thread
+                )
             case commands.IssueCode():
                 renewal = await s.issue_code(cmd)
                 code = renewal.device_code

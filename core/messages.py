@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from core.model import Renewal, RenewalState, Tenant
+from core.model import ACTIVE_STATES, Renewal, RenewalState, Tenant
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,7 @@ def tenant_summary(tenant: Tenant, open_renewal: Renewal | None) -> str:
 
 HELP = """renew-token commands:
   renew-token <tenant> [email]   start a renewal; posts the Auth URL in a new thread
+  renew-token renew all-expired  one invitation per expired tenant, all in one summary thread
   renew-token code <tenant>      issue a device code now (during a call with the customer)
   renew-token cancel <tenant>    cancel the open renewal; its Auth URL stops working
   renew-token validate <tenant>  validate the tenant's tokens again
@@ -322,6 +323,33 @@ HELP = """renew-token commands:
   renew-token snooze <tenant> 2d silence the tenant's health alerts (30m, 12h, 2d; or off)
   renew-token help               this text
 A tenant is its short name, display name, primary domain or tenant id."""
+
+
+def batch_opened(requester: str, count: int) -> str:
+    return f"Renewal of all {count} expired tenants, requested by {requester}. Starting..."
+
+
+def batch_summary(requester: str, lines: list[tuple[str, RenewalState]]) -> str:
+    """The summary thread's status: counts, then one line per tenant."""
+    done = sum(1 for _, state in lines if state is RenewalState.VALIDATED)
+    open_ = sum(1 for _, state in lines if state in ACTIVE_STATES)
+    ended = len(lines) - done - open_
+    head = (
+        f"Renewal of {len(lines)} expired tenants, requested by {requester}: "
+        f"{done} validated, {open_} waiting" + (f", {ended} ended otherwise" if ended else "") + "."
+    )
+    return "\n".join([head] + [f"{name}: {STATE_LABELS[state]}" for name, state in lines])
+
+
+def batch_started(count: int, skipped: list[str]) -> str:
+    text = f"Renewing {count} expired tenants in one thread; each has its own Auth URL there."
+    if skipped:
+        text += f" Already open, so not restarted: {', '.join(skipped)}."
+    return text
+
+
+def no_expired() -> str:
+    return "No tenant has expired tokens. `renew-token status` shows the others."
 
 
 def graph_unreachable() -> str:

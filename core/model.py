@@ -149,6 +149,7 @@ class Renewal:
     failure_code: str | None = None  # the last problem: why the code lapsed or why it failed
     warnings: list[str] = field(default_factory=list)
     thread: ThreadRef | None = None
+    batch: str | None = None  # started by `renew all-expired`: shares the batch's summary thread
     version: int = 0
     events: list[events.Event] = field(default_factory=list, repr=False, compare=False)
 

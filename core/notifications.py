@@ -5,8 +5,10 @@ Chat failures never undo a state change: they are logged and the renewal goes on
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from core import events, messages
 from core.errors import ChatDeliveryError
@@ -16,9 +18,15 @@ from core.ports import Action, ActionKind, ChatThreads, Message, Tone
 log = logging.getLogger("renewbot.notify")
 
 
+BatchSummary = Callable[[str], Awaitable[Message | None]]
+"""The summary message of a batch (`renew all-expired`), from its id."""
+
+
 class Notifier:
-    def __init__(self, threads: ChatThreads) -> None:
+    def __init__(self, threads: ChatThreads, summarize: BatchSummary | None = None) -> None:
         self.threads = threads
+        self.summarize = summarize
+        self._batch_locks: dict[str, asyncio.Lock] = {}
 
     async def open_thread(self, tenant: Tenant, renewal: Renewal) -> ThreadRef | None:
         try:
@@ -33,13 +41,31 @@ class Notifier:
         for event in pending:
             message = self.render(tenant, renewal, event)
             if message and renewal.thread:
+                if renewal.batch:  # many tenants share the thread: say which one this is
+                    message = replace(message, text=f"{tenant.display_name}: {message.text}")
                 await self._deliver(self.threads.post(renewal.thread, message), renewal)
             announcement = self.announcement(tenant, event)
             if announcement:
                 await self._deliver(self.threads.announce(announcement), renewal)
         if pending and renewal.thread:
+            if renewal.batch:
+                await self.refresh_batch(renewal.batch, renewal.thread)
+                return
             status = status_message(tenant, renewal)
             await self._deliver(self.threads.update_status(renewal.thread, status), renewal)
+
+    async def refresh_batch(self, batch: str, thread: ThreadRef) -> None:
+        """Rewrite a batch's summary message from what is stored now (one update at a time)."""
+        if self.summarize is None:
+            return
+        async with self._batch_locks.setdefault(batch, asyncio.Lock()):
+            summary = await self.summarize(batch)
+            if summary is None:
+                return
+            try:
+                await self.threads.update_status(thread, summary)
+            except ChatDeliveryError:
+                log.warning("chat.delivery_failed", extra={"batch": batch})
 
     async def announce(self, message: Message) -> None:
         try:

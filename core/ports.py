@@ -138,6 +138,9 @@ class TenantRepository(Protocol):
     async def needing_action(self, limit: int = 20) -> list[Tenant]:
         """Expired and expiring tenants, most urgent first."""
 
+    async def in_state(self, state: AuthState, limit: int = 500) -> list[Tenant]:
+        """Tenants whose tokens are in ``state``, by display name."""
+
 
 class RenewalRepository(Protocol):
     async def add(self, renewal: Renewal) -> None:
@@ -163,6 +166,9 @@ class RenewalRepository(Protocol):
         """
 
     async def open(self) -> list[Renewal]: ...
+
+    async def in_batch(self, batch: str) -> list[Renewal]:
+        """The renewals `renew all-expired` started together, oldest first."""
 
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]: ...
 

@@ -24,7 +24,7 @@ from core.errors import (
     NoActiveRenewalError,
     RenewalInProgressError,
 )
-from core.model import SYSTEM, Actor, Renewal, RenewalState, Tenant
+from core.model import SYSTEM, Actor, Renewal, RenewalState, Tenant, ThreadRef
 from core.notifications import Notifier
 from core.ports import (
     AuditEntry,
@@ -80,8 +80,17 @@ class RenewalService:
     def auth_url(self, token: str) -> str:
         return f"{self.config.public_url.rstrip('/')}/onboard/{token}"
 
-    async def request_renewal(self, cmd: commands.RequestRenewal) -> Requested:
+    async def request_renewal(
+        self,
+        cmd: commands.RequestRenewal,
+        *,
+        thread: ThreadRef | None = None,
+        batch: str | None = None,
+    ) -> Requested:
         """Create a renewal with a fresh invitation, open its thread and post the Auth URL.
+
+        A renewal of a batch (``renew all-expired``) posts in the batch's ``thread`` instead of
+        opening its own.
 
         Raises:
             UnknownTenantError: nothing matches ``cmd.tenant_ref``.
@@ -102,6 +111,8 @@ class RenewalService:
                 origin=cmd.origin,
                 created_at=now,
                 expected_account=tenant.admin_upn,
+                thread=thread,
+                batch=batch,
             )
             renewal.invite(
                 hash_invitation(token), now + self.config.invitation_ttl, self.auth_url(token), now
@@ -110,7 +121,7 @@ class RenewalService:
             await self._audit(uow, renewal, "renewal.requested", cmd.requester)
             await uow.commit()
         log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
-        thread = await self.notifier.open_thread(tenant, renewal)
+        thread = None if renewal.thread else await self.notifier.open_thread(tenant, renewal)
         if thread is not None:
             async with self.uow() as uow:
                 stored = await self._load(uow, renewal.id)

@@ -169,6 +169,15 @@ class SqlTenantRepository:
         )
         return [_tenant(r) for r in rows]
 
+    async def in_state(self, state: AuthState, limit: int = 500) -> list[Tenant]:
+        rows = await self.c.execute(
+            select(tenants)
+            .where(tenants.c.auth_state == state.value)
+            .order_by(tenants.c.display_name)
+            .limit(limit)
+        )
+        return [_tenant(r) for r in rows]
+
 
 class SqlRenewalRepository:
     def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
@@ -206,6 +215,7 @@ class SqlRenewalRepository:
             "warnings": json.dumps(r.warnings),
             "thread_platform": r.thread.platform if r.thread else None,
             "thread_key": r.thread.key if r.thread else None,
+            "batch_id": r.batch,
             "version": r.version,
         }
 
@@ -243,6 +253,7 @@ class SqlRenewalRepository:
             failure_code=row.failure_code,
             warnings=json.loads(row.warnings),
             thread=thread,
+            batch=row.batch_id,
             version=row.version,
         )
 
@@ -277,6 +288,9 @@ class SqlRenewalRepository:
         if result.rowcount != 1:
             raise ConcurrencyError
         renewal.version += 1
+
+    async def in_batch(self, batch: str) -> list[Renewal]:
+        return list(reversed(await self._many(renewals.c.batch_id == batch)))
 
     async def active_for(self, tenant_key: str) -> Renewal | None:
         return await self._one(renewals.c.tenant_key == tenant_key, renewals.c.state.in_(_ACTIVE))

@@ -103,6 +103,8 @@ renewals = Table(
     Column("version", Integer, nullable=False),
     Column("poll_owner", String(64)),  # lease: which process polls the device flow
     Column("poll_lease_until", UTCDateTime),
+    Column("batch_id", String(32)),  # renewals started together by `renew all-expired`
+    Index("ix_renewals_batch", "batch_id"),
     Index(
         "uq_renewals_one_active_per_tenant",
         "tenant_key",

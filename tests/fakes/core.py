@@ -121,6 +121,10 @@ class _Tenants:
         ]
         return [copy.copy(t) for t in sorted(urgent, key=lambda t: t.auth_state.value)][:limit]
 
+    async def in_state(self, state: AuthState, limit: int = 500) -> list[Tenant]:
+        found = [t for t in self.s.tenants.values() if t.auth_state is state]
+        return [copy.copy(t) for t in sorted(found, key=lambda t: t.display_name)][:limit]
+
 
 class _Renewals:
     def __init__(self, store: Store, staged: dict[str, Renewal]) -> None:
@@ -173,6 +177,10 @@ class _Renewals:
 
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
         return [copy.deepcopy(r) for r in self._all().values() if r.tenant_key == tenant_key]
+
+    async def in_batch(self, batch: str) -> list[Renewal]:
+        found = [r for r in self._all().values() if r.batch == batch]
+        return [copy.deepcopy(r) for r in sorted(found, key=lambda r: r.created_at)]
 
 
 class _Audit:

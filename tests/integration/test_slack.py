@@ -25,13 +25,6 @@ from tests.servers.slack import APP_TOKEN, BOT_TOKEN, SlackStandIn
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # Slack's documented example secret: fake by design
 
 
-@pytest.fixture
-async def slack() -> AsyncIterator[SlackStandIn]:
-    stand = await SlackStandIn(usergroups={"S-support": ["U-grace"]}).start()
-    yield stand
-    await stand.stop()
-
-
 def slack_settings(stand: SlackStandIn, **extra: Any) -> dict[str, Any]:
     return {
         "bot_token": BOT_TOKEN,

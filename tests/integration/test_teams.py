@@ -27,13 +27,6 @@ from tests.servers.bot_connector import (
 
 
 @pytest.fixture
-async def connector() -> AsyncIterator[BotConnectorStandIn]:
-    stand = await BotConnectorStandIn().start()
-    yield stand
-    await stand.stop()
-
-
-@pytest.fixture
 async def live(tmp_path: Path, connector: BotConnectorStandIn) -> AsyncIterator[Live]:
     async with live_bot(tmp_path, teams=connector.settings(alert_conversation=ALERTS)) as bot:
         yield bot
