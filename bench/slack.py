@@ -33,6 +33,17 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 (Slack's documented ex
 BOT_TOKEN = "xoxb-test-0000-renewbot"  # noqa: S105 (the stand-in's fake token)
 
 
+def pin(cores: set[int]) -> None:
+    """Keep this process on ``cores`` (server and load generator apart, where there are two)."""
+    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, cores)
+
+
+def unpin() -> None:
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
 class LoadGen:
     def __init__(self) -> None:
         self.proc = subprocess.Popen(
@@ -41,12 +52,19 @@ class LoadGen:
             stdout=subprocess.PIPE,
             text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            preexec_fn=lambda: pin({1}),
         )
         assert self.proc.stdout
         self.api_url = json.loads(self.proc.stdout.readline())["api_url"]
 
     async def fire(
-        self, url: str, texts: list[str], concurrency: int, settle: float = 0.0, gap: float = 0.0
+        self,
+        url: str,
+        texts: list[str],
+        concurrency: int,
+        settle: float = 0.0,
+        gap: float = 0.0,
+        rate: float = 0.0,
     ) -> dict[str, Any]:
         assert self.proc.stdin and self.proc.stdout
         job = {
@@ -56,6 +74,7 @@ class LoadGen:
             "concurrency": concurrency,
             "settle": settle,
             "gap": gap,
+            "rate": rate,
         }
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
@@ -72,20 +91,55 @@ def _port() -> int:
 
 
 @asynccontextmanager
-async def bolt_anchor(api_url: str) -> AsyncIterator[str]:
+async def serve(handler: Any) -> AsyncIterator[str]:
+    web_app = web.Application()
+    web_app.router.add_post("/slack/events", handler)
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    port = _port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}/slack/events"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
+async def raw_anchor(api_url: str) -> AsyncIterator[str]:
+    """The HTTP layer's ceiling: aiohttp reads the form POST, checks the signature, answers."""
+    from slack_sdk.signature import SignatureVerifier
+
+    verifier = SignatureVerifier(SECRET)
+
+    async def handle(request: web.Request) -> web.Response:
+        raw = await request.read()
+        ts = request.headers.get("X-Slack-Request-Timestamp", "")
+        ok = verifier.is_valid(raw, ts, request.headers.get("X-Slack-Signature", ""))
+        return web.Response(status=200 if ok else 401)
+
+    async with serve(handle) as url:
+        yield url
+
+
+@asynccontextmanager
+async def bolt_anchor(api_url: str, post: bool = False) -> AsyncIterator[str]:
+    """bolt's AsyncApp whose listener acks (and, with ``post``, then posts in the background)."""
     from slack_bolt.async_app import AsyncApp
     from slack_bolt.request.async_request import AsyncBoltRequest
     from slack_sdk.web.async_client import AsyncWebClient
 
-    app = AsyncApp(
-        client=AsyncWebClient(token=BOT_TOKEN, base_url=api_url),
-        signing_secret=SECRET,
-        process_before_response=True,
-    )
+    client = AsyncWebClient(token=BOT_TOKEN, base_url=api_url)
+    app = AsyncApp(client=client, signing_secret=SECRET, process_before_response=True)
+    background: set[asyncio.Task[Any]] = set()
 
     @app.command("/renew-token")
-    async def only_ack(ack: Any) -> None:
+    async def only_ack(ack: Any, body: dict[str, Any]) -> None:
         await ack()
+        if post:
+            text = f"Renewal for ({body.get('text', '')}) started"
+            task = asyncio.create_task(client.chat_postMessage(channel="C-ops", text=text))
+            background.add(task)
+            task.add_done_callback(background.discard)
 
     async def handle(request: web.Request) -> web.Response:
         resp = await app.async_dispatch(
@@ -95,16 +149,8 @@ async def bolt_anchor(api_url: str) -> AsyncIterator[str]:
         )
         return web.Response(status=resp.status, body=resp.body)
 
-    web_app = web.Application()
-    web_app.router.add_post("/slack/events", handle)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    port = _port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/slack/events"
-    finally:
-        await runner.cleanup()
+    async with serve(handle) as url:
+        yield url
 
 
 @asynccontextmanager
@@ -200,5 +246,84 @@ async def main(repeats: int, single: int = 30, burst: int = 100) -> list[tuple[s
             "-",
             f"{med(ours, 'burst_threads'):.0f}",
             "-",
+        ),
+    ]
+
+
+def _server(kind: str, api_url: str, n: int) -> Any:
+    if kind == "raw":
+        return raw_anchor(api_url)
+    if kind == "bolt":
+        return bolt_anchor(api_url)
+    if kind == "bolt+post":
+        return bolt_anchor(api_url, post=True)
+    return renewbot(api_url, n)
+
+
+async def run_once(
+    kind: str, n: int, *, concurrency: int = 32, rate: float = 0.0, settle: float = 0.0
+) -> dict[str, Any]:
+    gen = LoadGen()
+    async with _server(kind, gen.api_url, n) as url:
+        result = await gen.fire(
+            url, [f"load-{i}" for i in range(1, n + 1)], concurrency, settle=settle, rate=rate
+        )
+    assert all(s == 200 for s in result["statuses"]), result["statuses"][:5]
+    return result
+
+
+async def goals(repeats: int) -> list[tuple[str, str, str, str, str, str]]:
+    """The Slack rows of issue 6's goals, each against its anchor in the same run."""
+    pin({0})
+    try:
+        tput: dict[str, list[float]] = {"raw": [], "bolt": [], "renewbot": []}
+        ack99: dict[str, list[float]] = {"bolt": [], "renewbot": []}
+        post99: dict[str, list[float]] = {"bolt+post": [], "renewbot": []}
+        posted: list[int] = []
+        for _ in range(repeats):
+            for kind in tput:
+                r = await run_once(kind, 400, concurrency=32)
+                tput[kind].append(400 / r["seconds"])
+            for kind in ack99:
+                r = await run_once(kind, 500, rate=100.0)
+                ack99[kind].append(quantile(r["latencies_ms"], 99))
+            for kind in post99:
+                r = await run_once(kind, 250, rate=50.0, settle=60.0)
+                post99[kind].append(quantile(r["first_post_ms"], 99))
+                if kind == "renewbot":
+                    posted.append(len(r["first_post_ms"]))
+    finally:
+        unpin()
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    t_raw, t_bolt, t_ours = med(tput["raw"]), med(tput["bolt"]), med(tput["renewbot"])
+    a_bolt, a_ours = med(ack99["bolt"]), med(ack99["renewbot"])
+    p_bolt, p_ours = med(post99["bolt+post"]), med(post99["renewbot"])
+    return [
+        (
+            "Slack ack throughput, 32 concurrent (commands/s)",
+            f"bolt {t_bolt:.0f} (raw aiohttp {t_raw:.0f})",
+            f"{t_ours:.0f}",
+            f"{t_ours / t_bolt:.2f}x",
+            ">= 0.5x bolt",
+            "yes" if t_ours >= 0.5 * t_bolt else "no",
+        ),
+        (
+            "Slack ack p99 at 100 commands/s, open loop (ms)",
+            f"bolt {a_bolt:.1f}",
+            f"{a_ours:.1f}",
+            f"{a_ours / a_bolt:.2f}x",
+            "< 50 ms",
+            "yes" if a_ours < 50 else "no",
+        ),
+        (
+            "command -> first thread post, 50 commands/s, p99 (ms)",
+            f"bolt + background post {p_bolt:.1f}",
+            f"{p_ours:.1f} ({min(posted)}/250 posted)",
+            f"{p_ours / p_bolt:.2f}x",
+            "<= 1.5x, all posted",
+            "yes" if p_ours <= 1.5 * p_bolt and min(posted) == 250 else "no",
         ),
     ]

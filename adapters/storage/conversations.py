@@ -15,6 +15,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.storage.database import write_gate
 from adapters.storage.tables import conversation_refs
 from core.errors import StorageError
 
@@ -33,7 +34,7 @@ class SqlConversationStore:
             "updated_at": datetime.now(UTC),
         }
         try:
-            async with self.engine.begin() as conn:
+            async with write_gate(self.engine), self.engine.begin() as conn:
                 result = await conn.execute(
                     update(conversation_refs)
                     .where(conversation_refs.c.conversation == conversation)
@@ -67,7 +68,7 @@ class SqlConversationStore:
 
     async def _one(self, where: Any) -> dict[str, Any] | None:
         try:
-            async with self.engine.connect() as conn:
+            async with write_gate(self.engine), self.engine.connect() as conn:
                 row = (
                     await conn.execute(
                         select(conversation_refs.c.reference)

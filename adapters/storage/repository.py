@@ -16,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
+from adapters.storage.database import gate_for, write_gate
 from adapters.storage.tables import (
     audit_events,
     job_runs,
@@ -450,11 +451,18 @@ class SqlUnitOfWork:
         self.box = box
 
     async def __aenter__(self) -> SqlUnitOfWork:
+        self._gate = gate_for(self.engine)
+        if self._gate is not None:
+            await self._gate.acquire()
         try:
             self.conn = await self.engine.connect()
             await self.conn.begin()
         except (OperationalError, DBAPIError, OSError) as exc:
+            self._release()
             raise StorageError("the database is not reachable") from exc
+        except BaseException:
+            self._release()
+            raise
         self.tenants = SqlTenantRepository(self.conn)
         self.renewals = SqlRenewalRepository(self.conn, self.box)
         self.audit = SqlAuditLog(self.conn)
@@ -462,12 +470,20 @@ class SqlUnitOfWork:
         self.jobs = SqlJobRuns(self.conn)
         return self
 
+    def _release(self) -> None:
+        if self._gate is not None and self._gate.locked():
+            self._gate.release()
+        self._gate = None
+
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
             if self.conn.in_transaction():
                 await self.conn.rollback()
         finally:
-            await self.conn.close()
+            try:
+                await self.conn.close()
+            finally:
+                self._release()
         if isinstance(exc, (OperationalError, DBAPIError)) and not isinstance(exc, IntegrityError):
             raise StorageError("the database failed") from exc
 
@@ -489,7 +505,7 @@ class SqlTokenCacheStore:
         self.box = box
 
     async def load(self, tenant_id: str) -> str | None:
-        async with self.engine.connect() as conn:
+        async with write_gate(self.engine), self.engine.connect() as conn:
             row = (
                 await conn.execute(
                     select(token_caches.c.ciphertext).where(token_caches.c.tenant_id == tenant_id)
@@ -500,7 +516,7 @@ class SqlTokenCacheStore:
     async def save(self, tenant_id: str, serialized: str) -> None:
         sealed = self.box.seal(serialized.encode())
         now = datetime.now(UTC)
-        async with self.engine.begin() as conn:
+        async with write_gate(self.engine), self.engine.begin() as conn:
             result = await conn.execute(
                 update(token_caches)
                 .where(token_caches.c.tenant_id == tenant_id)
