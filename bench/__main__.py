@@ -19,6 +19,13 @@ def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
     return "\n".join(lines)
 
 
+def teams_goal(turns: list[tuple[str, str, str, str]]) -> list[tuple[str, ...]]:
+    """The Teams turn row of the goals, from the Teams table's throughput row."""
+    label, anchor, ours, ratio = turns[0]
+    met = float(ratio.rstrip("x")) >= 3.0
+    return [(label, f"stock botbuilder {anchor}", ours, ratio, ">= 3x", "yes" if met else "no")]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
     p.add_argument("--flows", type=int, default=500)
@@ -34,6 +41,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     scale = asyncio.run(health.main(args.tenants, args.status_tenants, args.latency))
     acks = asyncio.run(slack.main(args.repeats))
+    slack_goals = asyncio.run(slack.goals(args.repeats))
     fix, turns = asyncio.run(teams.main(args.repeats))
     rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
     now = datetime.now(UTC)
@@ -43,6 +51,12 @@ def main() -> None:
         f"{platform.python_version()}. Slack rows: medians of {args.repeats} runs; device-flow "
         f"rows: medians of {args.flow_repeats} run(s) of {args.window:.0f} s; anchor and "
         f"renewbot alternate in the same run.\n\n"
+        f"## Goals (issue 6)\n\n"
+        f"| path | anchor | renewbot | ratio | goal | met |\n|---|---|---|---|---|---|\n"
+        + "\n".join("| " + " | ".join(r) + " |" for r in slack_goals)
+        + "\n"
+        + "\n".join("| " + " | ".join(r) + " |" for r in teams_goal(turns))
+        + "\n\n"
         f"## Slack ack latency\n\n"
         f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"
         f"## Teams turns\n\n"
