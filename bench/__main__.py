@@ -9,7 +9,7 @@ import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import flows, health, slack, teams
+from bench import approve, flows, health, slack, teams
 
 
 def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
@@ -28,7 +28,8 @@ def teams_goal(turns: list[tuple[str, str, str, str]]) -> list[tuple[str, ...]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(prog="python -m bench")
-    p.add_argument("--flows", type=int, default=500)
+    p.add_argument("--flows", type=int, default=500, help="flows, renewbot against the anchor")
+    p.add_argument("--goal-flows", type=int, default=5000, help="flows, renewbot alone")
     p.add_argument("--window", type=float, default=15.0, help="seconds measured per run")
     p.add_argument("--interval", type=int, default=2)
     p.add_argument("--repeats", type=int, default=3, help="runs of the Slack rows")
@@ -44,6 +45,8 @@ def main() -> None:
     slack_goals = asyncio.run(slack.goals(args.repeats))
     fix, turns = asyncio.run(teams.main(args.repeats))
     rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
+    many = asyncio.run(flows.goal(args.goal_flows, args.window, args.interval))
+    approvals = asyncio.run(approve.main(args.repeats))
     now = datetime.now(UTC)
     text = (
         f"# renewbot benchmarks, {now:%Y-%m-%d %H:%M} UTC\n\n"
@@ -55,7 +58,7 @@ def main() -> None:
         f"| path | anchor | renewbot | ratio | goal | met |\n|---|---|---|---|---|---|\n"
         + "\n".join("| " + " | ".join(r) + " |" for r in slack_goals)
         + "\n"
-        + "\n".join("| " + " | ".join(r) + " |" for r in teams_goal(turns))
+        + "\n".join("| " + " | ".join(r) + " |" for r in teams_goal(turns) + many + approvals)
         + "\n\n"
         f"## Slack ack latency\n\n"
         f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"

@@ -9,6 +9,8 @@ shortest gap between two polls of one flow (never below the interval).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import itertools
 import json
 import os
 import statistics
@@ -127,6 +129,12 @@ async def start_flows(idp: MsalIdentityProvider, n: int) -> list[tuple[Tenant, D
     return list(await asyncio.gather(*(one(i) for i in range(1, n + 1))))
 
 
+def min_gap(sends: dict[str, list[float]]) -> float:
+    """The shortest time between two poll requests of one flow, as sent by the client."""
+    gaps = [b - a for times in sends.values() for a, b in itertools.pairwise(times)]
+    return min(gaps) if gaps else 0.0
+
+
 async def measure(run: Any, sb: SandboxProcess, window: float) -> Sample:
     stop = asyncio.Event()
     lags: list[float] = []
@@ -177,8 +185,10 @@ async def ours(n: int, window: float, interval: int) -> Sample:
         started = await start_flows(idp, n)
         tenants = {t.key: t for t, _ in started}
         codes = {t.key: c for t, c in started}
+        sends: dict[str, list[float]] = {key: [] for key in codes}
 
         async def poll(key: str) -> float:
+            sends[key].append(time.monotonic())
             result = await idp.poll(tenants[key], codes[key])
             codes[key] = getattr(result, "code", codes[key])
             return float(codes[key].interval)
@@ -193,7 +203,10 @@ async def ours(n: int, window: float, interval: int) -> Sample:
             await asyncio.gather(task, return_exceptions=True)
             return peak
 
-        return await measure(run, sb, window)
+        sample = await measure(run, sb, window)
+        # Measured where the polls leave: an overloaded identity provider may handle two of a
+        # flow's requests back to back even though they were sent an interval apart.
+        return dataclasses.replace(sample, min_gap_s=min_gap(sends))
     finally:
         await idp.close()
         sb.stop()
@@ -296,4 +309,27 @@ async def main(
             f"{o.min_gap_s:.2f}",
             "-",
         ),
+    ]
+
+
+async def goal(n: int, window: float, interval: int) -> list[tuple[str, str, str, str, str, str]]:
+    """The issue 6 row: renewbot alone with ``n`` pending flows in one process."""
+    s = await ours(n, window, interval)
+    met = (
+        s.threads <= 16
+        and s.lag_p99_ms < 100
+        and s.rss_growth_mb < 200
+        and s.min_gap_s >= interval * 0.999
+    )
+    return [
+        (
+            f"{n:,} pending device flows in one process",
+            "-",
+            f"{s.threads:.0f} threads, loop lag p99 {s.lag_p99_ms:.1f} ms, "
+            f"RSS +{s.rss_growth_mb:.1f} MB, shortest poll gap {s.min_gap_s:.2f} s, "
+            f"{s.polls_per_s:.0f} polls/s",
+            "-",
+            "<= 16 threads, lag p99 < 100 ms, RSS < +200 MB, gap >= interval",
+            "yes" if met else "no",
+        )
     ]

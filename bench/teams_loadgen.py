@@ -32,6 +32,8 @@ async def fire(
     latencies: list[float] = []
     statuses: list[int] = []
     remaining = [job["turns"]]
+    # The Bot Connector reuses one token for about an hour; so does this load generator.
+    token = stand.token()
     async with aiohttp.ClientSession() as http:
 
         async def user(n: int) -> None:
@@ -39,7 +41,7 @@ async def fire(
                 remaining[0] -= 1
                 activity = stand.activity(job["text"], personal=True, user=f"bench-{n}")
                 conversation = activity["conversation"]["id"]
-                headers = {"Authorization": f"Bearer {stand.token()}"} if job["auth"] else {}
+                headers = {"Authorization": f"Bearer {token}"} if job["auth"] else {}
                 event = arrived[conversation]
                 event.clear()
                 t0 = time.perf_counter()

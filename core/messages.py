@@ -325,6 +325,13 @@ HELP = """renew-token commands:
 A tenant is its short name, display name, primary domain or tenant id."""
 
 
+def withdrawn(tenant: Tenant) -> str:
+    return (
+        f"Another renewal for {tenant.display_name} was started at the same moment; this one "
+        "was not created. Follow the other thread."
+    )
+
+
 def batch_opened(requester: str, count: int) -> str:
     return f"Renewal of all {count} expired tenants, requested by {requester}. Starting..."
 

@@ -54,6 +54,14 @@ class Notifier:
             status = status_message(tenant, renewal)
             await self._deliver(self.threads.update_status(renewal.thread, status), renewal)
 
+    async def withdrawn(self, tenant: Tenant, thread: ThreadRef) -> None:
+        """A thread opened for a renewal that lost a race with another request for the tenant."""
+        text = messages.withdrawn(tenant)
+        try:
+            await self.threads.update_status(thread, Message(text, "warning"))
+        except ChatDeliveryError:
+            log.warning("chat.delivery_failed", extra={"tenant": tenant.slug})
+
     async def refresh_batch(self, batch: str, thread: ThreadRef) -> None:
         """Rewrite a batch's summary message from what is stored now (one update at a time)."""
         if self.summarize is None:

@@ -101,34 +101,35 @@ class RenewalService:
         async with self.uow() as uow:
             tenant = await resolve(uow, cmd.tenant_ref)
             existing = await uow.renewals.active_for(tenant.key)
-            if existing is not None:
-                raise RenewalInProgressError(existing)
-            renewal = Renewal(
-                id=uuid.uuid4().hex,
-                tenant_key=tenant.key,
-                requested_by=cmd.requester,
-                invitation_email=cmd.email or tenant.admin_upn,
-                origin=cmd.origin,
-                created_at=now,
-                expected_account=tenant.admin_upn,
-                thread=thread,
-                batch=batch,
-            )
-            renewal.invite(
-                hash_invitation(token), now + self.config.invitation_ttl, self.auth_url(token), now
-            )
-            await uow.renewals.add(renewal)
-            await self._audit(uow, renewal, "renewal.requested", cmd.requester)
-            await uow.commit()
-        log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
-        thread = None if renewal.thread else await self.notifier.open_thread(tenant, renewal)
-        if thread is not None:
+        if existing is not None:
+            raise RenewalInProgressError(existing)
+        renewal = Renewal(
+            id=uuid.uuid4().hex,
+            tenant_key=tenant.key,
+            requested_by=cmd.requester,
+            invitation_email=cmd.email or tenant.admin_upn,
+            origin=cmd.origin,
+            created_at=now,
+            expected_account=tenant.admin_upn,
+            thread=thread,
+            batch=batch,
+        )
+        renewal.invite(
+            hash_invitation(token), now + self.config.invitation_ttl, self.auth_url(token), now
+        )
+        if renewal.thread is None:
+            # The thread first, so support sees it at once; the row is then written with it.
+            renewal.thread = await self.notifier.open_thread(tenant, renewal)
+        try:
             async with self.uow() as uow:
-                stored = await self._load(uow, renewal.id)
-                stored.thread = thread
-                await uow.renewals.save(stored)
+                await uow.renewals.add(renewal)
+                await self._audit(uow, renewal, "renewal.requested", cmd.requester)
                 await uow.commit()
-            renewal.thread = thread
+        except RenewalInProgressError:
+            if renewal.thread is not None and thread is None:
+                await self.notifier.withdrawn(tenant, renewal.thread)
+            raise
+        log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
         await self.notifier.publish(tenant, renewal)
         return Requested(renewal, tenant, self.auth_url(token))
 

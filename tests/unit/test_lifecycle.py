@@ -298,3 +298,36 @@ async def test_new_code_double_click_issues_one_code(world: World) -> None:
     world.clock.advance(seconds=20)
     await world.service.start_authentication(token, CUSTOMER, fresh=True)
     assert world.identity.started == 2
+
+
+async def test_thread_opens_before_the_renewal_is_written(world: World) -> None:
+    """Support sees the thread at once: its first message is posted before the database write."""
+    seen: list[int] = []
+    opened = world.chat.open_thread
+
+    async def watching(origin, message):  # type: ignore[no-untyped-def]
+        seen.append(len(world.store.renewals))
+        return await opened(origin, message)
+
+    world.chat.open_thread = watching  # type: ignore[method-assign]
+    await world.say("contoso")
+    assert seen == [0] and len(world.store.renewals) == 1
+    (renewal,) = world.store.renewals.values()
+    assert renewal.thread is not None  # written once, with its thread
+
+
+async def test_losing_a_race_withdraws_the_second_thread(world: World) -> None:
+    """Two requests at the same moment: one renewal; the other thread says to follow the first."""
+    opened = world.chat.open_thread
+
+    async def racing(origin, message):  # type: ignore[no-untyped-def]
+        ref = await opened(origin, message)
+        if len(world.chat.threads) == 1:
+            await world.say("contoso")  # the other request wins while this one posts
+        return ref
+
+    world.chat.open_thread = racing  # type: ignore[method-assign]
+    reply = await world.say("contoso")
+    assert "already open" in reply
+    assert len(world.store.renewals) == 1
+    assert "was started at the same moment" in world.chat.status["t1"].text
