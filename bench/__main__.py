@@ -45,7 +45,8 @@ def main() -> None:
     slack_goals = asyncio.run(slack.goals(args.repeats))
     fix, turns = asyncio.run(teams.main(args.repeats))
     rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
-    many = asyncio.run(flows.goal(args.goal_flows, args.window, args.interval))
+    # long enough that every one of the many flows is polled at least twice
+    many = asyncio.run(flows.goal(args.goal_flows, max(args.window, 45.0), args.interval))
     approvals = asyncio.run(approve.main(args.repeats))
     now = datetime.now(UTC)
     text = (

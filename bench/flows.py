@@ -132,7 +132,7 @@ async def start_flows(idp: MsalIdentityProvider, n: int) -> list[tuple[Tenant, D
 def min_gap(sends: dict[str, list[float]]) -> float:
     """The shortest time between two poll requests of one flow, as sent by the client."""
     gaps = [b - a for times in sends.values() for a, b in itertools.pairwise(times)]
-    return min(gaps) if gaps else 0.0
+    return min(gaps) if gaps else float("inf")
 
 
 async def measure(run: Any, sb: SandboxProcess, window: float) -> Sample:
@@ -315,6 +315,8 @@ async def main(
 async def goal(n: int, window: float, interval: int) -> list[tuple[str, str, str, str, str, str]]:
     """The issue 6 row: renewbot alone with ``n`` pending flows in one process."""
     s = await ours(n, window, interval)
+    gap = "no flow polled twice" if s.min_gap_s == float("inf") else f"{s.min_gap_s:.2f} s"
+    period = n / s.polls_per_s if s.polls_per_s else float("inf")
     met = (
         s.threads <= 16
         and s.lag_p99_ms < 100
@@ -326,8 +328,8 @@ async def goal(n: int, window: float, interval: int) -> list[tuple[str, str, str
             f"{n:,} pending device flows in one process",
             "-",
             f"{s.threads:.0f} threads, loop lag p99 {s.lag_p99_ms:.1f} ms, "
-            f"RSS +{s.rss_growth_mb:.1f} MB, shortest poll gap {s.min_gap_s:.2f} s, "
-            f"{s.polls_per_s:.0f} polls/s",
+            f"RSS +{s.rss_growth_mb:.1f} MB, shortest poll gap {gap}, "
+            f"{s.polls_per_s:.0f} polls/s (each flow every {period:.0f} s)",
             "-",
             "<= 16 threads, lag p99 < 100 ms, RSS < +200 MB, gap >= interval",
             "yes" if met else "no",
