@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
@@ -27,13 +28,36 @@ class Notifier:
         self.threads = threads
         self.summarize = summarize
         self._batch_locks: dict[str, asyncio.Lock] = {}
+        # The status last shown per thread: an unchanged status is not sent again (chat.update
+        # is rate-limited, and right after a thread opens its status has not changed yet).
+        self._shown: OrderedDict[str, Message] = OrderedDict()
 
     async def open_thread(self, tenant: Tenant, renewal: Renewal) -> ThreadRef | None:
+        status = status_message(tenant, renewal)
         try:
-            return await self.threads.open_thread(renewal.origin, status_message(tenant, renewal))
+            thread = await self.threads.open_thread(renewal.origin, status)
         except ChatDeliveryError:
             log.warning("chat.thread_open_failed", extra={"renewal_id": renewal.id})
             return None
+        self._remember(thread, status)
+        return thread
+
+    def _remember(self, thread: ThreadRef, status: Message) -> None:
+        key = f"{thread.platform}|{thread.key}"
+        self._shown[key] = status
+        self._shown.move_to_end(key)
+        while len(self._shown) > 10_000:
+            self._shown.popitem(last=False)
+
+    async def _update_status(self, thread: ThreadRef, status: Message, renewal: Renewal) -> None:
+        if self._shown.get(f"{thread.platform}|{thread.key}") == status:
+            return
+        try:
+            await self.threads.update_status(thread, status)
+        except ChatDeliveryError:
+            log.warning("chat.delivery_failed", extra={"renewal_id": renewal.id})
+            return
+        self._remember(thread, status)
 
     async def publish(self, tenant: Tenant, renewal: Renewal) -> None:
         """Post what happened since the last publish, then refresh the status message."""
@@ -51,8 +75,7 @@ class Notifier:
             if renewal.batch:
                 await self.refresh_batch(renewal.batch, renewal.thread)
                 return
-            status = status_message(tenant, renewal)
-            await self._deliver(self.threads.update_status(renewal.thread, status), renewal)
+            await self._update_status(renewal.thread, status_message(tenant, renewal), renewal)
 
     async def withdrawn(self, tenant: Tenant, thread: ThreadRef) -> None:
         """A thread opened for a renewal that lost a race with another request for the tenant."""

@@ -268,6 +268,7 @@ class RecordingChatThreads:
     async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
         key = f"t{len(self.threads) + 1}"
         self.threads[key] = [message]
+        self.status[key] = message  # the first message is the thread's status
         return ThreadRef("test", key)
 
     async def post(self, thread: ThreadRef, message: Message) -> None:

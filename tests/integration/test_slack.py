@@ -179,7 +179,8 @@ async def test_status_message_has_checklist_and_buttons(live: Live, slack: Slack
     """The thread's first message is updated in place with the lifecycle and the buttons."""
     await post(live, command_body(slack, "fabrikam"))
     channel, ts = await until(lambda: parent(slack))
-    await until(lambda: slack.called("chat.update"))
+    await until(lambda: slack.thread(channel, ts))  # the Auth URL is posted
+    assert not slack.called("chat.update")  # the status had not changed: no update sent
     blocks = slack.messages[(channel, ts)]["blocks"]
     assert "[x] Invitation sent → [ ] Code issued" in blocks[0]["text"]["text"]
     ids = [e["action_id"] for e in blocks[1]["elements"]]
