@@ -79,7 +79,11 @@ class LoadGen:
         self.proc.stdin.write(json.dumps(job) + "\n")
         self.proc.stdin.flush()
         line = await asyncio.to_thread(self.proc.stdout.readline)
-        self.proc.wait(10)
+        # Wait without blocking the loop: the stand-in's shutdown waits for the bot's last calls.
+        try:
+            await asyncio.to_thread(self.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
         return dict(json.loads(line))
 
 
