@@ -105,6 +105,7 @@ _TENANT_VERBS = {"code", "cancel", "validate", "show", "history"}
 _NO_ARG_VERBS = {"pending", "status", "help"}
 _ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors", "snooze", "renew"}
 ALL_EXPIRED = "all-expired"
+ALL = "*"  # the "tenant" of a button that acts on all expired tenants
 _DURATION = re.compile(r"^(\d{1,4})([mhd])$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days"}
 MAX_SNOOZE = timedelta(days=90)
@@ -232,6 +233,8 @@ def known_verbs() -> frozenset[str]:
 
 def from_action(kind: str | None, tenant: str, origin: Origin, actor: Actor) -> Command | None:
     """A button click (Cancel, New code, Validate again, Renew) as the command it stands for."""
+    if kind == "renew_all" and tenant == ALL:
+        return RenewAllExpired(origin, actor)
     if not tenant or not _TENANT_REF.match(tenant):
         return None
     match kind:

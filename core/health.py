@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core import messages
+from core.commands import ALL
 from core.errors import IdentityProviderError
 from core.model import AuthState, Tenant
 from core.notifications import Notifier
@@ -57,6 +58,29 @@ class MonitorConfig:
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
+GROUP_AT = 5
+"""More changes than this to one state in one batch are announced as one alert."""
+
+
+@dataclass(frozen=True)
+class Change:
+    tenant: Tenant
+    state: AuthState
+    reason: str = ""
+
+
+def grouped_alert(state: AuthState, tenants: list[Tenant]) -> Message | None:
+    names = [f"{t.display_name} ({t.slug})" for t in tenants]
+    if state is AuthState.EXPIRED:
+        renew_all = (Action("renew_all", ALL, "Renew all expired"),)
+        return Message(messages.tenants_expired(names), "error", renew_all)
+    if state is AuthState.EXPIRING:
+        return Message(messages.tenants_expiring(names), "warning")
+    if state is AuthState.HEALTHY:
+        return Message(messages.tenants_recovered(names), "success")
+    return None
+
+
 @dataclass
 class SweepResult:
     checked: int = 0
@@ -96,14 +120,16 @@ class HealthMonitor:
     async def sweep(self, stop: asyncio.Event | None = None) -> SweepResult:
         """Check every tenant that is due, in leased batches, until none is left.
 
-        With ``stop`` set, the batch in hand is finished and no further batch is claimed.
+        With ``stop`` set, the batch in hand is finished and no further batch is claimed. The
+        changes a batch finds are announced together (see ``announce_changes``).
         """
         result = SweepResult()
         gate = asyncio.Semaphore(self.config.concurrency)
+        changes: list[Change] = []
 
         async def one(tenant: Tenant) -> None:
             async with gate:
-                await self.check(tenant, result)
+                await self.check(tenant, result, changes)
 
         while not (stop and stop.is_set()):
             now = self.clock.now()
@@ -115,10 +141,21 @@ class HealthMonitor:
             if not batch:
                 break
             await asyncio.gather(*(one(t) for t in batch))
+            result.alerts += await self.announce_changes(changes)
+            changes.clear()
         return result
 
-    async def check(self, tenant: Tenant, result: SweepResult | None = None) -> AuthState:
-        """Refresh one tenant's tokens and record (and announce) what that says."""
+    async def check(
+        self,
+        tenant: Tenant,
+        result: SweepResult | None = None,
+        changes: list[Change] | None = None,
+    ) -> AuthState:
+        """Refresh one tenant's tokens and record what that says.
+
+        A change of state is announced at once, or collected in ``changes`` (a sweep announces
+        a batch's changes together).
+        """
         result = result or SweepResult()
         now = self.clock.now()
         refreshed: datetime | None = None
@@ -143,9 +180,33 @@ class HealthMonitor:
         result.checked += 1
         self.totals.checked += 1
         result.states[state] = result.states.get(state, 0) + 1
-        if state is not tenant.auth_state and await self.alert(tenant, state, reason):
-            result.alerts += 1
+        if state is not tenant.auth_state:
+            if changes is not None:
+                changes.append(Change(tenant, state, reason))
+            elif await self.alert(tenant, state, reason):
+                result.alerts += 1
         return state
+
+    async def announce_changes(self, changes: list[Change]) -> int:
+        """One alert per change, or, when many tenants moved to the same state at once (the
+        first sweep after an import, an outage), one alert listing them. Returns alerts sent."""
+        now = self.clock.now()
+        sent = 0
+        by_state: dict[AuthState, list[Change]] = {}
+        for change in changes:
+            if not change.tenant.is_snoozed(now):
+                by_state.setdefault(change.state, []).append(change)
+        for state, group in by_state.items():
+            if len(group) <= GROUP_AT:
+                for c in group:
+                    sent += int(await self.alert(c.tenant, c.state, c.reason))
+                continue
+            message = grouped_alert(state, [c.tenant for c in group])
+            if message is not None:
+                await self.notifier.announce(message)
+                self.totals.alerts += 1
+                sent += 1
+        return sent
 
     async def record(self, tenant: Tenant | None, exc: IdentityProviderError, source: str) -> None:
         async with self.uow() as uow:

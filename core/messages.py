@@ -418,6 +418,29 @@ def tenant_expiring(tenant: Tenant, days: int) -> str:
     )
 
 
+def _listed(names: list[str], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def tenants_expired(names: list[str]) -> str:
+    return (
+        f"Tokens of {len(names)} tenants have expired: {_listed(names)}. Press Renew all "
+        "expired (or type `renew-token renew all-expired`) to invite them all in one thread."
+    )
+
+
+def tenants_expiring(names: list[str]) -> str:
+    return (
+        f"Tokens of {len(names)} tenants will expire soon unless they are used: "
+        f"{_listed(names)}. `renew-token status` shows the days left."
+    )
+
+
+def tenants_recovered(names: list[str]) -> str:
+    return f"Tokens of {len(names)} tenants are healthy again: {_listed(names)}."
+
+
 def tenant_recovered(tenant: Tenant) -> str:
     return f"Tokens of {tenant.display_name} ({tenant.slug}) are healthy again."
 

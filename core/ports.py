@@ -66,7 +66,7 @@ class IdentityProvider(Protocol):
 
 
 Tone = Literal["info", "success", "warning", "error"]
-ActionKind = Literal["cancel", "new_code", "validate", "renew"]
+ActionKind = Literal["cancel", "new_code", "validate", "renew", "renew_all"]
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from core.ports import Action, Message
 
 COLOURS = {"success": "#2EB67D", "warning": "#ECB22E", "error": "#E01E5A"}
 ACTION_PREFIX = "renewbot_"
-_STYLE = {"renew": "primary", "new_code": "primary", "cancel": "danger"}
+_STYLE = {"renew": "primary", "renew_all": "primary", "new_code": "primary", "cancel": "danger"}
 SECTION_LIMIT = 3000
 
 

@@ -19,7 +19,12 @@ CARD_VERSION = "1.5"
 SUBMIT_KEY = "renewbot"
 _STYLE = {"success": "good", "warning": "warning", "error": "attention"}
 _COLOUR = {"success": "Good", "warning": "Warning", "error": "Attention"}
-_BUTTON_STYLE = {"renew": "positive", "new_code": "positive", "cancel": "destructive"}
+_BUTTON_STYLE = {
+    "renew": "positive",
+    "renew_all": "positive",
+    "new_code": "positive",
+    "cancel": "destructive",
+}
 _MARKDOWN = re.compile(r"(\]\(|\*\*|__)")
 ZWSP = "\u200b"
 _URL = re.compile(r"https?://\S+")

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from core import commands
 from core.errors import IdentityProviderError
-from core.model import AuthState
-from tests.unit.conftest import CONTOSO, FABRIKAM, World
+from core.model import AuthState, Tenant
+from tests.unit.conftest import CONTOSO, FABRIKAM, HERE, SUPPORT, World
 
 
 async def sweep(world: World):  # type: ignore[no-untyped-def]
@@ -131,3 +132,38 @@ async def test_daily_digest_lists_what_needs_action_once_a_day(world: World) -> 
     assert message.text.startswith("Daily token health: 1 expired, 0 expiring.")
     assert "Fabrikam Inc (fabrikam): expired" in message.text
     assert await world.core.monitor.digest() is None  # not twice in a day
+
+
+async def test_many_expiries_at_once_are_one_alert_with_renew_all(world: World) -> None:
+    """The first sweep after an import (or an outage) does not flood the channel: one alert
+    lists the tenants, and its button renews them all in one thread."""
+    for i in range(7):
+        t = Tenant(
+            f"k-bulk{i}",
+            f"bulk{i}",
+            f"Bulk {i}",
+            f"{i:08d}-0000-4000-8000-000000000000",
+            f"bulk{i}.example",
+            f"admin@bulk{i}.example",
+        )
+        world.store.tenants[t.key] = t
+        world.identity.refresh_errors[t.slug] = IdentityProviderError(
+            "AADSTS700082", "invalid_grant"
+        )
+    result = await sweep(world)
+    (alert,) = world.chat.announced
+    assert result.alerts == 1
+    assert alert.text.startswith("Tokens of 7 tenants have expired: Bulk 0 (bulk0), Bulk 1")
+    assert [(a.kind, a.tenant) for a in alert.actions] == [("renew_all", "*")]
+    cmd = commands.from_action("renew_all", "*", HERE, SUPPORT)
+    assert isinstance(cmd, commands.RenewAllExpired)
+    reply = await world.core.desk.execute(cmd, HERE, SUPPORT)
+    assert reply.text.startswith("Renewing 7 expired tenants in one thread")
+
+
+async def test_a_few_expiries_are_announced_one_by_one(world: World) -> None:
+    """Up to five changes in a sweep keep their own alert, each with its own Renew."""
+    for slug in ("contoso", "fabrikam"):
+        world.identity.refresh_errors[slug] = IdentityProviderError("AADSTS700082", "invalid_grant")
+    await sweep(world)
+    assert sorted(a.actions[0].tenant for a in world.chat.announced) == ["contoso", "fabrikam"]
