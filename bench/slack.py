@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import statistics
 import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +21,8 @@ from typing import Any
 from aiohttp import web
 
 from adapters.storage.crypto import generate_key
+from bench.local import free_port, load_generator, pin, serve, unpin
 from bot.bootstrap import runtime
-from bot.sandbox.server import bind_loopback
 from bot.settings import Settings
 from bot.web import create_app, start_site
 from core.model import Tenant
@@ -33,29 +31,10 @@ SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 (Slack's documented ex
 BOT_TOKEN = "xoxb-test-0000-renewbot"  # noqa: S105 (the stand-in's fake token)
 
 
-def pin(cores: set[int]) -> None:
-    """Keep this process on ``cores`` (server and load generator apart, where there are two)."""
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, cores)
-
-
-def unpin() -> None:
-    if hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-
-
 class LoadGen:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.loadgen"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=lambda: pin({1}),
-        )
-        assert self.proc.stdout
-        self.api_url = json.loads(self.proc.stdout.readline())["api_url"]
+        self.proc, hello = load_generator("bench.loadgen")
+        self.api_url = hello["api_url"]
 
     async def fire(
         self,
@@ -87,27 +66,6 @@ class LoadGen:
         return dict(json.loads(line))
 
 
-def _port() -> int:
-    sock = bind_loopback(0)
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
-
-
-@asynccontextmanager
-async def serve(handler: Any) -> AsyncIterator[str]:
-    web_app = web.Application()
-    web_app.router.add_post("/slack/events", handler)
-    runner = web.AppRunner(web_app, access_log=None)
-    await runner.setup()
-    port = _port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/slack/events"
-    finally:
-        await runner.cleanup()
-
-
 @asynccontextmanager
 async def raw_anchor(api_url: str) -> AsyncIterator[str]:
     """The HTTP layer's ceiling: aiohttp reads the form POST, checks the signature, answers."""
@@ -121,7 +79,7 @@ async def raw_anchor(api_url: str) -> AsyncIterator[str]:
         ok = verifier.is_valid(raw, ts, request.headers.get("X-Slack-Signature", ""))
         return web.Response(status=200 if ok else 401)
 
-    async with serve(handle) as url:
+    async with serve("/slack/events", handle) as url:
         yield url
 
 
@@ -153,14 +111,14 @@ async def bolt_anchor(api_url: str, post: bool = False) -> AsyncIterator[str]:
         )
         return web.Response(status=resp.status, body=resp.body)
 
-    async with serve(handle) as url:
+    async with serve("/slack/events", handle) as url:
         yield url
 
 
 @asynccontextmanager
 async def renewbot(api_url: str, tenants: int) -> AsyncIterator[str]:
     workdir = Path(tempfile.mkdtemp(prefix="renewbot-bench-"))
-    port = _port()
+    port = free_port()
     settings = Settings(
         environment="development",
         database={"url": f"sqlite+aiosqlite:///{workdir}/bench.db"},  # type: ignore[arg-type]

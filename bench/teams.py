@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import statistics
-import subprocess
-import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,31 +29,17 @@ from msrest.universal_http.requests import ClientRetryPolicy
 
 from adapters.storage.crypto import generate_key
 from adapters.teams.connector import speed_up_msrest
+from bench.local import free_port, load_generator, pin, serve, unpin
 from bot.bootstrap import runtime
-from bot.sandbox.server import bind_loopback
 from bot.settings import Settings
 from bot.web import create_app, start_site
 
 SHIPPED_SAFE_CODES = [i for i in range(500) if i != 408] + [501, 505]  # msrest 0.7.1 as shipped
 
 
-def _pin(cores: set[int]) -> None:
-    if hasattr(os, "sched_setaffinity") and len(os.sched_getaffinity(0)) > 1:
-        os.sched_setaffinity(0, cores)
-
-
 class LoadGen:
     def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.teams_loadgen"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            preexec_fn=lambda: _pin({1}),
-        )
-        assert self.proc.stdout
-        hello = json.loads(self.proc.stdout.readline())
+        self.proc, hello = load_generator("bench.teams_loadgen")
         self.settings: dict[str, Any] = hello["settings"]
 
     async def fire(self, url: str, text: str, turns: int, concurrency: int, auth: bool) -> Any:
@@ -70,13 +53,6 @@ class LoadGen:
         assert self.proc.stdin
         self.proc.stdin.close()
         self.proc.wait(10)
-
-
-def _port() -> int:
-    sock = bind_loopback(0)
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
 
 
 @asynccontextmanager
@@ -103,22 +79,14 @@ async def stock() -> AsyncIterator[str]:
     async def messages(request: web.Request) -> web.StreamResponse:
         return await adapter.process(request, bot)
 
-    app = web.Application()
-    app.router.add_post("/api/messages", messages)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    port = _port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}/api/messages"
-    finally:
-        await runner.cleanup()
+    async with serve("/api/messages", messages) as url:
+        yield url
 
 
 @asynccontextmanager
 async def renewbot(teams: dict[str, Any]) -> AsyncIterator[str]:
     workdir = Path(tempfile.mkdtemp(prefix="renewbot-bench-teams-"))
-    port = _port()
+    port = free_port()
     settings = Settings(
         environment="development",
         database={"url": f"sqlite+aiosqlite:///{workdir}/bench.db"},  # type: ignore[arg-type]
@@ -168,7 +136,7 @@ async def main(
     repeats: int, turns: int = 300, concurrency: int = 8
 ) -> tuple[list[tuple[str, str, str, str]], list[tuple[str, str, str, str]]]:
     """Rows of the msrest fix (before/after) and of renewbot against the stock anchor."""
-    _pin({0})
+    pin({0})
     gen = LoadGen()
     runs: dict[str, list[dict[str, float]]] = {
         "stock-shipped": [],
@@ -182,7 +150,7 @@ async def main(
     finally:
         gen.close()
         speed_up_msrest()
-        _pin(set(range(os.cpu_count() or 1)))
+        unpin()
 
     def med(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])

@@ -33,6 +33,17 @@ T_FABRIKAM = "00000002-0000-4000-8000-000000000002"
 T_NORTHWIND = "00000003-0000-4000-8000-000000000003"
 
 
+async def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``check()`` with a deadline until it returns something truthy."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
 @dataclass
 class Live:
     rt: Runtime

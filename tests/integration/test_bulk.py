@@ -10,8 +10,8 @@ import pytest
 
 from core.model import AuthState
 from core.model import RenewalState as S
-from tests.integration.live import live_bot
-from tests.integration.test_slack import command_body, parent, post, slack_settings, until
+from tests.integration.live import live_bot, until
+from tests.integration.test_slack import command_body, parent, post, slack_settings
 from tests.servers.postgres import fresh_database
 from tests.servers.slack import SlackStandIn
 

@@ -19,8 +19,8 @@ from adapters.console.chat import ConsoleChat
 from core.errors import IdentityProviderError
 from core.model import Actor, AuthState
 from core.ports import IdentityErrorRecord
-from tests.integration.live import Live, live_bot
-from tests.integration.test_slack import command_body, post, slack_settings, until
+from tests.integration.live import Live, live_bot, until
+from tests.integration.test_slack import command_body, post, slack_settings
 from tests.servers.bot_connector import ALERTS, BotConnectorStandIn, card_buttons
 from tests.servers.slack import SlackStandIn
 

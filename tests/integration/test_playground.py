@@ -26,7 +26,7 @@ import pytest
 from bot.sandbox.server import bind_loopback
 from core.model import RenewalState as S
 from tests.conftest import need
-from tests.integration.live import Live, live_bot
+from tests.integration.live import Live, live_bot, until
 from tests.servers.bot_connector import card_buttons, card_text
 
 TOOLS = Path(__file__).resolve().parents[1] / "node"
@@ -186,17 +186,6 @@ async def _listen(ws: aiohttp.ClientWebSocketResponse, pg: Playground) -> None:
         if msg.type == aiohttp.WSMsgType.TEXT:
             pg.events.append(json.loads(msg.data))
             pg.remotes |= _remote_addresses(pg.proc.pid)
-
-
-async def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check()`` with a deadline until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def _shown(pg: Playground, thread: str, fragment: str) -> Callable[[], list[str]]:

@@ -3,7 +3,6 @@ customer's sign-in at the sandbox, and what support sees in the thread and the a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
@@ -19,7 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from core.model import RenewalState as S
-from tests.integration.live import Live, live_bot
+from tests.integration.live import Live, live_bot, until
 from tests.servers.slack import APP_TOKEN, BOT_TOKEN, SlackStandIn
 
 SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # Slack's documented example secret: fake by design
@@ -111,17 +110,6 @@ async def post(live: Live, body: str, headers: dict[str, str] | None = None) -> 
         headers=signed(body) if headers is None else headers,
     ) as resp:
         return resp.status
-
-
-async def until(check: Any, timeout: float = 30.0) -> Any:
-    """Poll ``check()`` with a deadline until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def parent(stand: SlackStandIn, channel: str = "C-ops") -> tuple[str, str] | None:

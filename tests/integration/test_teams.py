@@ -3,7 +3,6 @@ customer's sign-in at the sandbox, and what support sees in the channel thread a
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from adapters.storage.tables import conversation_refs, renewals
 from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
 from core.model import RenewalState as S
-from tests.integration.live import Live, live_bot
+from tests.integration.live import Live, live_bot, until
 from tests.servers.bot_connector import (
     ALERTS,
     BotConnectorStandIn,
@@ -44,17 +43,6 @@ async def send(
         live.base_url + "/api/messages", json=activity, headers=auth if headers is None else headers
     ) as resp:
         return resp.status
-
-
-async def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check()`` with a deadline until it returns something truthy."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        found = check()
-        if found:
-            return found
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
 
 
 def texts(stand: BotConnectorStandIn, conversation: str) -> list[str]:
