@@ -201,11 +201,7 @@ class HealthMonitor:
                 for c in group:
                     sent += int(await self.alert(c.tenant, c.state, c.reason))
                 continue
-            message = grouped_alert(state, [c.tenant for c in group])
-            if message is not None:
-                await self.notifier.announce(message)
-                self.totals.alerts += 1
-                sent += 1
+            sent += int(await self._send(grouped_alert(state, [c.tenant for c in group])))
         return sent
 
     async def record(self, tenant: Tenant | None, exc: IdentityProviderError, source: str) -> None:
@@ -232,6 +228,10 @@ class HealthMonitor:
             AuthState.EXPIRING,
         ):
             message = Message(messages.tenant_recovered(tenant), "success")
+        return await self._send(message)
+
+    async def _send(self, message: Message | None) -> bool:
+        """Announce an alert and count it; None is nothing to say."""
         if message is None:
             return False
         await self.notifier.announce(message)

@@ -30,7 +30,7 @@ class Notifier:
         self._batch_locks: dict[str, asyncio.Lock] = {}
         # The status last shown per thread: an unchanged status is not sent again (chat.update
         # is rate-limited, and right after a thread opens its status has not changed yet).
-        self._shown: OrderedDict[str, Message] = OrderedDict()
+        self._shown: OrderedDict[ThreadRef, Message] = OrderedDict()
 
     async def open_thread(self, tenant: Tenant, renewal: Renewal) -> ThreadRef | None:
         status = status_message(tenant, renewal)
@@ -43,21 +43,16 @@ class Notifier:
         return thread
 
     def _remember(self, thread: ThreadRef, status: Message) -> None:
-        key = f"{thread.platform}|{thread.key}"
-        self._shown[key] = status
-        self._shown.move_to_end(key)
+        self._shown[thread] = status
+        self._shown.move_to_end(thread)
         while len(self._shown) > 10_000:
             self._shown.popitem(last=False)
 
     async def _update_status(self, thread: ThreadRef, status: Message, renewal: Renewal) -> None:
-        if self._shown.get(f"{thread.platform}|{thread.key}") == status:
+        if self._shown.get(thread) == status:
             return
-        try:
-            await self.threads.update_status(thread, status)
-        except ChatDeliveryError:
-            log.warning("chat.delivery_failed", extra={"renewal_id": renewal.id})
-            return
-        self._remember(thread, status)
+        if await self._deliver(self.threads.update_status(thread, status), renewal):
+            self._remember(thread, status)
 
     async def publish(self, tenant: Tenant, renewal: Renewal) -> None:
         """Post what happened since the last publish, then refresh the status message."""
@@ -146,11 +141,14 @@ class Notifier:
                 return Message(messages.announcement_failed(tenant, code), "error", (renew,))
         return None
 
-    async def _deliver(self, send: Awaitable[None], renewal: Renewal) -> None:
+    async def _deliver(self, send: Awaitable[None], renewal: Renewal) -> bool:
+        """True when the chat took it; a refusal is logged, never raised (STYLE.md 5)."""
         try:
             await send
         except ChatDeliveryError:
             log.warning("chat.delivery_failed", extra={"renewal_id": renewal.id})
+            return False
+        return True
 
 
 _ACTIONS: dict[RenewalState, tuple[tuple[ActionKind, str], ...]] = {

@@ -33,14 +33,14 @@ class SqlConversationStore:
             "reference": json.dumps(reference, separators=(",", ":"), sort_keys=True),
             "updated_at": datetime.now(UTC),
         }
+        refresh = (
+            update(conversation_refs)
+            .where(conversation_refs.c.conversation == conversation)
+            .values(**values)
+        )
         try:
             async with write_gate(self.engine), self.engine.begin() as conn:
-                result = await conn.execute(
-                    update(conversation_refs)
-                    .where(conversation_refs.c.conversation == conversation)
-                    .values(**values)
-                )
-                if result.rowcount == 0:
+                if (await conn.execute(refresh)).rowcount == 0:
                     try:
                         async with conn.begin_nested():
                             await conn.execute(
@@ -49,11 +49,7 @@ class SqlConversationStore:
                                 )
                             )
                     except IntegrityError:  # another process inserted it meanwhile
-                        await conn.execute(
-                            update(conversation_refs)
-                            .where(conversation_refs.c.conversation == conversation)
-                            .values(**values)
-                        )
+                        await conn.execute(refresh)
         except (OperationalError, DBAPIError) as exc:
             raise StorageError("the database failed to store a conversation") from exc
 

@@ -15,7 +15,6 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable
-from typing import Any
 
 from aiohttp import web
 from botbuilder.core import TurnContext
@@ -24,7 +23,7 @@ from botbuilder.schema import Activity, ActivityTypes
 from adapters.teams import cards
 from adapters.teams.auth import ChannelAuthError
 from adapters.teams.connector import TeamsAdapter
-from adapters.teams.threads import PLATFORM, TeamsThreads, channel_of, split_key
+from adapters.teams.threads import PLATFORM, TeamsThreads, channel_data, channel_id, split_key
 from core import commands, messages
 from core.dedup import SeenTriggers
 from core.desk import Desk, Reply
@@ -43,11 +42,6 @@ def command_text(activity: Activity) -> str:
     text = _MENTION.sub(" ", activity.text or "")
     text = html.unescape(_TAGS.sub(" ", text)).replace("\u00a0", " ")
     return commands.strip_command(" ".join(text.split()))
-
-
-def _channel_data(activity: Activity) -> dict[str, Any]:
-    data = activity.channel_data
-    return data if isinstance(data, dict) else {}
 
 
 class TeamsBot:
@@ -112,8 +106,7 @@ class TeamsBot:
 
     async def _message(self, activity: Activity, conversation: str) -> None:
         actor = self.actor(activity)
-        channel = (_channel_data(activity).get("channel") or {}).get("id") or ""
-        origin = Origin(PLATFORM, conversation, parent=str(channel or channel_of(conversation)))
+        origin = Origin(PLATFORM, conversation, parent=channel_id(activity))
         clicked = cards.submitted(activity.value)
         if clicked is not None:
             cmd = commands.from_action(clicked[0], clicked[1], origin, actor)
@@ -145,7 +138,7 @@ class TeamsBot:
     def actor(activity: Activity) -> Actor:
         sender = activity.from_property
         user_id = str(getattr(sender, "aad_object_id", None) or getattr(sender, "id", "") or "")
-        data = _channel_data(activity)
+        data = channel_data(activity)
         team = str((data.get("team") or {}).get("id") or "")
         tenant = str(
             (data.get("tenant") or {}).get("id")

@@ -32,6 +32,8 @@ KEYS_MAX_AGE = 24 * 3600.0
 UNKNOWN_KEY_REFETCH = 300.0
 LEEWAY = 300
 VERIFIED_CACHE = 1024
+# What a metadata or key fetch can fail with: unreachable, refused, or an unexpected document.
+FETCH_ERRORS = (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError)
 
 
 class ChannelAuthError(Exception):
@@ -115,7 +117,7 @@ class ChannelTokenValidator:
             if (kid not in self._keys and age > UNKNOWN_KEY_REFETCH) or age >= KEYS_MAX_AGE:
                 try:
                     await self.refresh()
-                except (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError) as exc:
+                except FETCH_ERRORS as exc:
                     log.warning(
                         "teams.signing_keys_unavailable", extra={"error": type(exc).__name__}
                     )
@@ -126,7 +128,7 @@ class ChannelTokenValidator:
         while True:
             try:
                 await self.refresh()
-            except (aiohttp.ClientError, OSError, TimeoutError, KeyError, ValueError) as exc:
+            except FETCH_ERRORS as exc:
                 log.warning("teams.signing_keys_unavailable", extra={"error": type(exc).__name__})
                 await asyncio.sleep(60.0)
                 continue

@@ -23,7 +23,6 @@ from botbuilder.schema import Activity, ActivityTypes, Attachment, ConversationR
 from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from adapters.teams import cards
-from adapters.teams.auth import ChannelAuthError
 from adapters.teams.connector import TeamsAdapter
 from core.errors import ChatDeliveryError
 from core.model import Origin, ThreadRef
@@ -47,6 +46,17 @@ class ConversationStore(Protocol):
 def channel_of(conversation: str) -> str:
     """The channel of a channel-thread conversation id (the id itself otherwise)."""
     return conversation.split(";messageid=", 1)[0]
+
+
+def channel_data(activity: Activity) -> dict[str, Any]:
+    data = activity.channel_data
+    return data if isinstance(data, dict) else {}
+
+
+def channel_id(activity: Activity) -> str:
+    """The Teams channel an activity came from (its conversation, outside channels)."""
+    channel = (channel_data(activity).get("channel") or {}).get("id")
+    return str(channel or channel_of(str(activity.conversation.id)))
 
 
 def thread_key(conversation: str, status_id: str) -> str:
@@ -92,12 +102,10 @@ class TeamsThreads:
         """Store where ``activity`` came from; returns its conversation id."""
         reference = TurnContext.get_conversation_reference(activity)
         conversation = str(reference.conversation.id)
-        channel_data = activity.channel_data if isinstance(activity.channel_data, dict) else {}
-        channel = (channel_data.get("channel") or {}).get("id") or channel_of(conversation)
         known = self._refs.get(conversation)
         self._cache(conversation, reference)
         if known is None or known.service_url != reference.service_url:
-            await self.store.save(conversation, str(channel), reference.serialize())
+            await self.store.save(conversation, channel_id(activity), reference.serialize())
         return conversation
 
     def _cache(self, conversation: str, reference: ConversationReference) -> None:
@@ -145,7 +153,6 @@ class TeamsThreads:
                 OSError,
                 TimeoutError,
                 PermissionError,
-                ChannelAuthError,
             ) as exc:
                 log.warning("teams.unreachable", extra={"op": what, "error": type(exc).__name__})
                 raise ChatDeliveryError(f"Teams unreachable for {what}") from None
