@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core import messages
+from core.batching import Coalescer
 from core.commands import ALL
 from core.errors import IdentityProviderError
 from core.model import AuthState, Tenant
@@ -23,6 +24,7 @@ from core.notifications import Notifier
 from core.ports import (
     Action,
     Clock,
+    HealthRecord,
     IdentityErrorRecord,
     IdentityProvider,
     Message,
@@ -116,6 +118,14 @@ class HealthMonitor:
         self.clock = clock
         self.config = config or MonitorConfig()
         self.totals = SweepResult()
+        # A sweep's checks finish together: their outcomes share a transaction (group commit).
+        self._record_health = Coalescer(self._store_health)
+
+    async def _store_health(self, records: list[HealthRecord]) -> list[None]:
+        async with self.uow() as uow:
+            await uow.tenants.record_health(records)
+            await uow.commit()
+        return [None] * len(records)
 
     async def sweep(self, stop: asyncio.Event | None = None) -> SweepResult:
         """Check every tenant that is due, in leased batches, until none is left.
@@ -174,9 +184,7 @@ class HealthMonitor:
             else:  # unreachable or unclear: judge by age, look again soon
                 state = state_by_age(tenant.last_refresh_at, now, self.config)
                 next_check = now + self.config.retry_after
-        async with self.uow() as uow:
-            await uow.tenants.record_health(tenant.key, state, refreshed, next_check)
-            await uow.commit()
+        await self._record_health(HealthRecord(tenant.key, state, refreshed, next_check))
         result.checked += 1
         self.totals.checked += 1
         result.states[state] = result.states.get(state, 0) + 1
@@ -271,10 +279,8 @@ class HealthMonitor:
     async def mark_expired(self, tenant: Tenant, reason: str) -> None:
         """Another service reported a dead refresh token: expired now, announce if new."""
         now = self.clock.now()
-        async with self.uow() as uow:
-            await uow.tenants.record_health(
-                tenant.key, AuthState.EXPIRED, None, now + self.config.check_every
-            )
-            await uow.commit()
+        await self._record_health(
+            HealthRecord(tenant.key, AuthState.EXPIRED, None, now + self.config.check_every)
+        )
         if tenant.auth_state is not AuthState.EXPIRED:
             await self.alert(tenant, AuthState.EXPIRED, reason)

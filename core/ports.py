@@ -121,10 +121,8 @@ class TenantRepository(Protocol):
     async def mark_validated(self, key: str, at: datetime) -> None:
         """New tokens validated: healthy, and the inactivity clock restarts."""
 
-    async def record_health(
-        self, key: str, state: AuthState, refreshed_at: datetime | None, next_check: datetime
-    ) -> None:
-        """Store a check's outcome and when to check next; releases the check lease."""
+    async def record_health(self, records: Sequence[HealthRecord]) -> None:
+        """Store checks' outcomes and when to check next; releases their check leases."""
 
     async def snooze(self, key: str, until: datetime | None) -> None: ...
 
@@ -186,6 +184,17 @@ class AuditEntry:
     renewal_id: str | None
     tenant_key: str | None
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class HealthRecord:
+    """What one health check found: the state, a successful refresh (None when it failed), and
+    when to look again."""
+
+    key: str
+    state: AuthState
+    refreshed_at: datetime | None
+    next_check: datetime
 
 
 @dataclass(frozen=True)

@@ -2,24 +2,28 @@
 
 One MSAL app is built per call around the tenant's own authority and its decrypted cache (the
 authority metadata is shared through ``http_cache``, so no extra discovery requests). The cache is
-loaded, used and saved under a per-tenant lock, and saved only when it changed.
+loaded, used and saved under a per-tenant lock, and saved only when it changed. MSAL runs on a
+bounded pool of threads; its HTTP requests run on the event loop (``adapters.identity.http``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import ssl
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
 
+import aiohttp
 import msal
-import requests
-import requests.adapters
 
 from adapters.identity.errors import is_waiting, to_error, unavailable
+from adapters.identity.http import METADATA, HttpStatusError, LoopHttpClient
 from core.errors import IdentityProviderError
 from core.model import DeviceCode, Tenant
 from core.ports import Clock, DirectoryCheck, PollPending, SignedIn, TokenCacheStore
@@ -28,21 +32,13 @@ T = TypeVar("T")
 GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
 
 
-class _TimeoutSession(requests.Session):
-    """A session that ignores proxy/CA environment variables and always has a timeout."""
-
-    def __init__(self, verify: str | bool, timeout: float, connections: int = 10) -> None:
-        super().__init__()
-        self.trust_env = False
-        self.verify = verify
-        self._timeout = timeout
-        # One kept-alive connection per pool thread: otherwise extra TLS handshakes per call.
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=connections)
-        self.mount("https://", adapter)
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self._timeout)
-        return super().request(*args, **kwargs)
+def _skip_absent_msal_extensions() -> None:
+    """MSAL looks for the optional ``msal_extensions`` package in every app constructor. When it
+    is not installed, each look searches sys.path under the interpreter's import lock (a tenth of
+    the pool threads' time in a health sweep, bench/health.py). Note its absence once: Python then
+    answers such an import with ImportError at once, which MSAL treats as "not installed"."""
+    if "msal_extensions" not in sys.modules and importlib.util.find_spec("msal_extensions") is None:
+        sys.modules["msal_extensions"] = None  # type: ignore[assignment]
 
 
 class MsalIdentityProvider:
@@ -67,10 +63,13 @@ class MsalIdentityProvider:
         self._graph = graph_url.rstrip("/")
         self._store = cache_store
         self._clock = clock
-        self._session = _TimeoutSession(ca_bundle or True, timeout, pool_size)
+        self._tls = ssl.create_default_context(cafile=ca_bundle)
+        self._timeout = timeout
+        self._http: LoopHttpClient | None = None
         self._http_cache: dict[Any, Any] = {}
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="msal")
         self._locks: dict[str, asyncio.Lock] = {}
+        _skip_absent_msal_extensions()
 
     def token_set_names(self) -> Sequence[str]:
         return list(self._sets)
@@ -81,12 +80,29 @@ class MsalIdentityProvider:
 
     async def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._session.close()
+        if self._http is not None:
+            await self._http.session.close()
+            self._http = None
 
-    async def _run(self, fn: Callable[[], T]) -> T:
+    def _client(self) -> LoopHttpClient:
+        """The HTTP client for MSAL, made on first use (it belongs to the running loop)."""
+        if self._http is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._tls),
+                timeout=aiohttp.ClientTimeout(total=self._timeout),
+            )
+            self._http = LoopHttpClient(asyncio.get_running_loop(), session)
+        return self._http
+
+    async def _run(self, fn: Callable[[], T], tenant: Tenant | None = None) -> T:
+        """``fn`` on the pool. With ``tenant``, ``fn`` builds the tenant's MSAL app: its authority
+        metadata is fetched first, on the loop, if it is not at hand."""
+        client = self._client()
+        if tenant is not None:
+            await client.prefetch_metadata(f"{self._authority(tenant)}/v2.0{METADATA}")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
-        except requests.RequestException as exc:
+        except (aiohttp.ClientError, TimeoutError, HttpStatusError) as exc:
             raise unavailable(type(exc).__name__) from None
         except ValueError as exc:
             # MSAL raises ValueError when the authority's metadata cannot be fetched.
@@ -94,11 +110,14 @@ class MsalIdentityProvider:
                 raise IdentityProviderError("invalid_authority", "invalid_authority") from None
             raise
 
+    def _authority(self, tenant: Tenant) -> str:
+        return f"{self._host}/{tenant.tenant_id}"
+
     def _app(self, tenant: Tenant, cache: msal.SerializableTokenCache | None = None) -> Any:
         return msal.PublicClientApplication(
             self._client_id,
-            authority=f"{self._host}/{tenant.tenant_id}",
-            http_client=self._session,
+            authority=self._authority(tenant),
+            http_client=self._http,
             instance_discovery=False,
             token_cache=cache,
             http_cache=self._http_cache,
@@ -115,14 +134,14 @@ class MsalIdentityProvider:
             stored = await self._store.load(tenant.tenant_id)
             if stored:
                 cache.deserialize(stored)
-            result = await self._run(lambda: work(cache))
+            result = await self._run(lambda: work(cache), tenant)
             if cache.has_state_changed:
                 await self._store.save(tenant.tenant_id, cache.serialize())
             return result
 
     async def start_device_flow(self, tenant: Tenant) -> DeviceCode:
         first = self.scopes(tenant, next(iter(self._sets)))
-        flow = await self._run(lambda: self._app(tenant).initiate_device_flow(scopes=first))
+        flow = await self._run(lambda: self._app(tenant).initiate_device_flow(scopes=first), tenant)
         if "user_code" not in flow:
             raise to_error(flow)
         return DeviceCode(
@@ -195,9 +214,12 @@ class MsalIdentityProvider:
     async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
         token = (await self._silent(tenant, GRAPH_SCOPES))["access_token"]
         url = f"{self._graph}/v1.0/organization"
-        response = await self._run(
-            lambda: self._session.get(url, headers={"Authorization": f"Bearer {token}"})
-        )
+        try:
+            response = await self._client().request(
+                "GET", url, headers={"Authorization": f"Bearer {token}"}
+            )
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise unavailable(type(exc).__name__) from None
         if response.status_code >= 500 or response.status_code == 429:
             raise unavailable(f"graph answered {response.status_code}")
         if response.status_code != 200:
@@ -205,7 +227,7 @@ class MsalIdentityProvider:
                 "graph_failed", "graph_failed", f"graph answered {response.status_code}"
             )
         try:
-            org = response.json()["value"][0]
+            org = json.loads(response.text)["value"][0]
             return DirectoryCheck(str(org["id"]), str(org.get("displayName", "")))
         except (ValueError, KeyError, IndexError, TypeError):
             raise IdentityProviderError("graph_failed", "graph_failed", "unexpected body") from None

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import Insert, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -45,6 +46,20 @@ async def write_gate(engine: AsyncEngine) -> AsyncIterator[None]:
         return
     async with gate:
         yield
+
+
+def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
+    """INSERT that updates the other columns when a row with ``keys`` exists (PostgreSQL and
+    SQLite spell it the same). Execute it with a list of rows for one multi-row statement."""
+    dialect = engine.dialect.name
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table)
+    else:  # pragma: no cover - the two databases renewbot runs on
+        raise NotImplementedError(f"no upsert for {dialect}")
+    updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_=updated)  # type: ignore[no-any-return]
 
 
 def make_engine(url: str) -> AsyncEngine:

@@ -8,15 +8,16 @@ device-flow state. Database failures become StorageError at this boundary.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import Row, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.database import gate_for, write_gate
+from adapters.storage.database import gate_for, upsert, write_gate
 from adapters.storage.tables import (
     audit_events,
     job_runs,
@@ -25,6 +26,7 @@ from adapters.storage.tables import (
     tenants,
     token_caches,
 )
+from core.batching import Coalescer
 from core.errors import ConcurrencyError, RenewalInProgressError, StorageError
 from core.model import (
     ACTIVE_STATES,
@@ -37,7 +39,7 @@ from core.model import (
     Tenant,
     ThreadRef,
 )
-from core.ports import AuditEntry, IdentityErrorRecord
+from core.ports import AuditEntry, HealthRecord, IdentityErrorRecord
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 
@@ -110,18 +112,34 @@ class SqlTenantRepository:
             .values(last_validated_at=at, last_refresh_at=at, auth_state=AuthState.HEALTHY.value)
         )
 
-    async def record_health(
-        self, key: str, state: AuthState, refreshed_at: datetime | None, next_check: datetime
-    ) -> None:
-        values: dict[str, Any] = {
-            "auth_state": state.value,
-            "next_check_at": next_check,
-            "check_owner": None,
-            "check_lease_until": None,
-        }
-        if refreshed_at is not None:
-            values["last_refresh_at"] = refreshed_at
-        await self.c.execute(update(tenants).where(tenants.c.key == key).values(**values))
+    async def record_health(self, records: Sequence[HealthRecord]) -> None:
+        """One statement for all records (executemany); a failed refresh keeps the last one."""
+        if not records:
+            return
+        stmt = (
+            update(tenants)
+            .where(tenants.c.key == bindparam("b_key"))
+            .values(
+                auth_state=bindparam("b_state"),
+                next_check_at=bindparam("b_next"),
+                check_owner=None,
+                check_lease_until=None,
+                last_refresh_at=func.coalesce(
+                    bindparam("b_refreshed", type_=tenants.c.last_refresh_at.type),
+                    tenants.c.last_refresh_at,
+                ),
+            )
+        )
+        rows = [
+            {
+                "b_key": r.key,
+                "b_state": r.state.value,
+                "b_next": r.next_check,
+                "b_refreshed": r.refreshed_at,
+            }
+            for r in records
+        ]
+        await self.c.execute(stmt, rows)
 
     async def snooze(self, key: str, until: datetime | None) -> None:
         await self.c.execute(
@@ -498,33 +516,46 @@ class SqlUnitOfWork:
 
 
 class SqlTokenCacheStore:
-    """The MSAL token cache per tenant, encrypted; written in its own short transaction."""
+    """The MSAL token cache per tenant, encrypted.
+
+    Loads and saves that arrive together share one statement and one short transaction (see
+    ``core.batching``): a health sweep loads and saves hundreds of caches at once.
+    """
 
     def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
         self.engine = engine
         self.box = box
+        self._load = Coalescer(self._load_many)
+        self._save = Coalescer(self._save_many)
+        self._upsert = upsert(engine, token_caches, ["tenant_id"])  # built once: costly to build
 
     async def load(self, tenant_id: str) -> str | None:
-        async with write_gate(self.engine), self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(token_caches.c.ciphertext).where(token_caches.c.tenant_id == tenant_id)
-                )
-            ).first()
-        return self.box.open(row.ciphertext).decode() if row else None
+        return await self._load(tenant_id)
 
     async def save(self, tenant_id: str, serialized: str) -> None:
-        sealed = self.box.seal(serialized.encode())
+        await self._save((tenant_id, serialized))
+
+    async def _load_many(self, tenant_ids: list[str]) -> list[str | None | Exception]:
+        query = select(token_caches.c.tenant_id, token_caches.c.ciphertext).where(
+            token_caches.c.tenant_id.in_(set(tenant_ids))
+        )
+        async with write_gate(self.engine), self.engine.connect() as conn:
+            found = {row.tenant_id: row.ciphertext for row in await conn.execute(query)}
+        return [self._open(found[tid]) if tid in found else None for tid in tenant_ids]
+
+    def _open(self, sealed: bytes) -> str | Exception:
+        try:
+            return self.box.open(sealed).decode()
+        except StorageError as exc:  # this tenant's cache only: the batch's others still load
+            return exc
+
+    async def _save_many(self, items: list[tuple[str, str]]) -> list[None]:
         now = datetime.now(UTC)
+        latest = dict(items)  # one row per tenant: the last save asked for wins
+        rows = [
+            {"tenant_id": tid, "ciphertext": self.box.seal(body.encode()), "updated_at": now}
+            for tid, body in latest.items()
+        ]
         async with write_gate(self.engine), self.engine.begin() as conn:
-            result = await conn.execute(
-                update(token_caches)
-                .where(token_caches.c.tenant_id == tenant_id)
-                .values(ciphertext=sealed, updated_at=now)
-            )
-            if result.rowcount == 0:
-                await conn.execute(
-                    insert(token_caches).values(
-                        tenant_id=tenant_id, ciphertext=sealed, updated_at=now
-                    )
-                )
+            await conn.execute(self._upsert, rows)
+        return [None] * len(items)

@@ -18,6 +18,7 @@ from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
 from core.ports import (
     AuditEntry,
     DirectoryCheck,
+    HealthRecord,
     IdentityErrorRecord,
     Message,
     PollPending,
@@ -82,15 +83,14 @@ class _Tenants:
         t.last_validated_at = t.last_refresh_at = at
         t.auth_state = AuthState.HEALTHY
 
-    async def record_health(
-        self, key: str, state: AuthState, refreshed_at: datetime | None, next_check: datetime
-    ) -> None:
-        t = self.s.tenants[key]
-        t.auth_state = state
-        if refreshed_at is not None:
-            t.last_refresh_at = refreshed_at
-        self.s.next_check[key] = next_check
-        self.s.check_leases.pop(key, None)
+    async def record_health(self, records: Sequence[HealthRecord]) -> None:
+        for r in records:
+            t = self.s.tenants[r.key]
+            t.auth_state = r.state
+            if r.refreshed_at is not None:
+                t.last_refresh_at = r.refreshed_at
+            self.s.next_check[r.key] = r.next_check
+            self.s.check_leases.pop(r.key, None)
 
     async def snooze(self, key: str, until: datetime | None) -> None:
         self.s.tenants[key].snoozed_until = until

@@ -10,6 +10,7 @@ import pytest
 
 from core.model import AuthState
 from core.model import RenewalState as S
+from core.ports import HealthRecord
 from tests.integration.live import live_bot, until
 from tests.integration.test_slack import command_body, parent, post, slack_settings
 from tests.servers.postgres import fresh_database
@@ -26,9 +27,12 @@ async def test_renew_all_expired_in_one_thread_with_live_progress(
     async with live_bot(tmp_path, url, slack=slack_settings(slack)) as live:
         now = datetime.now(UTC)
         async with live.rt.uow() as uow:
-            for slug in ("contoso", "fabrikam", "tailspin"):
-                key = live.tenants[slug].key
-                await uow.tenants.record_health(key, AuthState.EXPIRED, None, now + timedelta(1))
+            await uow.tenants.record_health(
+                [
+                    HealthRecord(live.tenants[s].key, AuthState.EXPIRED, None, now + timedelta(1))
+                    for s in ("contoso", "fabrikam", "tailspin")
+                ]
+            )
             await uow.commit()
         assert await post(live, command_body(slack, "renew all-expired")) == 200
         (reply,) = await until(lambda: slack.responses)

@@ -18,7 +18,7 @@ import pytest
 from adapters.console.chat import ConsoleChat
 from core.errors import IdentityProviderError
 from core.model import Actor, AuthState
-from core.ports import IdentityErrorRecord
+from core.ports import HealthRecord, IdentityErrorRecord
 from tests.integration.live import Live, live_bot, until
 from tests.integration.test_slack import command_body, post, slack_settings
 from tests.servers.bot_connector import ALERTS, BotConnectorStandIn, card_buttons
@@ -36,12 +36,12 @@ async def live(
         await bot.say("contoso")  # one open invitation
         blocked = IdentityProviderError("AADSTS53003", "access_denied", "Blocked by CA", "corr-1")
         async with bot.rt.uow() as uow:
-            now = datetime.now(UTC)
+            now, day = datetime.now(UTC), timedelta(days=1)
             await uow.identity_errors.add(
                 IdentityErrorRecord.of(now, bot.tenants["northwind"].key, blocked, "renewbot")
             )
             await uow.tenants.record_health(
-                bot.tenants["fabrikam"].key, AuthState.EXPIRED, None, now + timedelta(days=1)
+                [HealthRecord(bot.tenants["fabrikam"].key, AuthState.EXPIRED, None, now + day)]
             )
             await uow.commit()
         yield bot

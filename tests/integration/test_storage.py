@@ -15,7 +15,8 @@ from adapters.storage.crypto import SecretBox, generate_key
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from adapters.storage.tables import renewals
 from core.errors import ConcurrencyError, StorageError
-from core.model import Actor, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
+from core.model import Actor, AuthState, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
+from core.ports import HealthRecord
 from tests.fakes.refs import random_tenant
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -201,6 +202,62 @@ async def test_token_cache_encrypted_and_rotatable(engine: AsyncEngine) -> None:
     assert "RT-SECRET-2" in (await rotated.load(tid) or "")
     with pytest.raises(StorageError):
         await SqlTokenCacheStore(engine, SecretBox([generate_key()])).load(tid)
+
+
+async def test_token_caches_saved_and_loaded_together_stay_apart(engine: AsyncEngine) -> None:
+    """Many tenants' caches written and read at once (a health sweep) share statements, and
+    each tenant gets its own back; a cache no key opens fails only that tenant's load."""
+    box = SecretBox([generate_key()])
+    store = SqlTokenCacheStore(engine, box)
+    tids = [str(uuid.uuid4()) for _ in range(40)]
+    await asyncio.gather(*(store.save(t, f"cache of {t}") for t in tids))
+    await asyncio.gather(*(store.save(t, f"newer cache of {t}") for t in tids[:20]))
+    loaded = await asyncio.gather(*(store.load(t) for t in tids))
+    assert loaded == [f"newer cache of {t}" for t in tids[:20]] + [
+        f"cache of {t}" for t in tids[20:]
+    ]
+    assert store._save.batches < 40 and store._load.batches < 40
+    stranger = str(uuid.uuid4())
+    await SqlTokenCacheStore(engine, SecretBox([generate_key()])).save(stranger, "other key")
+    results = await asyncio.gather(
+        store.load(tids[0]), store.load(stranger), store.load("never-saved"), return_exceptions=True
+    )
+    assert results[0] == f"newer cache of {tids[0]}"
+    assert isinstance(results[1], StorageError)
+    assert results[2] is None
+
+
+async def test_health_records_keep_the_last_refresh_when_a_check_failed(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A failed check changes the state and releases the lease, but the 90-day clock keeps
+    counting from the last refresh that worked."""
+    ok, failed = await add_tenant(engine, box), await add_tenant(engine, box)
+    later = NOW + timedelta(days=1)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.tenants.record_health(
+            [
+                HealthRecord(ok.key, AuthState.HEALTHY, NOW, later),
+                HealthRecord(failed.key, AuthState.HEALTHY, NOW, later),
+            ]
+        )
+        await uow.commit()
+    async with SqlUnitOfWork(engine, box) as uow:
+        claimed = await uow.tenants.claim_due("w1", later, later + timedelta(minutes=5), 500)
+        assert {ok.key, failed.key} <= {t.key for t in claimed}
+        await uow.tenants.record_health(
+            [
+                HealthRecord(ok.key, AuthState.HEALTHY, later, later + timedelta(days=1)),
+                HealthRecord(failed.key, AuthState.EXPIRED, None, later + timedelta(days=1)),
+            ]
+        )
+        await uow.commit()
+    async with SqlUnitOfWork(engine, box) as uow:
+        a, b = await uow.tenants.get(ok.key), await uow.tenants.get(failed.key)
+        again = await uow.tenants.claim_due("w2", later, later + timedelta(minutes=5), 500)
+    assert a is not None and a.last_refresh_at == later and a.auth_state is AuthState.HEALTHY
+    assert b is not None and b.last_refresh_at == NOW and b.auth_state is AuthState.EXPIRED
+    assert not {ok.key, failed.key} & {t.key for t in again}  # next check is tomorrow
 
 
 async def test_database_gone_is_a_storage_error(box: SecretBox) -> None:
