@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.identity.msal_provider import MsalIdentityProvider
+from bot.settings import IdentitySettings
 from core.model import DeviceCode, Tenant
 from core.scheduler import DeviceFlowScheduler
 
@@ -164,7 +165,7 @@ def provider(sb: SandboxProcess) -> MsalIdentityProvider:
         cache_store=MemoryCache(),
         clock=SystemClock(),
         ca_bundle=sb.ca,
-        pool_size=8,
+        pool_size=IdentitySettings().pool_size,  # as deployed
     )
 
 

@@ -27,6 +27,7 @@ from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from adapters.storage.tables import tenants as tenants_table
 from bench.flows import CLIENT_ID, SandboxProcess, SystemClock, load_tenant
 from bot.bootstrap import compose
+from bot.settings import IdentitySettings, MonitorSettings
 from core.chat import ChatRouter
 from core.health import MonitorConfig
 from core.model import Actor, Origin
@@ -112,7 +113,8 @@ async def sweep(
             cache_store=store,
             clock=SystemClock(),
             ca_bundle=sb.ca,
-            pool_size=16,
+            pool_size=IdentitySettings().pool_size,  # as deployed
+            check_pool_size=MonitorSettings().pool_size,
         )
         core = compose(
             uow=lambda: SqlUnitOfWork(engine, box),
@@ -190,7 +192,8 @@ async def main(tenants: int, status_tenants: int, latency: float) -> list[tuple[
     from tests.servers.postgres import fresh_database, postgres_server
 
     with postgres_server() as server:
-        swept = await sweep(tenants, latency, 64, await fresh_database(server))
+        concurrency = MonitorSettings().concurrency  # as deployed
+        swept = await sweep(tenants, latency, concurrency, await fresh_database(server))
         answered = await status(status_tenants, await fresh_database(server))
     per_s = swept["checked"] / swept["seconds"]
     return [

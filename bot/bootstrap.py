@@ -200,6 +200,7 @@ async def runtime(
         clock=clock,
         ca_bundle=ident.ca_bundle,
         pool_size=ident.pool_size,
+        check_pool_size=settings.monitor.pool_size,
         timeout=ident.timeout_seconds,
     )
     chat = ChatRouter()

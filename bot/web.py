@@ -164,7 +164,8 @@ async def adopt_flows(rt: Runtime) -> int:
 async def _pause(rt: Runtime, seconds: float) -> bool:
     """Sleep, but wake at once when the process stops. True when it is stopping."""
     try:
-        await asyncio.wait_for(rt.stopping.wait(), seconds)
+        async with asyncio.timeout(seconds):  # not wait_for: see core/scheduler.py
+            await rt.stopping.wait()
     except TimeoutError:
         return False
     return True

@@ -21,8 +21,9 @@ class Coalescer(Generic[K, R]):
 
     ``run`` returns one result per item, in order; a result that is an exception is raised to its
     own caller only (one bad item need not fail the others). When ``run`` raises, every caller of
-    that batch gets the exception; the next batch is unaffected. A caller cancelled before its batch went out drops
-    nothing: the item still goes (as a request already sent would), only the answer is not awaited.
+    that batch gets the exception; the next batch is unaffected. A caller cancelled before its
+    batch went out drops nothing: the item still goes (as a request already sent would), only
+    the answer is not awaited.
     """
 
     def __init__(

@@ -69,8 +69,11 @@ class DeviceFlowScheduler:
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
                 timeout = self._heap[0][0] - loop.time() if self._heap else None
+                # Not wait_for: on Python 3.11 it can swallow a cancel that arrives as the wait
+                # ends, and run() then never stops (seen under load in bench/flows.py).
                 try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._wake.wait()
                 except TimeoutError:
                     pass
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -53,6 +53,7 @@ class MsalIdentityProvider:
         clock: Clock,
         ca_bundle: str | None = None,
         pool_size: int = 8,
+        check_pool_size: int = 16,
         timeout: float = 10.0,
     ) -> None:
         if not token_sets:
@@ -68,6 +69,10 @@ class MsalIdentityProvider:
         self._http: LoopHttpClient | None = None
         self._http_cache: dict[Any, Any] = {}
         self._pool = ThreadPoolExecutor(pool_size, thread_name_prefix="msal")
+        # Health checks get their own threads (made when first needed): a sweep of thousands of
+        # tenants must not make a customer's sign-in wait behind it, and each check holds a
+        # thread for a round trip to Microsoft, so a sweep wants more threads than flows do.
+        self._check_pool = ThreadPoolExecutor(check_pool_size, thread_name_prefix="msal-check")
         self._locks: dict[str, asyncio.Lock] = {}
         _skip_absent_msal_extensions()
 
@@ -79,7 +84,8 @@ class MsalIdentityProvider:
         return [s.replace("{tenant}", label) for s in self._sets[name]]
 
     async def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._pool, self._check_pool):
+            pool.shutdown(wait=False, cancel_futures=True)
         if self._http is not None:
             await self._http.session.close()
             self._http = None
@@ -94,14 +100,19 @@ class MsalIdentityProvider:
             self._http = LoopHttpClient(asyncio.get_running_loop(), session)
         return self._http
 
-    async def _run(self, fn: Callable[[], T], tenant: Tenant | None = None) -> T:
-        """``fn`` on the pool. With ``tenant``, ``fn`` builds the tenant's MSAL app: its authority
-        metadata is fetched first, on the loop, if it is not at hand."""
+    async def _run(
+        self,
+        fn: Callable[[], T],
+        tenant: Tenant | None = None,
+        pool: ThreadPoolExecutor | None = None,
+    ) -> T:
+        """``fn`` on a pool (the flows' unless told). With ``tenant``, ``fn`` builds the tenant's
+        MSAL app: its authority metadata is fetched first, on the loop, if it is not at hand."""
         client = self._client()
         if tenant is not None:
             await client.prefetch_metadata(f"{self._authority(tenant)}/v2.0{METADATA}")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+            return await asyncio.get_running_loop().run_in_executor(pool or self._pool, fn)
         except (aiohttp.ClientError, TimeoutError, HttpStatusError) as exc:
             raise unavailable(type(exc).__name__) from None
         except ValueError as exc:
@@ -127,14 +138,17 @@ class MsalIdentityProvider:
         return self._locks.setdefault(tenant.tenant_id, asyncio.Lock())
 
     async def _with_cache(
-        self, tenant: Tenant, work: Callable[[msal.SerializableTokenCache], T]
+        self,
+        tenant: Tenant,
+        work: Callable[[msal.SerializableTokenCache], T],
+        pool: ThreadPoolExecutor | None = None,
     ) -> T:
         async with self._lock(tenant):
             cache = msal.SerializableTokenCache()
             stored = await self._store.load(tenant.tenant_id)
             if stored:
                 cache.deserialize(stored)
-            result = await self._run(lambda: work(cache), tenant)
+            result = await self._run(lambda: work(cache), tenant, pool)
             if cache.has_state_changed:
                 await self._store.save(tenant.tenant_id, cache.serialize())
             return result
@@ -187,7 +201,11 @@ class MsalIdentityProvider:
         )
 
     async def _silent(
-        self, tenant: Tenant, scopes: list[str], force_refresh: bool = False
+        self,
+        tenant: Tenant,
+        scopes: list[str],
+        force_refresh: bool = False,
+        pool: ThreadPoolExecutor | None = None,
     ) -> dict[str, Any]:
         def work(cache: msal.SerializableTokenCache) -> dict[str, Any]:
             app = self._app(tenant, cache)
@@ -199,7 +217,7 @@ class MsalIdentityProvider:
             )
             return got or {"error": "no_token", "error_description": "no refresh token"}
 
-        result = await self._with_cache(tenant, work)
+        result = await self._with_cache(tenant, work, pool)
         if "access_token" not in result:
             raise to_error(result)
         return result
@@ -208,8 +226,9 @@ class MsalIdentityProvider:
         await self._silent(tenant, self.scopes(tenant, token_set))
 
     async def refresh(self, tenant: Tenant) -> None:
+        """The health check: redeem the refresh token, on the health checks' own threads."""
         first = next(iter(self._sets))
-        await self._silent(tenant, self.scopes(tenant, first), force_refresh=True)
+        await self._silent(tenant, self.scopes(tenant, first), True, self._check_pool)
 
     async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
         token = (await self._silent(tenant, GRAPH_SCOPES))["access_token"]

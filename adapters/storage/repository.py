@@ -535,7 +535,7 @@ class SqlTokenCacheStore:
     async def save(self, tenant_id: str, serialized: str) -> None:
         await self._save((tenant_id, serialized))
 
-    async def _load_many(self, tenant_ids: list[str]) -> list[str | None | Exception]:
+    async def _load_many(self, tenant_ids: list[str]) -> list[str | Exception | None]:
         query = select(token_caches.c.tenant_id, token_caches.c.ciphertext).where(
             token_caches.c.tenant_id.in_(set(tenant_ids))
         )
