@@ -10,6 +10,7 @@ repeatedly through the desk.
 from __future__ import annotations
 
 import asyncio
+import functools
 import statistics
 import tempfile
 import time
@@ -117,7 +118,7 @@ async def sweep(
             check_pool_size=MonitorSettings().pool_size,
         )
         core = compose(
-            uow=lambda: SqlUnitOfWork(engine, box),
+            uow=functools.partial(SqlUnitOfWork, engine, box),
             identity=identity,
             threads=ChatRouter(),
             clock=SystemClock(),
@@ -164,7 +165,7 @@ async def status(n: int, postgres_url: str, repeats: int = 30) -> dict[str, floa
             for start in range(0, n, 5000):
                 await conn.execute(insert(tenants_table), rows[start : start + 5000])
         core = compose(
-            uow=lambda: SqlUnitOfWork(engine, box),
+            uow=functools.partial(SqlUnitOfWork, engine, box),
             identity=None,  # type: ignore[arg-type]
             threads=ChatRouter(),
             clock=SystemClock(),

@@ -7,6 +7,7 @@ Settings, unwrapping secrets here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -81,13 +82,17 @@ def compose(
 
 
 def _slack(
-    settings: Settings, core: Core, chat: ChatRouter, supervisor: Supervisor
+    settings: Settings,
+    core: Core,
+    chat: ChatRouter,
+    supervisor: Supervisor,
+    session: aiohttp.ClientSession,
 ) -> SlackBot | None:
     """The Slack adapter, when a bot token is configured."""
     conf = settings.slack
     if conf.bot_token is None:
         return None
-    client = make_client(conf.bot_token.get_secret_value(), conf.api_url)
+    client = make_client(conf.bot_token.get_secret_value(), conf.api_url, session)
     threads = SlackThreads(client, conf.alert_channel)
     chat.add(SLACK, threads)
     secret = conf.signing_secret.get_secret_value() if conf.signing_secret else ""
@@ -176,8 +181,8 @@ class Runtime:
     def intake(self) -> ErrorIntake:
         return ErrorIntake(self.uow, self.core.monitor, self.core.service.clock)
 
-    def uow(self) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, self.box)
+    def uow(self, read_only: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, self.box, read_only)
 
 
 @asynccontextmanager
@@ -216,7 +221,7 @@ async def runtime(
         poll_lease=timedelta(seconds=settings.identity.poll_lease_seconds),
     )
     core = compose(
-        uow=lambda: SqlUnitOfWork(engine, box),
+        uow=functools.partial(SqlUnitOfWork, engine, box),
         identity=identity,
         threads=chat,
         clock=clock,
@@ -236,8 +241,8 @@ async def runtime(
     )
     holder.append(core.service)
     supervisor = Supervisor()
-    slack = _slack(settings, core, chat, supervisor)
-    session = aiohttp.ClientSession(trust_env=False)
+    session = aiohttp.ClientSession(trust_env=False)  # one connection pool for chat APIs
+    slack = _slack(settings, core, chat, supervisor, session)
     teams = _teams(settings, core, chat, supervisor, engine, session)
     try:
         yield Runtime(

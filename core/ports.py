@@ -264,7 +264,9 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self) -> UnitOfWork: ...
+    def __call__(self, read_only: bool = False) -> UnitOfWork:
+        """A unit of work. ``read_only``: it only reads, so it need not queue behind writers
+        (it sees the data as of its first read) and must not write."""
 
 
 class TokenCacheStore(Protocol):

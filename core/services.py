@@ -98,7 +98,7 @@ class RenewalService:
         """
         now = self.clock.now()
         token = secrets.token_urlsafe(32)
-        async with self.uow() as uow:
+        async with self.uow(read_only=True) as uow:
             tenant = await resolve(uow, cmd.tenant_ref)
             existing = await uow.renewals.active_for(tenant.key)
         if existing is not None:

@@ -117,9 +117,8 @@ class SlackBot:
         if not url:
             return
         try:
-            await AsyncWebhookClient(str(url), timeout=10).send(
-                text=text, response_type="ephemeral", replace_original=False
-            )
+            webhook = AsyncWebhookClient(str(url), timeout=10, session=self.client.session)
+            await webhook.send(text=text, response_type="ephemeral", replace_original=False)
         except (SlackClientError, OSError) as exc:
             log.warning("slack.reply_failed", extra={"error": type(exc).__name__})
 

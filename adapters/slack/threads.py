@@ -13,6 +13,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -30,11 +31,18 @@ PLATFORM = "slack"
 log = logging.getLogger("renewbot.slack")
 
 
-def make_client(token: str, base_url: str, timeout: int = 15) -> AsyncWebClient:
-    """An AsyncWebClient that honours Retry-After and retries 5xx and connection errors."""
+def make_client(
+    token: str, base_url: str, session: aiohttp.ClientSession | None = None, timeout: int = 15
+) -> AsyncWebClient:
+    """An AsyncWebClient that honours Retry-After and retries 5xx and connection errors.
+
+    Give it the process's ``session``: without one, slack_sdk opens a new session, and so a new
+    connection (a TLS handshake with Slack), for every call.
+    """
     return AsyncWebClient(
         token=token,
         base_url=base_url if base_url.endswith("/") else base_url + "/",
+        session=session,
         timeout=timeout,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=2),

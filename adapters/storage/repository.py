@@ -17,7 +17,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.database import gate_for, upsert, write_gate
+from adapters.storage.database import READ_ONLY, gate_for, upsert, write_gate
 from adapters.storage.tables import (
     audit_events,
     job_runs,
@@ -464,16 +464,20 @@ class SqlUnitOfWork:
     identity_errors: SqlIdentityErrorLog
     jobs: SqlJobRuns
 
-    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+    def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
         self.box = box
+        self.read_only = read_only
 
     async def __aenter__(self) -> SqlUnitOfWork:
-        self._gate = gate_for(self.engine)
+        # SQLite: writers queue on the gate; a reader reads its WAL snapshot beside them.
+        self._gate = None if self.read_only else gate_for(self.engine)
         if self._gate is not None:
             await self._gate.acquire()
         try:
             self.conn = await self.engine.connect()
+            if self.read_only:
+                await self.conn.execution_options(**{READ_ONLY: True})
             await self.conn.begin()
         except (OperationalError, DBAPIError, OSError) as exc:
             self._release()

@@ -227,6 +227,25 @@ async def test_token_caches_saved_and_loaded_together_stay_apart(engine: AsyncEn
     assert results[2] is None
 
 
+async def test_a_reader_does_not_queue_behind_a_writer(engine: AsyncEngine, box: SecretBox) -> None:
+    """A read-only unit of work (the tenant lookup before a thread opens) runs while a write
+    transaction is open, and sees only committed data."""
+    known = await add_tenant(engine, box)
+    pending = random_tenant()
+
+    async def read() -> set[str]:
+        async with SqlUnitOfWork(engine, box, read_only=True) as uow:
+            return {t.key for t in await uow.tenants.all()}
+
+    async with SqlUnitOfWork(engine, box) as writer:
+        await writer.tenants.add(pending)
+        async with asyncio.timeout(10):  # a deadline, not a wait: it hangs if it queues
+            seen = await read()
+        await writer.commit()
+    assert known.key in seen and pending.key not in seen
+    assert pending.key in await read()
+
+
 async def test_health_records_keep_the_last_refresh_when_a_check_failed(
     engine: AsyncEngine, box: SecretBox
 ) -> None:

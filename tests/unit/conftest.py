@@ -44,7 +44,7 @@ class World:
         self.chat = RecordingChatThreads()
         self.watched: list[tuple[str, float]] = []
         self.core: Core = compose(
-            uow=lambda: InMemoryUnitOfWork(self.store),
+            uow=lambda read_only=False: InMemoryUnitOfWork(self.store),
             identity=self.identity,
             threads=self.chat,
             clock=self.clock,

@@ -45,7 +45,7 @@ def test_empty_policy_is_open() -> None:
 async def test_viewer_renew_is_refused_in_words_and_audited(world: World) -> None:
     """A viewer trying to renew gets a plain refusal, nothing starts, and it is on record."""
     core = compose(
-        uow=lambda: InMemoryUnitOfWork(world.store),
+        uow=lambda read_only=False: InMemoryUnitOfWork(world.store),
         identity=world.identity,
         threads=world.chat,
         clock=world.clock,
