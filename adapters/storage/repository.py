@@ -43,6 +43,35 @@ from core.ports import AuditEntry, HealthRecord, IdentityErrorRecord
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 
+# Statements on the busiest paths (a chat command, a poll) are built once: building one costs
+# more CPU than running it (SQLAlchemy caches the compiled form, not the construction). Values
+# go in as execute() parameters for the same reason: .values(**row) coerces every value anew.
+_FIND_TENANT = (
+    select(tenants)
+    .where(
+        or_(
+            *(
+                func.lower(c) == bindparam("b_ref")
+                for c in (
+                    tenants.c.slug,
+                    tenants.c.display_name,
+                    tenants.c.primary_domain,
+                    tenants.c.tenant_id,
+                )
+            )
+        )
+    )
+    .limit(1)
+)
+_NEWEST_RENEWAL = select(renewals).order_by(renewals.c.created_at.desc()).limit(1)
+_ACTIVE_RENEWAL = _NEWEST_RENEWAL.where(
+    renewals.c.tenant_key == bindparam("b_key"), renewals.c.state.in_(_ACTIVE)
+)
+_RENEWAL_BY_INVITATION = _NEWEST_RENEWAL.where(renewals.c.invitation_hash == bindparam("b_hash"))
+_SAVE_RENEWAL = update(renewals).where(
+    renewals.c.id == bindparam("b_id"), renewals.c.version == bindparam("b_version")
+)
+
 
 def _tenant(row: Row[Any]) -> Tenant:
     return Tenant(
@@ -78,22 +107,14 @@ class SqlTenantRepository:
             "snoozed_until": tenant.snoozed_until,
             "next_check_at": now or datetime.now(UTC),
         }
-        await self.c.execute(insert(tenants).values(**values))
+        await self.c.execute(insert(tenants), values)
 
     async def get(self, key: str) -> Tenant | None:
         row = (await self.c.execute(select(tenants).where(tenants.c.key == key))).first()
         return _tenant(row) if row else None
 
     async def find_exact(self, ref: str) -> Tenant | None:
-        low = ref.lower()
-        cols = (
-            tenants.c.slug,
-            tenants.c.display_name,
-            tenants.c.primary_domain,
-            tenants.c.tenant_id,
-        )
-        query = select(tenants).where(or_(*(func.lower(c) == low for c in cols))).limit(1)
-        row = (await self.c.execute(query)).first()
+        row = (await self.c.execute(_FIND_TENANT, {"b_ref": ref.lower()})).first()
         return _tenant(row) if row else None
 
     async def names(self) -> list[str]:
@@ -289,7 +310,7 @@ class SqlRenewalRepository:
     async def add(self, renewal: Renewal) -> None:
         try:
             async with self.c.begin_nested():
-                await self.c.execute(insert(renewals).values(**self._values(renewal)))
+                await self.c.execute(insert(renewals), self._values(renewal))
         except IntegrityError as exc:
             raise RenewalInProgressError(await self.active_for(renewal.tenant_key)) from exc
 
@@ -298,12 +319,8 @@ class SqlRenewalRepository:
 
     async def save(self, renewal: Renewal) -> None:
         values = self._values(renewal)
-        values["version"] = renewal.version + 1
-        result = await self.c.execute(
-            update(renewals)
-            .where(renewals.c.id == renewal.id, renewals.c.version == renewal.version)
-            .values(**values)
-        )
+        values.update(version=renewal.version + 1, b_id=renewal.id, b_version=renewal.version)
+        result = await self.c.execute(_SAVE_RENEWAL, values)
         if result.rowcount != 1:
             raise ConcurrencyError
         renewal.version += 1
@@ -312,10 +329,14 @@ class SqlRenewalRepository:
         return list(reversed(await self._many(renewals.c.batch_id == batch)))
 
     async def active_for(self, tenant_key: str) -> Renewal | None:
-        return await self._one(renewals.c.tenant_key == tenant_key, renewals.c.state.in_(_ACTIVE))
+        return await self._first(_ACTIVE_RENEWAL, {"b_key": tenant_key})
 
     async def by_invitation(self, token_hash: str) -> Renewal | None:
-        return await self._one(renewals.c.invitation_hash == token_hash)
+        return await self._first(_RENEWAL_BY_INVITATION, {"b_hash": token_hash})
+
+    async def _first(self, query: Any, params: dict[str, Any]) -> Renewal | None:
+        row = (await self.c.execute(query, params)).first()
+        return self._renewal(row) if row else None
 
     async def awaiting_code(self) -> list[Renewal]:
         return await self._many(renewals.c.state == RenewalState.CODE_ISSUED.value)
@@ -363,14 +384,15 @@ class SqlAuditLog:
 
     async def add(self, entry: AuditEntry) -> None:
         await self.c.execute(
-            insert(audit_events).values(
-                at=entry.at,
-                kind=entry.kind,
-                actor=entry.actor,
-                renewal_id=entry.renewal_id,
-                tenant_key=entry.tenant_key,
-                detail=entry.detail,
-            )
+            insert(audit_events),
+            {
+                "at": entry.at,
+                "kind": entry.kind,
+                "actor": entry.actor,
+                "renewal_id": entry.renewal_id,
+                "tenant_key": entry.tenant_key,
+                "detail": entry.detail,
+            },
         )
 
     async def for_tenant(self, tenant_key: str, limit: int = 20) -> list[AuditEntry]:
@@ -413,7 +435,7 @@ class SqlIdentityErrorLog:
         }
         try:
             async with self.c.begin_nested():
-                await self.c.execute(insert(msal_errors).values(**values))
+                await self.c.execute(insert(msal_errors), values)
         except IntegrityError:
             return False
         return True
