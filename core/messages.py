@@ -57,7 +57,7 @@ EXPLANATIONS: dict[str, Explanation] = {
     ),
     "AADSTS700082": Explanation(
         "The refresh token expired after 90 days without use",
-        "The stored tokens aged out. A renewal (this thread) is exactly the fix.",
+        "The stored tokens aged out. Renewing the tenant (`renew-token <tenant>`) is the fix.",
         "Your organization's connection expired after a long time without use. Please sign in "
         "again.",
     ),

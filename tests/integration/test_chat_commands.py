@@ -85,7 +85,7 @@ def in_console(live: Live) -> Ask:
 EXPECTED = {
     "status": ["tenants:", "1 expired", "Open renewals: 1 (invited: 1)", "Fabrikam Inc (fabrikam)"],
     "pending": ["Contoso Ltd", "Invitation sent"],
-    "errors": ["AADSTS53003: Conditional Access blocked the sign-in", "Next:"],
+    "errors": ["Northwind Traders (northwind): AADSTS53003: Conditional Access blocked", "Next:"],
     "errors northwind": ["AADSTS53003"],
     "history contoso": ["History of Contoso Ltd", "requested by"],
     "show contoso": ["M365 admin username: admin@contoso.com", "Open renewal: Invitation sent"],
