@@ -52,3 +52,24 @@ async def test_failing_poll_does_not_stop_other_flows() -> None:
     assert scheduler.pending >= 1  # "bad" is scheduled again
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_run_stops_when_cancelled_just_as_it_is_woken() -> None:
+    """A stop that arrives in the same turn as a new flow must still stop the scheduler.
+
+    On Python 3.11, ``asyncio.wait_for`` returns the inner result instead of raising when the
+    cancel and the wake-up land together, and the scheduler then ran on forever (seen at 5,000
+    flows in bench/flows.py)."""
+
+    async def poll(renewal_id: str) -> float | None:
+        return None
+
+    scheduler = DeviceFlowScheduler(poll, jitter=0.0)
+    scheduler.watch("later", 60.0)  # a due time ahead: run() waits with a timeout
+    task = asyncio.create_task(scheduler.run())
+    await asyncio.sleep(0)  # one turn of the loop: run() parks on its wait
+    scheduler.watch("new", 60.0)  # wakes run() ...
+    task.cancel()  # ... in the same turn as the stop
+    async with asyncio.timeout(5):  # a deadline, not a wait: without the fix this hangs
+        await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
