@@ -235,9 +235,9 @@ class Desk:
         async with s.uow(read_only=True) as uow:
             tenant = await resolve(uow, ref) if ref else None
             records = await uow.identity_errors.newest(tenant.key if tenant else None)
-            names: dict[str | None, str] = {None: "no known tenant"}
-            for key in {r.tenant_key for r in records} - set(names):
-                found = await uow.tenants.get(key) if key else None
+            names: dict[str, str] = {}
+            for key in {r.tenant_key for r in records if r.tenant_key}:
+                found = await uow.tenants.get(key)
                 names[key] = f"{found.display_name} ({found.slug})" if found else "a removed tenant"
         if not records:
             return Reply("No identity errors recorded.")
@@ -246,7 +246,8 @@ class Desk:
             ex = messages.explain(rec.code)
             seen_by = "" if rec.source in ("renewbot", "monitor") else f", reported by {rec.source}"
             lines.append(
-                f"{rec.at:%Y-%m-%d %H:%M} {names[rec.tenant_key]}{seen_by}: {rec.code}: "
+                f"{rec.at:%Y-%m-%d %H:%M} {names.get(rec.tenant_key or '', 'no known tenant')}"
+                f"{seen_by}: {rec.code}: "
                 f"{ex.title}. Next: {ex.support}"
             )
         return Reply("\n".join(lines))

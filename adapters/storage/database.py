@@ -59,8 +59,8 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
         stmt: Any = postgresql.insert(table)
     elif dialect == "sqlite":
         stmt = sqlite.insert(table)
-    else:  # pragma: no cover - the two databases renewbot runs on
-        raise NotImplementedError(f"no upsert for {dialect}")
+    else:  # pragma: no cover - make_engine gives one of the two
+        raise ValueError(f"renewbot stores its data in PostgreSQL or SQLite, not {dialect}")
     updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updated)  # type: ignore[no-any-return]
 

@@ -71,6 +71,20 @@ _RENEWAL_BY_INVITATION = _NEWEST_RENEWAL.where(renewals.c.invitation_hash == bin
 _SAVE_RENEWAL = update(renewals).where(
     renewals.c.id == bindparam("b_id"), renewals.c.version == bindparam("b_version")
 )
+_RECORD_HEALTH = (  # a failed refresh (b_refreshed None) keeps the last successful one
+    update(tenants)
+    .where(tenants.c.key == bindparam("b_key"))
+    .values(
+        auth_state=bindparam("b_state"),
+        next_check_at=bindparam("b_next"),
+        check_owner=None,
+        check_lease_until=None,
+        last_refresh_at=func.coalesce(
+            bindparam("b_refreshed", type_=tenants.c.last_refresh_at.type),
+            tenants.c.last_refresh_at,
+        ),
+    )
+)
 
 
 def _tenant(row: Row[Any]) -> Tenant:
@@ -137,20 +151,6 @@ class SqlTenantRepository:
         """One statement for all records (executemany); a failed refresh keeps the last one."""
         if not records:
             return
-        stmt = (
-            update(tenants)
-            .where(tenants.c.key == bindparam("b_key"))
-            .values(
-                auth_state=bindparam("b_state"),
-                next_check_at=bindparam("b_next"),
-                check_owner=None,
-                check_lease_until=None,
-                last_refresh_at=func.coalesce(
-                    bindparam("b_refreshed", type_=tenants.c.last_refresh_at.type),
-                    tenants.c.last_refresh_at,
-                ),
-            )
-        )
         rows = [
             {
                 "b_key": r.key,
@@ -160,7 +160,7 @@ class SqlTenantRepository:
             }
             for r in records
         ]
-        await self.c.execute(stmt, rows)
+        await self.c.execute(_RECORD_HEALTH, rows)
 
     async def snooze(self, key: str, until: datetime | None) -> None:
         await self.c.execute(

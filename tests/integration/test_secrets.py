@@ -3,7 +3,6 @@ chat or the database file."""
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
 from pathlib import Path
@@ -12,7 +11,7 @@ import structlog
 
 from bot import logging as bot_logging
 from core.model import RenewalState as S
-from tests.integration.live import live_bot
+from tests.integration.live import live_bot, until
 from tests.servers.bot_connector import BotConnectorStandIn
 
 
@@ -91,10 +90,7 @@ async def test_teams_renewal_leaks_no_bot_secret(tmp_path: Path) -> None:
                     assert resp.status == 200
                 await live.wait_state("contoso", S.INVITED)
                 thread = command["conversation"]["id"]
-                deadline = asyncio.get_running_loop().time() + 30
-                while len(connector.posts(thread)) < 2:
-                    assert asyncio.get_running_loop().time() < deadline
-                    await asyncio.sleep(0.05)
+                await until(lambda: len(connector.posts(thread)) >= 2)
                 bad = connector.token(aud="another-bot")  # refused, and still not logged
                 async with live.http.post(
                     f"{live.base_url}/api/messages",
