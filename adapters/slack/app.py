@@ -53,7 +53,9 @@ class SlackBot:
         self.client = client
         self.supervisor = supervisor
         self.seen = SeenTriggers()
-        self._groups: tuple[float, dict[str, frozenset[str]]] = (0.0, {})
+        # Never fetched: -inf, not 0.0 (the monotonic clock starts near zero on a freshly booted
+        # machine, and 0.0 then read as "fetched moments ago" for the first five minutes).
+        self._groups: tuple[float, dict[str, frozenset[str]]] = (float("-inf"), {})
         self._socket: Any = None
         # We verify signatures ourselves (bolt would log the body of a rejected request).
         self.verifier = SignatureVerifier(signing_secret) if signing_secret else None
