@@ -209,12 +209,15 @@ async def runtime(
         timeout=ident.timeout_seconds,
     )
     chat = ChatRouter()
+    # The scheduler and the service need each other: the service tells the scheduler about new
+    # codes (watch_flow), the scheduler calls the service to advance them. The scheduler is made
+    # first and reaches the service, made below, through this holder.
     holder: list[RenewalService] = []
 
-    async def poll(renewal_id: str) -> float | None:
-        return await holder[0].poll_once(renewal_id)
+    async def advance(renewal_id: str) -> float | None:
+        return await holder[0].advance(renewal_id)
 
-    scheduler = DeviceFlowScheduler(poll)
+    scheduler = DeviceFlowScheduler(advance)
     config = ServiceConfig(
         public_url=settings.web.public_url,
         invitation_ttl=timedelta(hours=settings.security.invitation_ttl_hours),

@@ -147,13 +147,14 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def adopt_flows(rt: Runtime) -> int:
-    """Watch every pending device flow this process does not watch yet.
+    """Watch every renewal in flight (a pending device flow, or signed in and not yet validated)
+    that this process does not watch yet.
 
-    Leases decide which process really polls; watching lets this one take over when the
-    lease holder dies.
+    Leases decide which process really advances it; watching lets this one take over when the
+    lease holder dies, at whatever step it died.
     """
     async with rt.uow() as uow:
-        waiting = await uow.renewals.awaiting_code()
+        waiting = await uow.renewals.resumable()
     adopted = 0
     for renewal in waiting:
         if not rt.scheduler.is_watching(renewal.id):
@@ -173,11 +174,13 @@ async def _pause(rt: Runtime, seconds: float) -> bool:
 
 
 async def _sweep(rt: Runtime, every: float = 30.0) -> None:
-    """Expire overdue invitations and adopt orphaned device flows, until stopped."""
+    """Expire overdue invitations, adopt orphaned renewals and open threads a dead process never
+    opened, until stopped."""
     while not await _pause(rt, every):
         try:
             await rt.core.service.expire_overdue()
             await adopt_flows(rt)
+            await rt.core.service.reopen_orphans()
         except asyncio.CancelledError:
             raise
         except Exception:

@@ -151,6 +151,13 @@ class Renewal:
     thread: ThreadRef | None = None
     batch: str | None = None  # started by `renew all-expired`: shares the batch's summary thread
     version: int = 0
+    # The sign-in's tokens, held apart from the tenant's own until every check passed (the
+    # identity adapter's opaque, encrypted-at-rest form). A refused sign-in never touches the
+    # tenant's working tokens; a crash after sign-in resumes from here.
+    staged_tokens: bytes | None = field(default=None, repr=False, compare=False)
+    # Written before its thread opens (the database decides which request wins, so replicas
+    # never open two threads); cleared once the thread is open or the chat refused it.
+    awaiting_thread: bool = False
     events: list[events.Event] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -167,6 +174,15 @@ class Renewal:
         self._move(S.INVITED, now)
         self.invitation_hash = token_hash
         self.invitation_expires_at = expires_at
+        self.events.append(events.RenewalInvited(self.id, auth_url))
+
+    def reinvite(self, token_hash: str, expires_at: datetime, auth_url: str, now: datetime) -> None:
+        """A fresh Auth URL for an invitation nobody has seen (its process died before posting)."""
+        if self.state is not S.INVITED:
+            raise InvalidTransitionError(self.state, S.INVITED)
+        self.invitation_hash = token_hash
+        self.invitation_expires_at = expires_at
+        self.updated_at = now
         self.events.append(events.RenewalInvited(self.id, auth_url))
 
     def invitation_has_expired(self, now: datetime) -> bool:
@@ -196,10 +212,13 @@ class Renewal:
         self.failure_code = reason
         self.events.append(events.CodeLapsed(self.id, reason))
 
-    def signed_in(self, account: str, is_global_admin: bool, total: int, now: datetime) -> None:
+    def signed_in(
+        self, account: str, is_global_admin: bool, total: int, staged: bytes, now: datetime
+    ) -> None:
         """The first token set came from the device flow; more may follow silently."""
-        if self.state is not S.CODE_ISSUED:
+        if self.state is not S.CODE_ISSUED or self.tokens_acquired:
             raise InvalidTransitionError(self.state, S.TOKENS_ACQUIRED)
+        self.staged_tokens = staged
         self.signed_in_account = account
         self.signed_in_is_global_admin = is_global_admin
         self.device_code = None
@@ -208,9 +227,17 @@ class Renewal:
         self.updated_at = now
         self.events.append(events.TokenProgress(self.id, 1, total, account))
 
-    def token_acquired(self, now: datetime) -> None:
+    @property
+    def is_signed_in(self) -> bool:
+        """Signed in, with further token sets or validation still to do (resumable)."""
+        return self.state is S.TOKENS_ACQUIRED or (
+            self.state is S.CODE_ISSUED and self.tokens_acquired > 0
+        )
+
+    def token_acquired(self, staged: bytes, now: datetime) -> None:
         if self.state is not S.CODE_ISSUED or self.tokens_acquired >= self.tokens_total:
             raise InvalidTransitionError(self.state, S.TOKENS_ACQUIRED)
+        self.staged_tokens = staged
         self.tokens_acquired += 1
         self.updated_at = now
         self.events.append(
@@ -226,7 +253,9 @@ class Renewal:
         self.events.append(events.TokensAcquired(self.id, self.signed_in_account or ""))
 
     def validate(self, warnings: list[str], now: datetime) -> None:
+        """Every check passed; the staged tokens are now the tenant's (the caller promoted them)."""
         self._move(S.VALIDATED, now)
+        self.staged_tokens = None
         self.warnings = list(warnings)
         self.events.append(
             events.RenewalValidated(self.id, self.signed_in_account or "", tuple(warnings))
@@ -236,14 +265,17 @@ class Renewal:
         self._move(S.FAILED, now)
         self.failure_code = code
         self.device_code = None
+        self.staged_tokens = None  # a refused sign-in's tokens are dropped, never promoted
         self.events.append(events.RenewalFailed(self.id, code, detail))
 
     def expire(self, now: datetime) -> None:
         self._move(S.EXPIRED, now)
         self.device_code = None
+        self.staged_tokens = None
         self.events.append(events.RenewalExpired(self.id))
 
     def cancel(self, actor: Actor, now: datetime) -> None:
         self._move(S.CANCELLED, now)
         self.device_code = None
+        self.staged_tokens = None
         self.events.append(events.RenewalCancelled(self.id, actor))

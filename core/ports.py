@@ -26,14 +26,29 @@ class PollPending:
     code: DeviceCode
 
 
+@dataclass
+class StagedTokens:
+    """A sign-in's tokens, held apart from the tenant's own until validation passes.
+
+    Opaque to core (the identity adapter's serialized cache); the adapter replaces ``blob`` when a
+    call adds or rotates a token, and core stores it (encrypted) with the renewal.
+    """
+
+    blob: bytes = field(default=b"", repr=False)
+
+
 @dataclass(frozen=True)
 class SignedIn:
-    """The device flow succeeded: claims of the signed-in account, read by the identity adapter."""
+    """The device flow succeeded: claims of the signed-in account, read by the identity adapter.
+
+    ``staged`` holds the new tokens; nothing of them is in the tenant's token cache yet.
+    """
 
     account: str
     tenant_id: str
     object_id: str
     roles: frozenset[str] = field(default_factory=frozenset)
+    staged: StagedTokens = field(default_factory=StagedTokens, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -53,13 +68,24 @@ class IdentityProvider(Protocol):
         """Raises IdentityProviderError when the tenant refuses to start one."""
 
     async def poll(self, tenant: Tenant, code: DeviceCode) -> PollPending | SignedIn:
-        """One poll of the token endpoint. Raises IdentityProviderError when the flow ended."""
+        """One poll of the token endpoint. Raises IdentityProviderError when the flow ended.
 
-    async def acquire_silently(self, tenant: Tenant, token_set: str) -> None:
-        """Get one more token set from the same sign-in. Raises IdentityProviderError."""
+        A success leaves the tenant's stored tokens untouched: the new ones are in ``staged``.
+        """
 
-    async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
-        """Call Graph with the tenant's new token. Raises IdentityProviderError."""
+    async def acquire_silently(self, tenant: Tenant, token_set: str, staged: StagedTokens) -> None:
+        """Get one more token set from the staged sign-in. Raises IdentityProviderError."""
+
+    async def check_directory(
+        self, tenant: Tenant, staged: StagedTokens | None = None
+    ) -> DirectoryCheck:
+        """Call Graph with the staged tokens (or, without, the tenant's stored ones).
+
+        Raises IdentityProviderError.
+        """
+
+    async def promote(self, tenant: Tenant, staged: StagedTokens) -> None:
+        """Make the staged tokens the tenant's, replacing what it had (after validation)."""
 
     async def refresh(self, tenant: Tenant) -> None:
         """Redeem the tenant's refresh token now (health check). Raises IdentityProviderError."""
@@ -153,15 +179,29 @@ class RenewalRepository(Protocol):
 
     async def by_invitation(self, token_hash: str) -> Renewal | None: ...
 
-    async def awaiting_code(self) -> list[Renewal]:
-        """Renewals in CODE_ISSUED, for the poller after a restart."""
+    async def resumable(self) -> list[Renewal]:
+        """Renewals with a device flow or a sign-in in progress (CODE_ISSUED, TOKENS_ACQUIRED),
+        for the scheduler after a restart."""
 
-    async def claim_poll(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
-        """Lease the right to poll this renewal's device flow until ``until``.
+    async def awaiting_thread(self, before: datetime) -> list[Renewal]:
+        """INVITED renewals whose thread was never opened, last changed before ``before``."""
+
+    async def claim_work(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        """Lease the right to advance this active renewal (poll, continue after sign-in, open
+        its thread) until ``until``.
 
         True when ``owner`` already holds the lease, nobody does, or the holder's lease ran out:
-        several bot processes share one database and each flow is polled by one of them.
+        several bot processes share one database and each renewal is advanced by one of them.
         """
+
+    async def claim_code(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        """Claim the start of a device flow for this invitation (INVITED or CODE_ISSUED).
+
+        False while another caller's claim is live: concurrent Start presses make one code.
+        """
+
+    async def release_code(self, renewal_id: str, owner: str) -> None:
+        """Give back a claim from ``claim_code`` (the code is saved, or starting it failed)."""
 
     async def open(self) -> list[Renewal]: ...
 

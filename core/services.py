@@ -24,7 +24,7 @@ from core.errors import (
     NoActiveRenewalError,
     RenewalInProgressError,
 )
-from core.model import SYSTEM, Actor, Renewal, RenewalState, Tenant, ThreadRef
+from core.model import SYSTEM, Actor, DeviceCode, Renewal, RenewalState, Tenant, ThreadRef
 from core.notifications import Notifier
 from core.ports import (
     AuditEntry,
@@ -41,6 +41,11 @@ from core.validation import Validator
 log = logging.getLogger("renewbot.core")
 
 NEW_CODE_GRACE = timedelta(seconds=15)
+# How long one Start press may hold the invitation's device-flow claim: longer than a slow
+# devicecode request (the identity adapter's timeout is 10 s), short enough that a process that
+# died while holding it does not block a retry for long.
+CODE_CLAIM = timedelta(seconds=30)
+CODE_ISSUED = RenewalState.CODE_ISSUED
 FlowWatcher = Callable[[str, float], None]
 """Called with (renewal id, seconds until the first poll) whenever a device code is issued."""
 
@@ -117,21 +122,67 @@ class RenewalService:
         renewal.invite(
             hash_invitation(token), now + self.config.invitation_ttl, self.auth_url(token), now
         )
-        if renewal.thread is None:
-            # The thread first, so support sees it at once; the row is then written with it.
-            renewal.thread = await self.notifier.open_thread(tenant, renewal)
-        try:
-            async with self.uow() as uow:
-                await uow.renewals.add(renewal)
-                await self._audit(uow, renewal, "renewal.requested", cmd.requester)
-                await uow.commit()
-        except RenewalInProgressError:
-            if renewal.thread is not None and thread is None:
-                await self.notifier.withdrawn(tenant, renewal.thread)
-            raise
+        # The row first: the database's one-open-renewal-per-tenant constraint picks the winner
+        # before anything reaches chat, so a retried or doubled command never opens a second
+        # thread, whichever replica it reaches.
+        renewal.awaiting_thread = renewal.thread is None
+        async with self.uow() as uow:
+            await uow.renewals.add(renewal)
+            await self._audit(uow, renewal, "renewal.requested", cmd.requester)
+            await uow.commit()
         log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
+        if renewal.awaiting_thread:
+            renewal = await self._open_thread(tenant, renewal)
         await self.notifier.publish(tenant, renewal)
         return Requested(renewal, tenant, self.auth_url(token))
+
+    async def _open_thread(self, tenant: Tenant, renewal: Renewal) -> Renewal:
+        """Open the renewal's thread and store it; the renewal's pending events are kept."""
+        pending = renewal.events
+        thread = await self.notifier.open_thread(tenant, renewal)
+        async with self.uow() as uow:
+            stored = await self._load(uow, renewal.id)
+            stored.thread, stored.awaiting_thread = thread, False
+            await uow.renewals.save(stored)
+            await uow.commit()
+        stored.events = pending
+        return stored
+
+    async def reopen_orphans(self, older_than: timedelta = timedelta(minutes=2)) -> int:
+        """Open the thread of renewals whose process died between writing and posting them.
+
+        Their Auth URL was never shown (only its hash is stored), so each gets a fresh one.
+        Returns how many.
+        """
+        now = self.clock.now()
+        async with self.uow() as uow:
+            orphans = await uow.renewals.awaiting_thread(now - older_than)
+        done = 0
+        for orphan in orphans:
+            async with self.uow() as uow:
+                mine = await uow.renewals.claim_work(
+                    orphan.id, self.config.worker_id, now + self.config.poll_lease, now
+                )
+                await uow.commit()
+            if not mine:
+                continue
+            token = secrets.token_urlsafe(32)
+            async with self.uow() as uow:
+                renewal = await self._load(uow, orphan.id)
+                tenant = await self._tenant(uow, renewal)
+                if not renewal.awaiting_thread:
+                    continue
+                expires = now + self.config.invitation_ttl
+                renewal.reinvite(hash_invitation(token), expires, self.auth_url(token), now)
+                pending, renewal.events = renewal.events, []
+                await uow.renewals.save(renewal)
+                await self._audit(uow, renewal, "renewal.thread_reopened", SYSTEM)
+                await uow.commit()
+            renewal.events = pending
+            renewal = await self._open_thread(tenant, renewal)
+            await self.notifier.publish(tenant, renewal)
+            done += 1
+        return done
 
     async def lookup_invitation(self, token: str) -> tuple[Renewal, Tenant]:
         """The renewal behind an Auth URL in any state, for its status. Changes nothing.
@@ -202,9 +253,18 @@ class RenewalService:
             RenewalState.CODE_ISSUED
         ):
             raise InvalidTransitionError(renewal.state, RenewalState.CODE_ISSUED)
+        owner = self.config.worker_id
+        async with self.uow() as uow:
+            mine = await uow.renewals.claim_code(renewal_id, owner, now + CODE_CLAIM, now)
+            await uow.commit()
+        if not mine:
+            return renewal  # another press is starting the code right now; the status shows it
         try:
             new_code = await self.identity.start_device_flow(tenant)
         except IdentityProviderError as exc:
+            async with self.uow() as uow:
+                await uow.renewals.release_code(renewal_id, owner)
+                await uow.commit()
             await self._record_error(tenant, exc)
             if exc.is_transient or messages.explain(exc.code).retry_with_new_code:
                 raise
@@ -218,35 +278,45 @@ class RenewalService:
                 renewal.expected_account = admin_upn.strip()[:254]
             renewal.issue_code(new_code, actor, self.clock.now())
             await uow.renewals.save(renewal)
+            await uow.renewals.release_code(renewal_id, owner)
             await self._audit(uow, renewal, "renewal.code_issued", actor)
             await uow.commit()
         self.watch_flow(renewal.id, float(new_code.interval))
         await self.notifier.publish(tenant, renewal)
         return renewal
 
-    async def poll_once(self, renewal_id: str) -> float | None:
-        """Poll one pending device flow once.
+    async def advance(self, renewal_id: str) -> float | None:
+        """Take one step of a renewal in flight: poll its device flow once, or, once signed in,
+        carry on from what is stored (further token sets, validation). A renewal another
+        process left half way, at any step, continues here.
 
         Returns:
-            Seconds until the next poll, or None when the flow is over (success or not).
+            Seconds until the next step, or None when the renewal needs nothing more from us.
         """
         now = self.clock.now()
         async with self.uow() as uow:
             renewal = await uow.renewals.get(renewal_id)
-            if renewal is None or renewal.state is not RenewalState.CODE_ISSUED:
+            if renewal is None or not (renewal.is_signed_in or renewal.state is CODE_ISSUED):
                 return None
             code = renewal.device_code
-            if code is None or renewal.tokens_acquired:
+            if code is None and not renewal.is_signed_in:
                 return None
-            lease = max(self.config.poll_lease, timedelta(seconds=3 * code.interval))
-            mine = await uow.renewals.claim_poll(
+            interval = code.interval if code else 0
+            lease = max(self.config.poll_lease, timedelta(seconds=3 * interval))
+            mine = await uow.renewals.claim_work(
                 renewal_id, self.config.worker_id, now + lease, now
             )
             await uow.commit()
-            if not mine:  # another process polls it; look again in case that process dies
+            if not mine:  # another process has it; look again in case that process dies
                 return lease.total_seconds()
             tenant = await self._tenant(uow, renewal)
-        if now >= code.expires_at:
+        if renewal.is_signed_in:
+            return await Validator(self).resume(renewal_id, tenant)
+        assert code is not None
+        return await self._poll(renewal_id, tenant, code)
+
+    async def _poll(self, renewal_id: str, tenant: Tenant, code: DeviceCode) -> float | None:
+        if self.clock.now() >= code.expires_at:
             await self._lapse(renewal_id, "expired_token")
             return None
         try:
@@ -269,8 +339,7 @@ class RenewalService:
                     await uow.renewals.save(renewal)
                     await uow.commit()
             return float(result.code.interval)
-        await Validator(self).complete(renewal_id, tenant, result)
-        return None
+        return await Validator(self).complete(renewal_id, tenant, result)
 
     async def cancel(self, cmd: commands.CancelRenewal) -> Renewal:
         async with self.uow() as uow:

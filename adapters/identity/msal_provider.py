@@ -26,7 +26,14 @@ from adapters.identity.errors import is_waiting, to_error, unavailable
 from adapters.identity.http import METADATA, HttpStatusError, LoopHttpClient
 from core.errors import IdentityProviderError
 from core.model import DeviceCode, Tenant
-from core.ports import Clock, DirectoryCheck, PollPending, SignedIn, TokenCacheStore
+from core.ports import (
+    Clock,
+    DirectoryCheck,
+    PollPending,
+    SignedIn,
+    StagedTokens,
+    TokenCacheStore,
+)
 
 T = TypeVar("T")
 GRAPH_SCOPES = ["https://graph.microsoft.com/.default"]
@@ -166,23 +173,36 @@ class MsalIdentityProvider:
             flow_state=json.dumps(flow).encode(),
         )
 
+    async def _with_staged(
+        self,
+        tenant: Tenant,
+        staged: StagedTokens,
+        work: Callable[[msal.SerializableTokenCache], T],
+    ) -> T:
+        """``work`` on a sign-in's staged cache; ``staged.blob`` follows what MSAL changed."""
+        cache = msal.SerializableTokenCache()
+        if staged.blob:
+            cache.deserialize(staged.blob.decode())
+        result = await self._run(lambda: work(cache), tenant)
+        if cache.has_state_changed:
+            staged.blob = cache.serialize().encode()
+        return result
+
     async def poll(self, tenant: Tenant, code: DeviceCode) -> PollPending | SignedIn:
         flow = json.loads(code.flow_state)
         flow["expires_at"] = code.expires_at.timestamp()
+        # A cache of its own, not the tenant's: whoever signs in, the tenant's working tokens are
+        # untouched until core has checked the account and promotes the staged ones.
+        staged = StagedTokens()
 
         def once(cache: msal.SerializableTokenCache) -> dict[str, Any]:
             app = self._app(tenant, cache)
             result: dict[str, Any] = app.acquire_token_by_device_flow(
                 flow, exit_condition=lambda _flow: True
             )
-            if "access_token" in result:
-                keep = result.get("id_token_claims", {}).get("oid")
-                for account in app.get_accounts():
-                    if account.get("local_account_id") != keep:
-                        app.remove_account(account)  # only the latest admin's grant is kept
             return result
 
-        result = await self._with_cache(tenant, once)
+        result = await self._with_staged(tenant, staged, once)
         if is_waiting(result):
             updated = replace(
                 code,
@@ -198,6 +218,7 @@ class MsalIdentityProvider:
             tenant_id=str(claims.get("tid", "")),
             object_id=str(claims.get("oid", "")),
             roles=frozenset(claims.get("wids") or ()),
+            staged=staged,
         )
 
     async def _silent(
@@ -206,7 +227,10 @@ class MsalIdentityProvider:
         scopes: list[str],
         force_refresh: bool = False,
         pool: ThreadPoolExecutor | None = None,
+        staged: StagedTokens | None = None,
     ) -> dict[str, Any]:
+        """A token for ``scopes`` from the staged sign-in, or without one the tenant's cache."""
+
         def work(cache: msal.SerializableTokenCache) -> dict[str, Any]:
             app = self._app(tenant, cache)
             accounts = app.get_accounts()
@@ -217,21 +241,31 @@ class MsalIdentityProvider:
             )
             return got or {"error": "no_token", "error_description": "no refresh token"}
 
-        result = await self._with_cache(tenant, work, pool)
+        if staged is not None:
+            result = await self._with_staged(tenant, staged, work)
+        else:
+            result = await self._with_cache(tenant, work, pool)
         if "access_token" not in result:
             raise to_error(result)
         return result
 
-    async def acquire_silently(self, tenant: Tenant, token_set: str) -> None:
-        await self._silent(tenant, self.scopes(tenant, token_set))
+    async def acquire_silently(self, tenant: Tenant, token_set: str, staged: StagedTokens) -> None:
+        await self._silent(tenant, self.scopes(tenant, token_set), staged=staged)
+
+    async def promote(self, tenant: Tenant, staged: StagedTokens) -> None:
+        """The staged sign-in becomes the tenant's whole cache (only the new admin's grant)."""
+        async with self._lock(tenant):
+            await self._store.save(tenant.tenant_id, staged.blob.decode())
 
     async def refresh(self, tenant: Tenant) -> None:
         """The health check: redeem the refresh token, on the health checks' own threads."""
         first = next(iter(self._sets))
         await self._silent(tenant, self.scopes(tenant, first), True, self._check_pool)
 
-    async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
-        token = (await self._silent(tenant, GRAPH_SCOPES))["access_token"]
+    async def check_directory(
+        self, tenant: Tenant, staged: StagedTokens | None = None
+    ) -> DirectoryCheck:
+        token = (await self._silent(tenant, GRAPH_SCOPES, staged=staged))["access_token"]
         url = f"{self._graph}/v1.0/organization"
         try:
             response = await self._client().request(

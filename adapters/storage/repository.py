@@ -42,6 +42,8 @@ from core.model import (
 from core.ports import AuditEntry, HealthRecord, IdentityErrorRecord
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
+_IN_FLIGHT = [RenewalState.CODE_ISSUED.value, RenewalState.TOKENS_ACQUIRED.value]
+_CODE_STATES = [RenewalState.INVITED.value, RenewalState.CODE_ISSUED.value]
 
 # Statements on the busiest paths (a chat command, a poll) are built once: building one costs
 # more CPU than running it (SQLAlchemy caches the compiled form, not the construction). Values
@@ -257,6 +259,8 @@ class SqlRenewalRepository:
             "thread_key": r.thread.key if r.thread else None,
             "batch_id": r.batch,
             "version": r.version,
+            "staged_tokens": self.box.seal(r.staged_tokens) if r.staged_tokens else None,
+            "awaiting_thread": r.awaiting_thread,
         }
 
     def _renewal(self, row: Row[Any]) -> Renewal:
@@ -295,6 +299,8 @@ class SqlRenewalRepository:
             thread=thread,
             batch=row.batch_id,
             version=row.version,
+            staged_tokens=self.box.open(row.staged_tokens) if row.staged_tokens else None,
+            awaiting_thread=bool(row.awaiting_thread),
         )
 
     async def _many(self, *where: Any, limit: int | None = None) -> list[Renewal]:
@@ -338,15 +344,22 @@ class SqlRenewalRepository:
         row = (await self.c.execute(query, params)).first()
         return self._renewal(row) if row else None
 
-    async def awaiting_code(self) -> list[Renewal]:
-        return await self._many(renewals.c.state == RenewalState.CODE_ISSUED.value)
+    async def resumable(self) -> list[Renewal]:
+        return await self._many(renewals.c.state.in_(_IN_FLIGHT))
 
-    async def claim_poll(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+    async def awaiting_thread(self, before: datetime) -> list[Renewal]:
+        return await self._many(
+            renewals.c.state == RenewalState.INVITED.value,
+            renewals.c.awaiting_thread.is_(True),
+            renewals.c.updated_at < before,
+        )
+
+    async def claim_work(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
         result = await self.c.execute(
             update(renewals)
             .where(
                 renewals.c.id == renewal_id,
-                renewals.c.state == RenewalState.CODE_ISSUED.value,
+                renewals.c.state.in_(_ACTIVE),
                 or_(
                     renewals.c.poll_owner.is_(None),
                     renewals.c.poll_owner == owner,
@@ -356,6 +369,25 @@ class SqlRenewalRepository:
             .values(poll_owner=owner, poll_lease_until=until)
         )
         return result.rowcount == 1
+
+    async def claim_code(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        result = await self.c.execute(
+            update(renewals)
+            .where(
+                renewals.c.id == renewal_id,
+                renewals.c.state.in_(_CODE_STATES),
+                or_(renewals.c.code_owner.is_(None), renewals.c.code_claim_until < now),
+            )
+            .values(code_owner=owner, code_claim_until=until)
+        )
+        return result.rowcount == 1
+
+    async def release_code(self, renewal_id: str, owner: str) -> None:
+        await self.c.execute(
+            update(renewals)
+            .where(renewals.c.id == renewal_id, renewals.c.code_owner == owner)
+            .values(code_owner=None, code_claim_until=None)
+        )
 
     async def open(self) -> list[Renewal]:
         return await self._many(renewals.c.state.in_(_ACTIVE))

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
     text,
 )
 
@@ -104,6 +105,10 @@ renewals = Table(
     Column("poll_owner", String(64)),  # lease: which process polls the device flow
     Column("poll_lease_until", UTCDateTime),
     Column("batch_id", String(32)),  # renewals started together by `renew all-expired`
+    Column("staged_tokens", LargeBinary),  # encrypted: a sign-in's tokens until validated
+    Column("code_owner", String(64)),  # lease: which process is starting a device flow
+    Column("code_claim_until", UTCDateTime),
+    Column("awaiting_thread", Boolean, nullable=False, server_default=false()),
     Index("ix_renewals_batch", "batch_id"),
     Index(
         "uq_renewals_one_active_per_tenant",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import tempfile
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from bot.sandbox import login, oauth
 from bot.sandbox.directory import Directory, demo_directory
 from bot.sandbox.tls import make_ca_and_server
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
 
 @dataclass
 class Sandbox:
@@ -21,6 +24,9 @@ class Sandbox:
     authority_host: str = ""
     login_url: str = ""
     ca_path: Path | None = None
+    # Tests only: awaited before each HTTPS request is served, to hold a chosen request (say a
+    # refresh-token grant) while a bot process is killed. Not a behaviour of Entra.
+    gate: Callable[[web.Request], Awaitable[None]] | None = None
     _runners: list[web.AppRunner] = field(default_factory=list)
 
     @property
@@ -36,8 +42,10 @@ class Sandbox:
         self.login_url = f"http://127.0.0.1:{http_sock.getsockname()[1]}"
         urls = {"https": self.authority_host, "http": self.login_url}
         signer = oauth.Signer()
+        https = oauth.https_app(self.directory, signer, urls, latency)
+        https.middlewares.insert(0, self._held)
         for app, sock, ctx in (
-            (oauth.https_app(self.directory, signer, urls, latency), https_sock, ssl_ctx),
+            (https, https_sock, ssl_ctx),
             (login.http_app(self.directory), http_sock, None),
         ):
             runner = web.AppRunner(app, access_log=None)
@@ -45,6 +53,12 @@ class Sandbox:
             await web.SockSite(runner, sock, ssl_context=ctx).start()
             self._runners.append(runner)
         return self
+
+    @web.middleware
+    async def _held(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.gate is not None:
+            await self.gate(request)
+        return await handler(request)
 
     async def stop(self) -> None:
         for runner in self._runners:

@@ -23,6 +23,7 @@ from core.ports import (
     Message,
     PollPending,
     SignedIn,
+    StagedTokens,
 )
 
 
@@ -43,7 +44,8 @@ class Store:
     renewals: dict[str, Renewal] = field(default_factory=dict)
     audit: list[AuditEntry] = field(default_factory=list)
     errors: list[IdentityErrorRecord] = field(default_factory=list)
-    leases: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
+    leases: dict[str, tuple[str, datetime]] = field(default_factory=dict)
+    code_claims: dict[str, tuple[str, datetime]] = field(default_factory=dict)
     next_check: dict[str, datetime] = field(default_factory=dict)
     check_leases: dict[str, datetime] = field(default_factory=dict)
     job_runs: dict[str, datetime] = field(default_factory=dict)
@@ -162,13 +164,39 @@ class _Renewals:
                 return copy.deepcopy(r)
         return None
 
-    async def awaiting_code(self) -> list[Renewal]:
-        return [copy.deepcopy(r) for r in self._all().values() if r.state == "code_issued"]
+    async def resumable(self) -> list[Renewal]:
+        in_flight = {"code_issued", "tokens_acquired"}
+        return [copy.deepcopy(r) for r in self._all().values() if r.state in in_flight]
 
-    async def claim_poll(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
-        holder, expires = self.s.leases.get(renewal_id, (None, now))
-        if holder in (None, owner) or expires < now:
-            self.s.leases[renewal_id] = (owner, until)
+    async def awaiting_thread(self, before: datetime) -> list[Renewal]:
+        return [
+            copy.deepcopy(r)
+            for r in self._all().values()
+            if r.state == "invited" and r.awaiting_thread and r.updated_at and r.updated_at < before
+        ]
+
+    async def claim_work(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        return self._claim(self.s.leases, renewal_id, owner, until, now, allow_same=True)
+
+    async def claim_code(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        return self._claim(self.s.code_claims, renewal_id, owner, until, now, allow_same=False)
+
+    async def release_code(self, renewal_id: str, owner: str) -> None:
+        if self.s.code_claims.get(renewal_id, (None, None))[0] == owner:
+            del self.s.code_claims[renewal_id]
+
+    @staticmethod
+    def _claim(
+        leases: dict[str, tuple[str, datetime]],
+        renewal_id: str,
+        owner: str,
+        until: datetime,
+        now: datetime,
+        allow_same: bool,
+    ) -> bool:
+        holder, expires = leases.get(renewal_id, (None, now))
+        if holder is None or (allow_same and holder == owner) or expires < now:
+            leases[renewal_id] = (owner, until)
             return True
         return False
 
@@ -306,6 +334,8 @@ class FakeIdentityProvider:
         self.silent: list[str] = []
         self.refresh_errors: dict[str, IdentityProviderError] = {}
         self.refreshed: list[str] = []
+        self.stored: dict[str, bytes] = {}  # tenant id -> its promoted tokens
+        self.directory_checked_with: list[bytes | None] = []
 
     def token_set_names(self) -> Sequence[str]:
         return self.sets
@@ -328,10 +358,14 @@ class FakeIdentityProvider:
             raise result
         return result
 
-    async def acquire_silently(self, tenant: Tenant, token_set: str) -> None:
+    async def acquire_silently(self, tenant: Tenant, token_set: str, staged: StagedTokens) -> None:
         if self.silent_error:
             raise self.silent_error
         self.silent.append(token_set)
+        staged.blob += f"+{token_set}".encode()
+
+    async def promote(self, tenant: Tenant, staged: StagedTokens) -> None:
+        self.stored[tenant.tenant_id] = staged.blob
 
     async def refresh(self, tenant: Tenant) -> None:
         error = self.refresh_errors.get(tenant.slug)
@@ -339,7 +373,10 @@ class FakeIdentityProvider:
             raise error
         self.refreshed.append(tenant.slug)
 
-    async def check_directory(self, tenant: Tenant) -> DirectoryCheck:
+    async def check_directory(
+        self, tenant: Tenant, staged: StagedTokens | None = None
+    ) -> DirectoryCheck:
+        self.directory_checked_with.append(staged.blob if staged else None)
         d = self.directory
         if isinstance(d, IdentityProviderError):
             raise d

@@ -6,6 +6,7 @@ Chat goes to RecordingChatThreads. Customer actions go over real HTTP, like a br
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -34,10 +35,12 @@ T_NORTHWIND = "00000003-0000-4000-8000-000000000003"
 
 
 async def until(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """Poll ``check()`` with a deadline until it returns something truthy."""
+    """Poll ``check()`` (plain or async) with a deadline until it returns something truthy."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         found = check()
+        if inspect.isawaitable(found):
+            found = await found
         if found:
             return found
         assert asyncio.get_running_loop().time() < deadline, "timed out"

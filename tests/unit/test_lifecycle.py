@@ -103,8 +103,8 @@ async def test_full_renewal_reaches_validated_with_progress(world: World) -> Non
     rid = await started(world)
     assert any("Device code: CODE0001" in t for t in world.chat.texts())
     world.identity.polls = [slow_down(world.store.renewals[rid].device_code), signed()]
-    assert await world.service.poll_once(rid) == 10.0  # slow_down honoured: 5 s + 5 s
-    assert await world.service.poll_once(rid) is None
+    assert await world.service.advance(rid) == 10.0  # slow_down honoured: 5 s + 5 s
+    assert await world.service.advance(rid) is None
     texts = world.chat.texts()
     assert any("1/3 tokens" in t for t in texts) and any("3/3 tokens" in t for t in texts)
     assert any(t.startswith("Validated: Contoso Ltd") for t in texts)
@@ -122,7 +122,7 @@ async def test_auth_url_is_dead_after_validation(world: World) -> None:
     rid = await started(world)
     token = world.token_from_thread()
     world.identity.polls = [signed()]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     with pytest.raises(InvitationGoneError):
         await world.service.start_authentication(token, CUSTOMER, fresh=True)
     with pytest.raises(InvitationNotFoundError):
@@ -142,7 +142,7 @@ async def test_expired_code_returns_to_invited_and_new_code_works(world: World) 
     """A device code lives about 15 minutes; the customer can get a fresh one."""
     rid = await started(world)
     world.clock.advance(minutes=16)
-    assert await world.service.poll_once(rid) is None
+    assert await world.service.advance(rid) is None
     assert await state(world, rid) is RenewalState.INVITED
     assert any("The code expired" in t for t in world.chat.texts())
     await world.service.start_authentication(world.token_from_thread(), CUSTOMER, fresh=True)
@@ -164,7 +164,7 @@ async def test_identity_errors_explained_in_thread(
     """Declines and consent errors offer a new code; Conditional Access ends the renewal."""
     rid = await started(world)
     world.identity.polls = [IdentityProviderError(code, "invalid_grant", "secret-ish detail")]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     assert await state(world, rid) is end
     last = world.chat.texts()[-1]
     assert "secret-ish detail" not in last
@@ -175,7 +175,7 @@ async def test_wrong_tenant_account_fails_validation(world: World) -> None:
     """An account of another tenant never validates this one."""
     rid = await started(world)
     world.identity.polls = [signed("bob@fabrikam.com", tid="22222222-2222-2222-2222-222222222222")]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     assert await state(world, rid) is RenewalState.FAILED
     assert world.store.renewals[rid].failure_code == "wrong_tenant"
     assert world.identity.silent == []
@@ -188,9 +188,9 @@ async def test_consent_by_non_global_admin_fails(world: World) -> None:
         IdentityProviderError("AADSTS65001", "invalid_grant"),
         signed(roles=frozenset()),
     ]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     await world.service.start_authentication(world.token_from_thread(), CUSTOMER, fresh=True)
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     assert world.store.renewals[rid].failure_code == "not_global_admin"
 
 
@@ -198,7 +198,7 @@ async def test_other_admin_account_validates_with_warning(world: World) -> None:
     """A different admin account works but support is told which one signed in."""
     rid = await started(world)
     world.identity.polls = [signed("other@contoso.com")]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     assert await state(world, rid) is RenewalState.VALIDATED
     assert (
         "other@contoso.com, but the tenant's M365 admin username is admin@contoso.com"
@@ -211,7 +211,7 @@ async def test_graph_unreachable_keeps_tokens_and_validate_again_finishes(world:
     rid = await started(world)
     world.identity.directory = IdentityProviderError("unavailable")
     world.identity.polls = [signed()]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     assert await state(world, rid) is RenewalState.TOKENS_ACQUIRED
     world.identity.directory = None
     reply = await world.say("validate contoso")
@@ -244,7 +244,7 @@ async def test_chat_outage_does_not_lose_state(world: World) -> None:
     rid = await started(world)
     world.chat.fail = True
     world.identity.polls = [signed()]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     assert await state(world, rid) is RenewalState.VALIDATED
 
 
@@ -271,7 +271,7 @@ async def test_help_and_history(world: World) -> None:
     assert "renew-token cancel <tenant>" in await world.say("help")
     rid = await started(world)
     world.identity.polls = [signed()]
-    await world.service.poll_once(rid)
+    await world.service.advance(rid)
     history = await world.say("history contoso")
     assert "requested by Sam Support" in history and "admin@contoso.com" in history
 
@@ -300,8 +300,8 @@ async def test_new_code_double_click_issues_one_code(world: World) -> None:
     assert world.identity.started == 2
 
 
-async def test_thread_opens_before_the_renewal_is_written(world: World) -> None:
-    """Support sees the thread at once: its first message is posted before the database write."""
+async def test_renewal_is_written_before_its_thread_opens(world: World) -> None:
+    """The database picks the one renewal per tenant before anything reaches chat."""
     seen: list[int] = []
     opened = world.chat.open_thread
 
@@ -311,23 +311,22 @@ async def test_thread_opens_before_the_renewal_is_written(world: World) -> None:
 
     world.chat.open_thread = watching  # type: ignore[method-assign]
     await world.say("contoso")
-    assert seen == [0] and len(world.store.renewals) == 1
+    assert seen == [1]
     (renewal,) = world.store.renewals.values()
-    assert renewal.thread is not None  # written once, with its thread
+    assert renewal.thread is not None and not renewal.awaiting_thread
 
 
-async def test_losing_a_race_withdraws_the_second_thread(world: World) -> None:
-    """Two requests at the same moment: one renewal; the other thread says to follow the first."""
+async def test_a_request_racing_another_opens_no_second_thread(world: World) -> None:
+    """Two requests at the same moment: one renewal, one thread; the other is told it is open."""
     opened = world.chat.open_thread
+    replies: list[str] = []
 
     async def racing(origin, message):  # type: ignore[no-untyped-def]
-        ref = await opened(origin, message)
-        if len(world.chat.threads) == 1:
-            await world.say("contoso")  # the other request wins while this one posts
-        return ref
+        if not replies:
+            replies.append(await world.say("contoso"))  # arrives while this one posts
+        return await opened(origin, message)
 
     world.chat.open_thread = racing  # type: ignore[method-assign]
-    reply = await world.say("contoso")
-    assert "already open" in reply
-    assert len(world.store.renewals) == 1
-    assert "was started at the same moment" in world.chat.status["t1"].text
+    await world.say("contoso")
+    assert "already open" in replies[0]
+    assert len(world.store.renewals) == 1 and len(world.chat.threads) == 1
