@@ -142,10 +142,11 @@ class MsalIdentityProvider:
         tenant: Tenant,
         work: Callable[[msal.SerializableTokenCache], T],
         pool: ThreadPoolExecutor | None = None,
+        fresh: bool = False,  # a sign-in: replaces the stored cache, even one no key opens
     ) -> T:
         async with self._lock(tenant):
             cache = msal.SerializableTokenCache()
-            stored = await self._store.load(tenant.tenant_id)
+            stored = None if fresh else await self._store.load(tenant.tenant_id)
             if stored:
                 cache.deserialize(stored)
             result = await self._run(lambda: work(cache), tenant, pool)
@@ -182,7 +183,7 @@ class MsalIdentityProvider:
                         app.remove_account(account)  # only the latest admin's grant is kept
             return result
 
-        result = await self._with_cache(tenant, once)
+        result = await self._with_cache(tenant, once, fresh=True)
         if is_waiting(result):
             updated = replace(
                 code,
