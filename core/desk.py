@@ -20,10 +20,11 @@ from core.errors import (
     NoActiveRenewalError,
     RenewalInProgressError,
     StorageError,
+    TokenCacheUnreadableError,
     UnknownTenantError,
 )
-from core.model import Actor, AuthState, Origin, RenewalState, ThreadRef
-from core.ports import AuditEntry
+from core.model import Actor, AuthState, Origin, RenewalState, Tenant, ThreadRef
+from core.ports import AuditEntry, UnitOfWork
 from core.services import RenewalService
 from core.tenants import resolve
 from core.validation import Validator
@@ -46,6 +47,17 @@ def _age(since: datetime, now: datetime) -> str:
     if minutes < 48 * 60:
         return f"{minutes // 60} h"
     return f"{minutes // 1440} d"
+
+
+async def _unreadable(uow: UnitOfWork, tenants: list[Tenant]) -> set[str]:
+    """Keys of the expired tenants whose last recorded error is that their tokens cannot be read."""
+    found = set()
+    for t in tenants:
+        if t.auth_state is AuthState.EXPIRED:
+            last = await uow.identity_errors.newest(t.key, limit=1)
+            if last and last[0].code == TokenCacheUnreadableError.code:
+                found.add(t.key)
+    return found
 
 
 class Desk:
@@ -85,6 +97,10 @@ class Desk:
             return Reply(messages.failed(exc.code))
         except ConcurrencyError:
             return Reply(messages.changed_meanwhile())
+        except TokenCacheUnreadableError as exc:  # one tenant's tokens, not the database
+            return Reply(
+                messages.tokens_unreadable(getattr(cmd, "tenant_ref", None) or exc.tenant_id)
+            )
         except StorageError:
             return Reply(messages.storage_unavailable())
 
@@ -125,7 +141,11 @@ class Desk:
                 async with s.uow() as uow:
                     tenant = await resolve(uow, ref)
                     open_renewal = await uow.renewals.active_for(tenant.key)
-                return Reply(messages.tenant_summary(tenant, open_renewal))
+                    unreadable = await _unreadable(uow, [tenant])
+                summary = messages.tenant_summary(tenant, open_renewal)
+                if unreadable:
+                    summary += "\n" + messages.tokens_unreadable(tenant.slug)
+                return Reply(summary)
             case commands.ListPending():
                 return await self._pending()
             case commands.ShowStatus():
@@ -216,6 +236,7 @@ class Desk:
             counts = await uow.tenants.counts_by_state()
             urgent = await uow.tenants.needing_action(limit=15)
             renewals = await uow.renewals.open()
+            unreadable = await _unreadable(uow, urgent)
         total = sum(counts.values())
         order = [AuthState.HEALTHY, AuthState.EXPIRING, AuthState.EXPIRED, AuthState.UNKNOWN]
         parts = [f"{counts[state]} {state.value}" for state in order if counts.get(state)]
@@ -227,7 +248,11 @@ class Desk:
         lines.append(f"Open renewals: {len(renewals)}" + (f" ({detail})" if detail else ""))
         if urgent:
             lines.append("Need action:")
-            lines += [f"  {t.display_name} ({t.slug}): {t.auth_state.value}" for t in urgent]
+            lines += [
+                f"  {t.display_name} ({t.slug}): {t.auth_state.value}"
+                + (f" ({messages.UNREADABLE_SHORT})" if t.key in unreadable else "")
+                for t in urgent
+            ]
         return Reply("\n".join(lines))
 
     async def _errors(self, ref: str | None) -> Reply:

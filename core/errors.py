@@ -13,6 +13,8 @@
     ├── IdentityProviderError       (.code: AADSTS code or OAuth error; never a secret)
     ├── ChatDeliveryError
     └── StorageError
+        └── TokenCacheUnreadableError (.tenant_id: a stored token cache no configured key opens,
+                                       or that is not a token cache once opened)
 
 Messages of these exceptions never contain tokens, codes or secrets: they may reach a log.
 """
@@ -116,3 +118,18 @@ class ChatDeliveryError(RenewalError):
 
 class StorageError(RenewalError):
     """The database failed or went away."""
+
+
+class TokenCacheUnreadableError(StorageError):
+    """A tenant's stored token cache cannot be used: no configured key decrypts it (a key that is
+    not the one used, or the row was altered), or what it decrypts to is not a token cache.
+
+    Only this tenant is affected: it needs a new sign-in (a renewal), which overwrites the cache.
+    Carries the tenant id, never the ciphertext or what it decrypts to.
+    """
+
+    code = "token_cache_unreadable"  # as recorded in msal_errors and explained in core.messages
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"the stored token cache of tenant {tenant_id} cannot be read")
+        self.tenant_id = tenant_id

@@ -4,7 +4,9 @@ A check redeems the tenant's refresh token. Success: healthy, and the 90-day ina
 restarts. A refusal that means the refresh token is dead: expired. The identity service being
 unreachable: the state is judged by age (expiring within ``warn_before`` of the limit) and the
 check is retried sooner. Alerts go out on a change of state only, unless the tenant is snoozed.
-Checks are leased, so several bot processes split the tenants between them.
+Checks are leased, so several bot processes split the tenants between them. A tenant whose stored
+tokens cannot be read (no configured key opens them, or they were altered) needs a new sign-in:
+expired, with that reason recorded and announced; the other tenants are checked as usual.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from core import messages
 from core.batching import Coalescer
 from core.commands import ALL
-from core.errors import IdentityProviderError
+from core.errors import IdentityProviderError, TokenCacheUnreadableError
 from core.model import AuthState, Tenant
 from core.notifications import Notifier
 from core.ports import (
@@ -71,10 +74,15 @@ class Change:
     reason: str = ""
 
 
-def grouped_alert(state: AuthState, tenants: list[Tenant]) -> Message | None:
+UNREADABLE = TokenCacheUnreadableError.code
+
+
+def grouped_alert(state: AuthState, tenants: list[Tenant], reason: str = "") -> Message | None:
     names = [f"{t.display_name} ({t.slug})" for t in tenants]
     if state is AuthState.EXPIRED:
         renew_all = (Action("renew_all", ALL, "Renew all expired"),)
+        if reason == UNREADABLE:
+            return Message(messages.tenants_tokens_unreadable(names), "error", renew_all)
         return Message(messages.tenants_expired(names), "error", renew_all)
     if state is AuthState.EXPIRING:
         return Message(messages.tenants_expiring(names), "warning")
@@ -134,13 +142,6 @@ class HealthMonitor:
         changes a batch finds are announced together (see ``announce_changes``).
         """
         result = SweepResult()
-        gate = asyncio.Semaphore(self.config.concurrency)
-        changes: list[Change] = []
-
-        async def one(tenant: Tenant) -> None:
-            async with gate:
-                await self.check(tenant, result, changes)
-
         while not (stop and stop.is_set()):
             now = self.clock.now()
             async with self.uow() as uow:
@@ -150,9 +151,23 @@ class HealthMonitor:
                 await uow.commit()
             if not batch:
                 break
-            await asyncio.gather(*(one(t) for t in batch))
-            result.alerts += await self.announce_changes(changes)
-            changes.clear()
+            await self.check_all(batch, result)
+        return result
+
+    async def check_all(
+        self, tenants: Sequence[Tenant], result: SweepResult | None = None
+    ) -> SweepResult:
+        """Check these tenants now, ``concurrency`` at a time; announce their changes together."""
+        result = result or SweepResult()
+        gate = asyncio.Semaphore(self.config.concurrency)
+        changes: list[Change] = []
+
+        async def one(tenant: Tenant) -> None:
+            async with gate:
+                await self.check(tenant, result, changes)
+
+        await asyncio.gather(*(one(t) for t in tenants))
+        result.alerts += await self.announce_changes(changes)
         return result
 
     async def check(
@@ -184,6 +199,12 @@ class HealthMonitor:
             else:  # unreachable or unclear: judge by age, look again soon
                 state = state_by_age(tenant.last_refresh_at, now, self.config)
                 next_check = now + self.config.retry_after
+        except TokenCacheUnreadableError:  # only this tenant's tokens: it needs a new sign-in
+            result.failures += 1
+            self.totals.failures += 1
+            why = "no configured encryption key opens the stored token cache, or it was altered"
+            await self.record(tenant, IdentityProviderError(UNREADABLE, UNREADABLE, why), "monitor")
+            state, reason = AuthState.EXPIRED, UNREADABLE
         await self._record_health(HealthRecord(tenant.key, state, refreshed, next_check))
         result.checked += 1
         self.totals.checked += 1
@@ -200,16 +221,17 @@ class HealthMonitor:
         first sweep after an import, an outage), one alert listing them. Returns alerts sent."""
         now = self.clock.now()
         sent = 0
-        by_state: dict[AuthState, list[Change]] = {}
-        for change in changes:
+        by_state: dict[tuple[AuthState, str], list[Change]] = {}
+        for change in changes:  # unreadable tokens are told apart: the fix is not the same
             if not change.tenant.is_snoozed(now):
-                by_state.setdefault(change.state, []).append(change)
-        for state, group in by_state.items():
+                why = UNREADABLE if change.reason == UNREADABLE else ""
+                by_state.setdefault((change.state, why), []).append(change)
+        for (state, why), group in by_state.items():
             if len(group) <= GROUP_AT:
                 for c in group:
                     sent += int(await self.alert(c.tenant, c.state, c.reason))
                 continue
-            sent += int(await self._send(grouped_alert(state, [c.tenant for c in group])))
+            sent += int(await self._send(grouped_alert(state, [c.tenant for c in group], why)))
         return sent
 
     async def record(self, tenant: Tenant | None, exc: IdentityProviderError, source: str) -> None:
@@ -226,7 +248,9 @@ class HealthMonitor:
             return False
         renew = (Action("renew", tenant.slug, "Renew"),)
         message: Message | None = None
-        if state is AuthState.EXPIRED:
+        if state is AuthState.EXPIRED and reason == UNREADABLE:
+            message = Message(messages.tenant_tokens_unreadable(tenant), "error", renew)
+        elif state is AuthState.EXPIRED:
             message = Message(messages.tenant_expired(tenant, reason), "error", renew)
         elif state is AuthState.EXPIRING:
             days = self.days_left(tenant)

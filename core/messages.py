@@ -157,6 +157,14 @@ EXPLANATIONS: dict[str, Explanation] = {
         "The tenant id was not found. Check it with `show` and fix the tenant record.",
         "Your organization could not be found. Please contact your support team.",
     ),
+    "token_cache_unreadable": Explanation(
+        "The stored tokens cannot be read",
+        "None of the configured encryption keys opens this tenant's stored tokens (a key that is "
+        "not the one they were saved with, or the stored copy was altered). Start a renewal "
+        "(`renew-token <tenant>`): the new sign-in replaces them. If many tenants show this, "
+        "check RENEWBOT_SECURITY__ENCRYPTION_KEYS first.",
+        "The sign-in could not be confirmed yet. Your support team will follow up.",
+    ),
     "unavailable": Explanation(
         "Microsoft's sign-in service did not answer",
         "The identity service is unreachable. Nothing was changed; try again in a few minutes.",
@@ -408,6 +416,36 @@ def tenant_expired(tenant: Tenant, reason: str) -> str:
     return (
         f"Tokens of {tenant.display_name} ({tenant.slug}) have expired{why}. "
         "Press Renew (or type `renew-token " + tenant.slug + "`) to start a renewal."
+    )
+
+
+UNREADABLE_WORDS = (
+    "its stored tokens cannot be read (no configured encryption key opens them, or the stored "
+    "copy was altered), so nothing can be refreshed until a new sign-in"
+)
+
+
+def tenant_tokens_unreadable(tenant: Tenant) -> str:
+    return (
+        f"{tenant.display_name} ({tenant.slug}) needs a renewal: {UNREADABLE_WORDS}. "
+        "Press Renew (or type `renew-token " + tenant.slug + "`) to start one."
+    )
+
+
+UNREADABLE_SHORT = "stored tokens cannot be read: renewal needed"
+
+
+def tokens_unreadable(name: str) -> str:
+    """Said by `validate`, `show` ... of a tenant whose stored tokens cannot be read."""
+    return f"{name} needs a renewal: {UNREADABLE_WORDS}. Type `renew-token {name}` to start one."
+
+
+def tenants_tokens_unreadable(names: list[str]) -> str:
+    return (
+        f"{len(names)} tenants need a renewal because their stored tokens cannot be read "
+        f"(no configured encryption key opens them, or the stored copies were altered): "
+        f"{_listed(names)}. Check RENEWBOT_SECURITY__ENCRYPTION_KEYS, then press Renew all "
+        "expired (or type `renew-token renew all-expired`)."
     )
 
 

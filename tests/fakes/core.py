@@ -12,6 +12,7 @@ from core.errors import (
     ChatDeliveryError,
     ConcurrencyError,
     IdentityProviderError,
+    RenewalError,
     RenewalInProgressError,
 )
 from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
@@ -332,7 +333,7 @@ class FakeIdentityProvider:
         self.directory: DirectoryCheck | IdentityProviderError | None = None
         self.started = 0
         self.silent: list[str] = []
-        self.refresh_errors: dict[str, IdentityProviderError] = {}
+        self.refresh_errors: dict[str, RenewalError] = {}  # stored tokens unreadable, too
         self.refreshed: list[str] = []
         self.stored: dict[str, bytes] = {}  # tenant id -> its promoted tokens
         self.directory_checked_with: list[bytes | None] = []

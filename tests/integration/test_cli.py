@@ -214,3 +214,119 @@ def test_audit_export_csv_and_jsonl(tmp_path: Path) -> None:
     ]
     bad = renewbot("audit", "export", "--since", "last tuesday", env=env)
     assert bad.returncode == 2 and "--since must be a date" in bad.stderr
+
+
+async def _stored_caches(url: str, key: str, tenant_ids: list[str]) -> None:
+    """Token caches as a running bot would have saved them with ``key``."""
+    from adapters.storage.crypto import SecretBox
+    from adapters.storage.database import make_engine, upgrade
+    from adapters.storage.repository import SqlTokenCacheStore
+
+    engine = make_engine(url)
+    await upgrade(engine)
+    store = SqlTokenCacheStore(engine, SecretBox([key]))
+    for tid in tenant_ids:
+        await store.save(tid, '{"RefreshToken": {}, "Account": {}}')
+    await engine.dispose()
+
+
+def _serve_env(tmp_path: Path, key: str) -> dict[str, str]:
+    from tests.servers.postgres import free_port
+
+    port = free_port()
+    return {
+        **BASE_ENV,
+        "RENEWBOT_ENVIRONMENT": "development",
+        "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/serve.db",
+        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": key,
+        "RENEWBOT_IDENTITY__CLIENT_ID": "1f2e3d4c-5b6a-4789-8abc-def012345678",
+        "RENEWBOT_IDENTITY__AUTHORITY_HOST": "https://127.0.0.1:9",
+        "RENEWBOT_MONITOR__ENABLED": "false",
+        "RENEWBOT_WEB__HOST": "127.0.0.1",
+        "RENEWBOT_WEB__PORT": str(port),
+        "RENEWBOT_WEB__PUBLIC_URL": f"http://127.0.0.1:{port}",
+    }
+
+
+async def _serve_until_listening_or_exit(env: dict[str, str]) -> tuple[int | None, str, str]:
+    """Start `renewbot serve`; return (exit status or None if it is listening, stdout, stderr).
+    A server that listens is stopped with SIGTERM before returning."""
+    import asyncio
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "serve",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    out = []
+    try:
+        async with asyncio.timeout(60):
+            while line := (await proc.stdout.readline()).decode():
+                out.append(line)
+                if "renewbot listening" in line:
+                    proc.terminate()
+                    await proc.wait()
+                    return None, "".join(out), (await proc.stderr.read()).decode()
+            status = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return status, "".join(out), (await proc.stderr.read()).decode()
+
+
+async def test_serve_refuses_keys_that_open_nothing_stored(tmp_path: Path) -> None:
+    """A well-formed key that is not the one the stored tokens were saved with: no start, one
+    line naming the variable (never a key), and a non-zero exit."""
+    import json
+    import uuid
+
+    saved_with, unrelated = generate_key(), generate_key()
+    env = _serve_env(tmp_path, unrelated)
+    await _stored_caches(env["RENEWBOT_DATABASE__URL"], saved_with, [str(uuid.uuid4())])
+    status, out, err = await _serve_until_listening_or_exit(env)
+    assert status == 2, (status, out, err)  # before: it started and listened
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    said = [line for line in lines if not line.startswith("{")]  # not a JSON log record
+    logged = [json.loads(line) for line in lines if line.startswith("{")]
+    assert len(said) == 1 and said[0].startswith("renewbot: RENEWBOT_SECURITY__ENCRYPTION_KEYS")
+    assert "opens none of the 1 stored token caches" in said[0]
+    assert all(r["level"] in ("debug", "info") for r in logged), logged  # no traceback
+    assert saved_with not in out + err and unrelated not in out + err
+
+
+async def test_serve_starts_when_only_some_stored_tokens_are_unreadable(tmp_path: Path) -> None:
+    """One altered row among good ones does not stop the service: it starts and logs one
+    warning with the count (the tenant is marked; tests/integration/test_unreadable_tokens.py)."""
+    import json
+    import uuid
+
+    from sqlalchemy import text
+
+    from adapters.storage.database import make_engine
+
+    key = generate_key()
+    env = _serve_env(tmp_path, key)
+    url = env["RENEWBOT_DATABASE__URL"]
+    tids = [str(uuid.uuid4()) for _ in range(3)]
+    await _stored_caches(url, key, tids)
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(
+            text("UPDATE token_caches SET ciphertext = :c WHERE tenant_id = :t"),
+            {"c": b"gAAAAAaltered", "t": tids[1]},
+        )
+    await engine.dispose()
+    status, out, err = await _serve_until_listening_or_exit(env)
+    assert status is None, err
+    warnings = [
+        json.loads(line)
+        for line in (out + err).splitlines()
+        if "startup.token_caches_unreadable" in line
+    ]
+    assert len(warnings) == 1 and warnings[0]["count"] == 1 and warnings[0]["of"] == 3

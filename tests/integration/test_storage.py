@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.storage.crypto import SecretBox, generate_key
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from adapters.storage.tables import renewals
-from core.errors import ConcurrencyError, StorageError
+from core.errors import ConcurrencyError, StorageError, TokenCacheUnreadableError
 from core.model import Actor, AuthState, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
 from core.ports import HealthRecord
 from tests.fakes.refs import random_tenant
@@ -210,20 +210,20 @@ async def test_token_caches_saved_and_loaded_together_stay_apart(engine: AsyncEn
     box = SecretBox([generate_key()])
     store = SqlTokenCacheStore(engine, box)
     tids = [str(uuid.uuid4()) for _ in range(40)]
-    await asyncio.gather(*(store.save(t, f"cache of {t}") for t in tids))
-    await asyncio.gather(*(store.save(t, f"newer cache of {t}") for t in tids[:20]))
+    await asyncio.gather(*(store.save(t, f'{{"cache of": "{t}"}}') for t in tids))
+    await asyncio.gather(*(store.save(t, f'{{"newer cache of": "{t}"}}') for t in tids[:20]))
     loaded = await asyncio.gather(*(store.load(t) for t in tids))
-    assert loaded == [f"newer cache of {t}" for t in tids[:20]] + [
-        f"cache of {t}" for t in tids[20:]
+    assert loaded == [f'{{"newer cache of": "{t}"}}' for t in tids[:20]] + [
+        f'{{"cache of": "{t}"}}' for t in tids[20:]
     ]
     assert store._save.batches < 40 and store._load.batches < 40
     stranger = str(uuid.uuid4())
-    await SqlTokenCacheStore(engine, SecretBox([generate_key()])).save(stranger, "other key")
+    await SqlTokenCacheStore(engine, SecretBox([generate_key()])).save(stranger, "{}")
     results = await asyncio.gather(
         store.load(tids[0]), store.load(stranger), store.load("never-saved"), return_exceptions=True
     )
-    assert results[0] == f"newer cache of {tids[0]}"
-    assert isinstance(results[1], StorageError)
+    assert results[0] == f'{{"newer cache of": "{tids[0]}"}}'
+    assert isinstance(results[1], TokenCacheUnreadableError) and results[1].tenant_id == stranger
     assert results[2] is None
 
 
@@ -303,9 +303,9 @@ async def test_key_rotation_reencrypts_everything(engine: AsyncEngine) -> None:
         await upgrade(engine)
     old, new = generate_key(), generate_key()
     tid = str(uuid.uuid4())
-    await SqlTokenCacheStore(engine, SecretBox([old])).save(tid, "cache-body")
+    await SqlTokenCacheStore(engine, SecretBox([old])).save(tid, '{"cache": "body"}')
     assert await rotate(engine, SecretBox([new, old])) >= 1
-    assert await SqlTokenCacheStore(engine, SecretBox([new])).load(tid) == "cache-body"
+    assert await SqlTokenCacheStore(engine, SecretBox([new])).load(tid) == '{"cache": "body"}'
     await engine.dispose()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from core import commands
-from core.errors import IdentityProviderError
+from core.errors import IdentityProviderError, TokenCacheUnreadableError
 from core.model import AuthState, Tenant
 from tests.unit.conftest import CONTOSO, FABRIKAM, HERE, SUPPORT, World
 
@@ -167,3 +167,34 @@ async def test_a_few_expiries_are_announced_one_by_one(world: World) -> None:
         world.identity.refresh_errors[slug] = IdentityProviderError("AADSTS700082", "invalid_grant")
     await sweep(world)
     assert sorted(a.actions[0].tenant for a in world.chat.announced) == ["contoso", "fabrikam"]
+
+
+async def test_unreadable_tokens_are_their_own_alert_and_reason(world: World) -> None:
+    """Tenants whose stored tokens no key opens are expired with that reason and announced
+    apart from ordinary expiries (the fix differs: check the keys, then renew); one alone gets
+    its own alert, and `show` and `status` say why."""
+    for i in range(6):
+        t = Tenant(
+            f"k-bad{i}",
+            f"bad{i}",
+            f"Bad {i}",
+            f"{i:08d}-0000-4000-8000-000000000000",
+            f"bad{i}.example",
+            f"admin@bad{i}.example",
+        )
+        world.store.tenants[t.key] = t
+        world.identity.refresh_errors[t.slug] = TokenCacheUnreadableError(t.tenant_id)
+    world.identity.refresh_errors["contoso"] = IdentityProviderError(
+        "AADSTS700082", "invalid_grant"
+    )
+    result = await sweep(world)
+    assert result.checked == 8 and result.failures == 7 and result.alerts == 2
+    grouped, single = sorted(world.chat.announced, key=lambda m: m.text)
+    assert grouped.text.startswith("6 tenants need a renewal because their stored tokens cannot")
+    assert "RENEWBOT_SECURITY__ENCRYPTION_KEYS" in grouped.text
+    assert single.text.startswith("Tokens of Contoso Ltd (contoso) have expired")
+    assert world.store.tenants["k-bad0"].auth_state is AuthState.EXPIRED
+    assert {e.code for e in world.store.errors} == {"token_cache_unreadable", "AADSTS700082"}
+    assert "stored tokens cannot be read" in await world.say("show bad0")
+    assert "stored tokens cannot be read" not in await world.say("show contoso")
+    assert "Bad 0 (bad0): expired (stored tokens cannot be read" in await world.say("status")
