@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from core import identity_codes
+
 if TYPE_CHECKING:
     from core.model import Renewal, RenewalState
 
@@ -109,7 +111,7 @@ class IdentityProviderError(RenewalError):
 
     @property
     def is_transient(self) -> bool:
-        return self.code in {"unavailable", "temporarily_unavailable", "server_error"}
+        return identity_codes.is_transient(self.code)
 
 
 class ChatDeliveryError(RenewalError):

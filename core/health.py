@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core import messages
+from core import identity_codes, messages, registration
 from core.batching import Coalescer
 from core.commands import ALL
 from core.errors import IdentityProviderError, TokenCacheUnreadableError
@@ -36,19 +36,8 @@ from core.ports import (
 
 log = logging.getLogger("renewbot.health")
 
-DEAD_REFRESH_CODES = frozenset(
-    {
-        "AADSTS700082",  # refresh token expired after 90 days of inactivity
-        "AADSTS50173",  # grant revoked (password changed, sessions revoked)
-        "AADSTS700016",  # the application is gone from the tenant
-        "AADSTS65001",  # consent withdrawn
-        "AADSTS50076",  # MFA now required: no silent refresh possible
-        "AADSTS70008",  # refresh token or code expired
-        "AADSTS9002313",  # invalid or malformed refresh token
-        "AADSTS53003",  # Conditional Access now blocks the grant
-        "no_tokens",  # nothing stored for the tenant
-    }
-)
+# Codes after which the stored refresh token cannot be redeemed: only a renewal helps.
+DEAD_REFRESH_CODES = frozenset(c for c, e in identity_codes.CODES.items() if e.kills_refresh_token)
 
 
 @dataclass(frozen=True)
@@ -194,7 +183,14 @@ class HealthMonitor:
             self.totals.failures += 1
             await self.record(tenant, exc, "monitor")
             reason = exc.code
-            if exc.code in DEAD_REFRESH_CODES or exc.error == "invalid_grant":
+            if identity_codes.is_app_wide(exc.code):
+                # The app registration, not this tenant: its state stays what its age says, it
+                # is looked at again soon, and one alert names the registration problem.
+                reason = ""
+                state = state_by_age(tenant.last_refresh_at, now, self.config)
+                next_check = now + self.config.retry_after
+                await registration.report(self.uow, self.notifier, self.clock, exc.code)
+            elif exc.code in DEAD_REFRESH_CODES or exc.error == "invalid_grant":
                 state = AuthState.EXPIRED
             else:  # unreachable or unclear: judge by age, look again soon
                 state = state_by_age(tenant.last_refresh_at, now, self.config)

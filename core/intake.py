@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from core import registration
 from core.health import DEAD_REFRESH_CODES, HealthMonitor
 from core.ports import Clock, IdentityErrorRecord, UnitOfWorkFactory
 
@@ -61,6 +62,9 @@ class ErrorIntake:
             return IntakeOutcome.UNKNOWN_TENANT, False
         if not stored:
             return IntakeOutcome.DUPLICATE, False
+        m = self.monitor
+        if await registration.report(m.uow, m.notifier, self.clock, report.code):
+            return IntakeOutcome.RECORDED, False  # the registration's fault, not the tenant's
         if report.code in DEAD_REFRESH_CODES:
             await self.monitor.mark_expired(tenant, report.code)
             return IntakeOutcome.RECORDED, True

@@ -6,175 +6,18 @@ functions take only names, user codes (meant to be shared) and error codes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from core import identity_codes
+from core.identity_codes import IdentityCode
 from core.model import ACTIVE_STATES, Renewal, RenewalState, Tenant
 
-
-@dataclass(frozen=True)
-class Explanation:
-    """An identity error in plain words: what happened, what support and the customer do."""
-
-    title: str
-    support: str
-    customer: str
-    retry_with_new_code: bool = False
+Explanation = IdentityCode
+"""An identity error in plain words: the entry of core.identity_codes' one table."""
 
 
-_GENERIC = Explanation(
-    "Sign-in failed",
-    "Microsoft refused the sign-in. Check `errors` for the code, then start a new renewal.",
-    "Sign-in did not complete. Please contact your support team.",
-)
-
-EXPLANATIONS: dict[str, Explanation] = {
-    "authorization_declined": Explanation(
-        "The customer declined the sign-in",
-        "The customer pressed Decline / Cancel at Microsoft. Ask them to press New code and "
-        "accept this time.",
-        "You declined the sign-in. If that was a mistake, press New code and sign in again.",
-        retry_with_new_code=True,
-    ),
-    "expired_token": Explanation(
-        "The code expired",
-        "The code lives about 15 minutes and was not used in time. The customer can press "
-        "New code on the page (or run `code` here during a call).",
-        "This code has expired. Press New code to get a fresh one.",
-        retry_with_new_code=True,
-    ),
-    "bad_verification_code": Explanation(
-        "Microsoft did not recognise the code",
-        "The code was mistyped or is unknown. Ask the customer for a New code.",
-        "That code was not recognised. Press New code and type the new one carefully.",
-        retry_with_new_code=True,
-    ),
-    "AADSTS70000": Explanation(
-        "The code is no longer valid",
-        "The code was already used or withdrawn. Ask the customer for a New code.",
-        "This code can no longer be used. Press New code.",
-        retry_with_new_code=True,
-    ),
-    "AADSTS700082": Explanation(
-        "The refresh token expired after 90 days without use",
-        "The stored tokens aged out. Renewing the tenant (`renew-token <tenant>`) is the fix.",
-        "Your organization's connection expired after a long time without use. Please sign in "
-        "again.",
-    ),
-    "AADSTS50173": Explanation(
-        "The grant was revoked (password changed or sessions revoked)",
-        "The admin's password was changed or their sessions were revoked. Start a new renewal.",
-        "Your earlier sign-in was revoked, for example by a password change. Please sign in again.",
-    ),
-    "AADSTS65001": Explanation(
-        "Consent is missing for the application",
-        "The Enterprise Application is missing or consent was withdrawn. A Global Administrator "
-        "must sign in and tick 'Consent on behalf of your organization'.",
-        "Your organization has not approved this application. A Global Administrator must sign "
-        "in and accept 'Consent on behalf of your organization'.",
-        retry_with_new_code=True,
-    ),
-    "AADSTS90094": Explanation(
-        "Administrator approval is needed",
-        "The account that signed in may not grant consent. Ask the customer to sign in with a "
-        "Global Administrator account.",
-        "This needs a Global Administrator. Press New code and sign in with a Global "
-        "Administrator account.",
-        retry_with_new_code=True,
-    ),
-    "AADSTS700016": Explanation(
-        "The application is not known in the customer's tenant",
-        "Our application was not found in that directory: the Enterprise Application was deleted "
-        "or the tenant id is wrong. Check `show`, then have a Global Administrator sign in and "
-        "consent.",
-        "Our application is not registered in your organization yet. A Global Administrator "
-        "must sign in and consent.",
-    ),
-    "AADSTS50076": Explanation(
-        "Multi-factor authentication is required",
-        "The tenant requires MFA for this sign-in. The customer must complete MFA at Microsoft; "
-        "press New code for them.",
-        "Your organization requires multi-factor authentication. Press New code and complete "
-        "the extra verification step.",
-        retry_with_new_code=True,
-    ),
-    "AADSTS53003": Explanation(
-        "Conditional Access blocked the sign-in",
-        "A Conditional Access policy in the customer's tenant blocks device code sign-in. Their "
-        "administrator must exclude this sign-in (or allow device code flow) before retrying.",
-        "Your organization's Conditional Access policy blocked this sign-in. Ask your IT "
-        "administrator to allow device code sign-in for this application, then try again.",
-    ),
-    "AADSTS530033": Explanation(
-        "Conditional Access blocks device code flow",
-        "The tenant's Conditional Access policy blocks the device code flow. The customer's "
-        "administrator must allow it for this application before a renewal can succeed.",
-        "Your organization blocks device code sign-in. Ask your IT administrator to allow it "
-        "for this application, then try again.",
-    ),
-    "AADSTS50020": Explanation(
-        "The account belongs to another tenant",
-        "The customer signed in with an account from a different organization. Ask for an "
-        "account of this tenant.",
-        "That account belongs to a different organization. Press New code and sign in with an "
-        "account of this organization.",
-        retry_with_new_code=True,
-    ),
-    "wrong_tenant": Explanation(
-        "Signed in to the wrong tenant",
-        "The account that signed in belongs to a different tenant than this one. Start a new "
-        "renewal and ask for an administrator of this tenant.",
-        "You signed in with an account of a different organization. Please contact your "
-        "support team.",
-    ),
-    "graph_mismatch": Explanation(
-        "Microsoft Graph answered for another organization",
-        "The new token works, but Graph reports a different organization. Check the tenant id "
-        "in `show`.",
-        "The sign-in could not be confirmed. Please contact your support team.",
-    ),
-    "graph_failed": Explanation(
-        "Microsoft Graph refused the new token",
-        "The token was issued but Graph did not accept it. Run `validate` again in a few "
-        "minutes; if it persists start a new renewal.",
-        "The sign-in could not be confirmed yet. Your support team will follow up.",
-    ),
-    "not_global_admin": Explanation(
-        "The account that signed in is not a Global Administrator",
-        "The Enterprise Application was missing, so this renewal needs a Global Administrator, "
-        "but the account that signed in does not hold that role. Start a new renewal with a "
-        "Global Administrator.",
-        "A Global Administrator must sign in for this step. Please contact your support team.",
-    ),
-    "invalid_authority": Explanation(
-        "Microsoft does not know this tenant id",
-        "The sign-in service rejected the tenant id. Check it with `show` and fix the tenant "
-        "record before starting again.",
-        "Your organization could not be found. Please contact your support team.",
-    ),
-    "AADSTS90002": Explanation(
-        "Microsoft does not know this tenant id",
-        "The tenant id was not found. Check it with `show` and fix the tenant record.",
-        "Your organization could not be found. Please contact your support team.",
-    ),
-    "token_cache_unreadable": Explanation(
-        "The stored tokens cannot be read",
-        "None of the configured encryption keys opens this tenant's stored tokens (a key that is "
-        "not the one they were saved with, or the stored copy was altered). Start a renewal "
-        "(`renew-token <tenant>`): the new sign-in replaces them. If many tenants show this, "
-        "check RENEWBOT_SECURITY__ENCRYPTION_KEYS first.",
-        "The sign-in could not be confirmed yet. Your support team will follow up.",
-    ),
-    "unavailable": Explanation(
-        "Microsoft's sign-in service did not answer",
-        "The identity service is unreachable. Nothing was changed; try again in a few minutes.",
-        "Microsoft's sign-in service is not answering. Please try again in a few minutes.",
-    ),
-}
-
-
-def explain(code: str) -> Explanation:
-    return EXPLANATIONS.get(code, _GENERIC)
+def explain(code: str) -> IdentityCode:
+    return identity_codes.lookup(code)
 
 
 STATE_LABELS = {
@@ -494,3 +337,11 @@ def digest(expiring: int, expired: int, lines: list[str]) -> str:
     more = expired + expiring - len(lines)
     tail = [f"... and {more} more (see `status`)."] if more > 0 else []
     return "\n".join([head, *lines, *tail])
+
+
+def registration_problem(code: str) -> str:
+    ex = explain(code)
+    return (
+        f"Our Microsoft Entra app registration needs fixing ({code}): {ex.title}. {ex.support} "
+        "No tenant is marked expired because of it; renewals will work again once it is fixed."
+    )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from core import commands, messages
+from core import commands, messages, registration
 from core.errors import (
     IdentityProviderError,
     InvalidTransitionError,
@@ -410,3 +410,4 @@ class RenewalService:
             record = IdentityErrorRecord.of(self.clock.now(), tenant.key, exc, "renewbot")
             await uow.identity_errors.add(record)
             await uow.commit()
+        await registration.report(self.uow, self.notifier, self.clock, exc.code)

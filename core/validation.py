@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from core import messages
+from core import identity_codes, messages
 from core.errors import IdentityProviderError, InvalidTransitionError
 from core.model import Renewal, RenewalState, Tenant
 from core.ports import DirectoryCheck, SignedIn, StagedTokens
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from core.services import RenewalService
 
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
-CONSENT_CODES = frozenset({"AADSTS65001", "AADSTS700016", "AADSTS90094"})
 
 
 # How soon to try again when Microsoft could not be reached half way through a sign-in.
@@ -120,7 +119,7 @@ class Validator:
             return await s._fail(renewal_id, "graph_failed")
         async with s.uow() as uow:
             last_errors = await uow.identity_errors.newest(tenant.key, limit=1)
-        consent_needed = bool(last_errors) and last_errors[0].code in CONSENT_CODES
+        consent_needed = bool(last_errors) and identity_codes.consent_missing(last_errors[0].code)
         problem = self.problem(renewal, tenant, check, consent_needed)
         if problem:
             return await s._fail(renewal_id, problem)

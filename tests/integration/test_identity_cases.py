@@ -132,14 +132,16 @@ async def test_slow_down_is_honoured(live: Live) -> None:
 
 
 async def test_enterprise_app_unknown_fails_at_start(live: Live) -> None:
-    """AADSTS700016 at the start: the page explains and the thread says what to check."""
+    """AADSTS700016 at the start: our registration's fault, said as such on the page, in the
+    thread, and once in the alert channel (not as this tenant's problem)."""
     live.sandbox.directory.tenants[T_CONTOSO].app_unknown = True
     await live.say("contoso")
     url = live.auth_url()
     async with live.http.post(f"{url}/start", data={"csrf": await live.csrf(url)}) as resp:
         assert resp.status == 410  # redirected to the page, which now explains the failure
-        assert "not registered in your organization" in await resp.text()
-    await live.wait_text("not known in the customer's tenant")
+        assert "misconfigured on our side" in await resp.text()
+    await live.wait_text("does not know our application id")
+    assert any("RENEWBOT_IDENTITY__CLIENT_ID" in a for a in live.chat.announcements)
     r = await live.renewal("contoso")
     assert r.state is S.FAILED and r.failure_code == "AADSTS700016"
 
