@@ -1,10 +1,16 @@
 """Bot Framework authentication, both ways, without blocking the event loop.
 
 Inbound: every activity carries a JWT that the Bot Connector signed. ``ChannelTokenValidator``
-checks it against the OpenID metadata's signing keys, fetched with aiohttp and refreshed in the
-background (botbuilder's own validator fetches them with a blocking ``requests.get`` on the loop and
-answers a bad token with 500). Each refusal is a ``ChannelAuthError`` with the HTTP status to send:
-401 when the caller did not prove who it is, 403 when it did but may not do this.
+checks it against the OpenID metadata's signing keys, fetched with aiohttp (botbuilder's own
+validator fetches them with a blocking ``requests.get`` on the loop and answers a bad token with
+500). Each refusal is a ``ChannelAuthError`` with the HTTP status to send: 401 when the caller did
+not prove who it is, 403 when it did but may not do this.
+
+Key fetches never hold a request up behind another: a cached key serves at once (a stale cache
+starts a refresh in the background), at most one fetch runs at a time and every caller shares it,
+and a request whose key we do not have waits for that fetch only ``key_wait`` seconds, then is
+refused with 401. Must not: fetch on a request's own time without a bound, or start a second
+fetch while one is running.
 
 Outbound: ``AppTokenSource`` gets the bot's own token (client credentials at the login URL) with
 aiohttp and caches it until shortly before it expires. Never logs a token.
@@ -28,8 +34,22 @@ log = logging.getLogger("renewbot.teams")
 
 CHANNEL_ISSUER = "https://api.botframework.com"
 BOT_SCOPE = "https://api.botframework.com/.default"
+# Keys older than this are refreshed (in the background; they keep serving meanwhile): the
+# Bot Framework SDK's own refresh interval for the channel's keys.
 KEYS_MAX_AGE = 24 * 3600.0
+# A key id we do not know refetches at most this often after a good fetch: Microsoft.IdentityModel's
+# five-minute refresh interval. Microsoft lists a new key before signing with it, so an unknown id
+# soon after a fetch is almost always a forged token, and must not make us hammer the endpoint.
 UNKNOWN_KEY_REFETCH = 300.0
+# After a failed fetch the next one waits this long, so requests cannot hammer a failing endpoint.
+RETRY_AFTER_FAILURE = 30.0
+# One refresh (metadata and keys together) gives up after this long.
+FETCH_TIMEOUT = 10.0
+# How long a request whose key we do not have (first start, or a rotated key) waits for the fetch
+# in flight before it is refused with 401. Teams wants the HTTP answer within 15 s and the turn
+# still has work to do; a healthy fetch of two small documents takes well under a second, so 3 s
+# covers a slow one, while a hanging endpoint costs each such request 3 s, never Teams' timeout.
+KEY_WAIT = 3.0
 LEEWAY = 300
 VERIFIED_CACHE = 1024
 # What a metadata or key fetch can fail with: unreachable, refused, or an unexpected document.
@@ -58,6 +78,8 @@ class ChannelTokenValidator:
         metadata_url: the channel's OpenID metadata (its ``jwks_uri`` lists the signing keys).
         app_id: the bot's Microsoft app id, the only audience accepted.
         session: an aiohttp session for the metadata and key fetches.
+        key_wait: how long a request with a key id we do not have waits for a fetch (KEY_WAIT).
+        fetch_timeout: how long one fetch of metadata and keys may take (FETCH_TIMEOUT).
     """
 
     def __init__(
@@ -66,14 +88,19 @@ class ChannelTokenValidator:
         app_id: str,
         session: aiohttp.ClientSession,
         issuers: tuple[str, ...] = (CHANNEL_ISSUER,),
+        key_wait: float = KEY_WAIT,
+        fetch_timeout: float = FETCH_TIMEOUT,
     ) -> None:
         self.metadata_url = metadata_url
         self.app_id = app_id
         self.session = session
         self.issuers = issuers
+        self.key_wait = key_wait
+        self.fetch_timeout = fetch_timeout
         self._keys: dict[str, SigningKey] = {}
-        self._fetched_at = float("-inf")
-        self._lock = asyncio.Lock()
+        self._fetched_at = float("-inf")  # monotonic time of the last good fetch
+        self._failed_at = float("-inf")  # ... and of the last failed one
+        self._fetch: asyncio.Task[bool] | None = None  # the one fetch in flight
         # The connector reuses one token for many activities (it lives about an hour): its
         # signature is checked once (an RSA verify costs about 1 ms here), then remembered by
         # hash until it expires. Endorsement and service URL are still checked per request.
@@ -84,14 +111,17 @@ class ChannelTokenValidator:
         return len(self._keys)
 
     async def refresh(self) -> None:
-        """Fetch the metadata and its keys now. Raises OSError/aiohttp errors when unreachable."""
-        timeout = aiohttp.ClientTimeout(total=10)
-        async with self.session.get(self.metadata_url, timeout=timeout) as resp:
-            resp.raise_for_status()
-            metadata = await resp.json(content_type=None)
-        async with self.session.get(str(metadata["jwks_uri"]), timeout=timeout) as resp:
-            resp.raise_for_status()
-            jwks = await resp.json(content_type=None)
+        """Fetch the metadata and its keys now. Raises FETCH_ERRORS when unreachable or wrong.
+
+        Requests never call this directly; they share one fetch through ``_start_fetch``.
+        """
+        async with asyncio.timeout(self.fetch_timeout):
+            async with self.session.get(self.metadata_url) as resp:
+                resp.raise_for_status()
+                metadata = await resp.json(content_type=None)
+            async with self.session.get(str(metadata["jwks_uri"])) as resp:
+                resp.raise_for_status()
+                jwks = await resp.json(content_type=None)
         keys: dict[str, SigningKey] = {}
         for entry in jwks.get("keys") or []:
             kid = entry.get("kid")
@@ -107,32 +137,69 @@ class ChannelTokenValidator:
         self._fetched_at = time.monotonic()
         log.info("teams.signing_keys_refreshed", extra={"keys": len(keys)})
 
+    def _start_fetch(self) -> asyncio.Task[bool]:
+        """The fetch in flight, started now when none is: callers share it (single flight)."""
+        if self._fetch is None:
+            task = asyncio.create_task(self._fetch_logged(), name="teams-signing-keys")
+            task.add_done_callback(self._fetch_done)
+            self._fetch = task
+        return self._fetch
+
+    def _fetch_done(self, task: asyncio.Task[bool]) -> None:
+        if self._fetch is task:
+            self._fetch = None
+
+    async def _fetch_logged(self) -> bool:
+        """One refresh in the background; True when it got the keys. Never raises."""
+        try:
+            await self.refresh()
+            return True
+        except FETCH_ERRORS as exc:
+            log.warning("teams.signing_keys_unavailable", extra={"error": type(exc).__name__})
+        except Exception:  # a background task: anything else is logged here or lost
+            log.exception("teams.signing_keys_fetch_failed")
+        self._failed_at = time.monotonic()
+        return False
+
+    def _may_fetch(self, now: float) -> bool:
+        return self._fetch is None and now - self._failed_at >= RETRY_AFTER_FAILURE
+
     async def _key(self, kid: str) -> SigningKey | None:
-        """The signing key ``kid``; refetches when the keys are old or the key is new to us."""
-        age = time.monotonic() - self._fetched_at
-        if kid in self._keys and age < KEYS_MAX_AGE:
-            return self._keys[kid]
-        async with self._lock:
-            age = time.monotonic() - self._fetched_at
-            if (kid not in self._keys and age > UNKNOWN_KEY_REFETCH) or age >= KEYS_MAX_AGE:
-                try:
-                    await self.refresh()
-                except FETCH_ERRORS as exc:
-                    log.warning(
-                        "teams.signing_keys_unavailable", extra={"error": type(exc).__name__}
-                    )
+        """The signing key ``kid``, without waiting on a fetch unless we do not have it.
+
+        A cached key answers at once; when the keys are old a refresh starts in the background.
+        An unknown key id starts a refresh (unless one ran lately) and waits for the fetch in
+        flight at most ``key_wait`` seconds.
+        """
+        now = time.monotonic()
+        known = self._keys.get(kid)
+        if known is not None:
+            if now - self._fetched_at >= KEYS_MAX_AGE and self._may_fetch(now):
+                self._start_fetch()
+            return known
+        if now - self._fetched_at >= UNKNOWN_KEY_REFETCH and self._may_fetch(now):
+            self._start_fetch()
+        fetch = self._fetch
+        if fetch is not None:
+            await asyncio.wait({fetch}, timeout=self.key_wait)  # never cancels the shared fetch
         return self._keys.get(kid)
 
     async def refresh_forever(self, every: float = 6 * 3600.0) -> None:
-        """Keep the keys fresh in the background so no request waits for a fetch."""
-        while True:
-            try:
-                await self.refresh()
-            except FETCH_ERRORS as exc:
-                log.warning("teams.signing_keys_unavailable", extra={"error": type(exc).__name__})
-                await asyncio.sleep(60.0)
-                continue
-            await asyncio.sleep(every)
+        """Keep the keys fresh in the background so no request waits for a fetch.
+
+        Cancelling this (at shutdown) also cancels a fetch in flight.
+        """
+        try:
+            while True:
+                fetch = self._start_fetch()
+                await asyncio.wait({fetch})
+                good = not fetch.cancelled() and fetch.result()
+                await asyncio.sleep(every if good else RETRY_AFTER_FAILURE)
+        finally:
+            running = self._fetch
+            if running is not None:
+                running.cancel()
+                await asyncio.wait({running})
 
     async def validate(
         self, authorization: str, service_url: str, channel_id: str

@@ -8,10 +8,19 @@ Serves what the bot talks to, with the documented paths and JSON shapes:
   send (`POST .../activities`), reply (`POST .../activities/{id}`) and update (`PUT`), answering
   `ResourceResponse` JSON or an `ErrorResponse` (`{"error": {"code", "message"}}`).
 Records every call; ``fail_next`` scripts 429 (with Retry-After), 412 or 5xx answers.
+
+The signing keys behave as "Authentication with the Bot Connector API" (learn.microsoft.com,
+bot-service/rest-api/bot-framework-rest-connector-authentication) describes them: a list that is
+"relatively stable" and may be cached, but that changes, so a bot refetches it. ``publish_next_key``
+adds a new key (``token(key="next")`` signs with it), and ``hang_keys`` makes the metadata and key
+endpoints hold every request open until ``recover_keys``, like an endpoint that accepts the
+connection and never answers. ``key_fetches`` counts the metadata requests (each refresh starts
+with one), ``keys_held`` those held open right now.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 import uuid
@@ -57,9 +66,15 @@ class BotConnectorStandIn:
     base_url: str = ""
     failures: list[tuple[int, float | None]] = field(default_factory=list)
     on_call: Callable[[Call], None] | None = None  # e.g. a load generator waiting for replies
+    key_fetches: int = 0
+    keys_held: int = 0  # metadata requests held open right now
+    keys_hanging: bool = False
+    next_key_published: bool = False
     _signing: rsa.RSAPrivateKey = field(default_factory=_key)
     _unendorsed: rsa.RSAPrivateKey = field(default_factory=_key)
     _stranger: rsa.RSAPrivateKey = field(default_factory=_key)
+    _next: rsa.RSAPrivateKey = field(default_factory=_key)
+    _keys_answer: asyncio.Event = field(default_factory=asyncio.Event)
     _issued: set[str] = field(default_factory=set)
     _ids: Any = field(default_factory=lambda: itertools.count(1_700_000_000_000))
     _runner: web.AppRunner | None = None
@@ -112,12 +127,28 @@ class BotConnectorStandIn:
     def fail_next(self, status: int, times: int = 1, retry_after: float | None = None) -> None:
         self.failures.extend([(status, retry_after)] * times)
 
+    def hang_keys(self) -> None:
+        """From now on the metadata and key requests get no answer until ``recover_keys``."""
+        self.keys_hanging = True
+        if self._keys_answer.is_set():  # recovered earlier: a new hang needs a new event
+            self._keys_answer = asyncio.Event()
+
+    def recover_keys(self) -> None:
+        """Answer the held requests (with the keys published by then) and every later one."""
+        self.keys_hanging = False
+        self._keys_answer.set()
+
+    def publish_next_key(self) -> None:
+        """Rotation: the key document lists a new key, kid "next", endorsed like "signing"."""
+        self.next_key_published = True
+
     # -- inbound tokens ------------------------------------------------------------------
 
     def token(self, service_url: str | None = None, **overrides: Any) -> str:
         """A channel JWT as the Bot Connector would sign it; overrides break it on purpose.
 
-        Special overrides: ``key`` ("unendorsed" or "stranger"), ``alg`` ("HS256"), ``kid``.
+        Special overrides: ``key`` ("unendorsed", "next" or "stranger"), ``alg`` ("HS256"),
+        ``kid``.
         """
         key_name = overrides.pop("key", "signing")
         now = int(time.time())
@@ -135,7 +166,7 @@ class BotConnectorStandIn:
         claims = {k: v for k, v in claims.items() if v is not None}
         if alg == "HS256":
             return jwt.encode(claims, "a-shared-secret-of-32-bytes-long!", "HS256", {"kid": kid})
-        key = {"signing": self._signing, "unendorsed": self._unendorsed}.get(
+        key = {"signing": self._signing, "unendorsed": self._unendorsed, "next": self._next}.get(
             key_name, self._stranger
         )
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
@@ -241,10 +272,18 @@ class BotConnectorStandIn:
         return self
 
     async def stop(self) -> None:
+        self._keys_answer.set()  # held key requests end, so the server can shut down
         if self._runner is not None:
             await self._runner.cleanup()
 
     async def _metadata(self, request: web.Request) -> web.Response:
+        self.key_fetches += 1
+        if self.keys_hanging:
+            self.keys_held += 1
+            try:
+                await self._keys_answer.wait()
+            finally:
+                self.keys_held -= 1
         return web.json_response(
             {
                 "issuer": ISSUER,
@@ -256,11 +295,16 @@ class BotConnectorStandIn:
         )
 
     async def _keys(self, request: web.Request) -> web.Response:
-        keys = []
-        for kid, key, endorsements in (
+        if self.keys_hanging:
+            await self._keys_answer.wait()
+        published = [
             ("signing", self._signing, ["msteams", "webchat"]),
             ("unendorsed", self._unendorsed, ["skype"]),
-        ):
+        ]
+        if self.next_key_published:
+            published.append(("next", self._next, ["msteams", "webchat"]))
+        keys = []
+        for kid, key, endorsements in published:
             jwk = jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key(), as_dict=True)
             keys.append({**jwk, "kid": kid, "use": "sig", "endorsements": endorsements})
         return web.json_response({"keys": keys})
