@@ -18,12 +18,26 @@ from core.model import RenewalState as S
 from tests.integration.live import live_bot, until
 from tests.servers.bot_connector import BotConnectorStandIn
 
+Saved = tuple[list[logging.Handler], dict[str, int]]
+
+
+def snapshot() -> Saved:
+    """The root handlers and the levels configure() changes, to put back after a DEBUG test."""
+    names = ["", *bot_logging.NOISY]
+    return logging.getLogger().handlers[:], {n: logging.getLogger(n).level for n in names}
+
+
+def restore(saved: Saved) -> None:
+    handlers, levels = saved
+    logging.getLogger().handlers[:] = handlers
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+
 
 async def test_whole_renewal_leaks_no_secret(tmp_path: Path) -> None:
     """Tokens and device codes reach no log, chat or plaintext row; the Auth URL no log."""
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    saved = snapshot()
     bot_logging.configure(json=True, level=logging.DEBUG, stream=stream)
     try:
         with structlog.testing.capture_logs() as captured:
@@ -38,8 +52,7 @@ async def test_whole_renewal_leaks_no_secret(tmp_path: Path) -> None:
                 secrets = list(live.sandbox.directory.issued_secrets)
                 chat = "\n".join(live.chat.texts() + live.chat.announcements)
     finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
+        restore(saved)
     logs = stream.getvalue() + repr(captured)
     token = url.rsplit("/", 1)[1]
     assert len(secrets) >= 5  # a device code, access/refresh/id tokens were really issued
@@ -103,8 +116,7 @@ def test_redaction_knows_entra_secret_shapes() -> None:
 
 def test_every_logger_is_redacted_even_with_its_own_handler() -> None:
     """A library logging through its own handler (as sqlalchemy's echo does) is masked too."""
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    saved = snapshot()
     bot_logging.configure(json=True, level=logging.DEBUG, stream=io.StringIO())
     own = io.StringIO()
     lib = logging.getLogger("msal.token_cache")
@@ -116,8 +128,7 @@ def test_every_logger_is_redacted_even_with_its_own_handler() -> None:
         lib.debug("polling with %s", device_code)
     finally:
         lib.removeHandler(handler)
-        root.handlers[:], level = saved
-        root.setLevel(level)
+        restore(saved)
     assert own.getvalue().count("[redacted]") == 2
     assert device_code[:20] not in own.getvalue()
 
@@ -138,8 +149,7 @@ def test_bad_log_level_is_one_line_naming_the_variable(level: str) -> None:
 async def test_teams_renewal_leaks_no_bot_secret(tmp_path: Path) -> None:
     """The bot's password, its connector token and the channel's JWTs reach no log or row."""
     stream = io.StringIO()
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
+    saved = snapshot()
     bot_logging.configure(json=True, level=logging.DEBUG, stream=stream)
     connector = await BotConnectorStandIn().start()
     inbound: list[str] = []
@@ -166,8 +176,7 @@ async def test_teams_renewal_leaks_no_bot_secret(tmp_path: Path) -> None:
                     assert resp.status == 401
                 inbound.append(bad)
     finally:
-        root.handlers[:], level = saved
-        root.setLevel(level)
+        restore(saved)
         await connector.stop()
     logs = stream.getvalue() + repr(captured)
     outbound = {c.authorization.removeprefix("Bearer ") for c in connector.calls}
