@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 from collections.abc import Coroutine
 from typing import Any
+
+from pydantic import ValidationError
 
 from bot.settings import Settings
 
@@ -107,8 +110,17 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
         print(generate_key())
         return 0
-    bot_logging.configure(json=True)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        for problem in invalid_settings(exc):
+            print(f"renewbot: {problem}", file=sys.stderr)
+        return 2
+    bot_logging.configure(
+        json=settings.log.format == "json",
+        level=logging.getLevelNamesMapping()[settings.log.level],
+    )
+    bot_logging.log_uncaught()
     if args.command == "serve":
         problems = settings.problems()
         if problems:
@@ -117,6 +129,15 @@ async def _dispatch(args: argparse.Namespace) -> int:
             return 2
         return await _until_signal(admin.serve(settings))
     return await admin.manage(settings, args)
+
+
+def invalid_settings(exc: ValidationError) -> list[str]:
+    """One line per bad setting, naming its variable and never its value."""
+    lines = []
+    for error in exc.errors():
+        path = "__".join(str(part).upper() for part in error["loc"] if isinstance(part, str))
+        lines.append(f"RENEWBOT_{path} is invalid: {error['msg']}")
+    return lines
 
 
 async def _until_signal(coro: Coroutine[Any, Any, int]) -> int:

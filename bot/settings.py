@@ -11,7 +11,7 @@ import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TOKEN_SETS: dict[str, list[str]] = {
@@ -98,6 +98,23 @@ class AccessSettings(BaseModel):
     workspaces: list[str] = Field(default_factory=list)
 
 
+class LogSettings(BaseModel):
+    """Logging: level (DEBUG turns on every library's logger too, redacted) and format."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RENEWBOT_", env_nested_delimiter="__", extra="ignore"
@@ -112,6 +129,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=lambda: SecuritySettings())
     access: AccessSettings = Field(default_factory=AccessSettings)
     monitor: MonitorSettings = Field(default_factory=lambda: MonitorSettings())
+    log: LogSettings = Field(default_factory=LogSettings)
 
     def problems(self) -> list[str]:
         """What stops a production start, each naming the variable and never its value."""

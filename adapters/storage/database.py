@@ -66,11 +66,15 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
 
 
 def make_engine(url: str) -> AsyncEngine:
+    # hide_parameters: bound values (sealed token caches, invitation hashes) never reach the SQL
+    # log at INFO/DEBUG, nor the text of a database error.
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, connect_args={"timeout": 30})
+        engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
         return engine
-    return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_async_engine(
+        url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20
+    )
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:

@@ -14,6 +14,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.sandbox import shapes
+
 GLOBAL_ADMINISTRATOR = "62e90394-69f5-4237-9190-012177145e10"
 DEFAULT_CLIENT_ID = "00000000-0000-4000-8000-00000000b07e"
 
@@ -102,7 +104,7 @@ class Directory:
 
     def start_flow(self, tenant: SandboxTenant, client_id: str, scopes: list[str]) -> DeviceFlow:
         flow = DeviceFlow(
-            device_code=secrets.token_urlsafe(48),
+            device_code=shapes.device_code(),
             user_code=_user_code(),
             tenant_id=tenant.tenant_id,
             client_id=client_id,
@@ -123,8 +125,8 @@ class Directory:
         resource: str,
         lifetime: int = 3600,
     ) -> tuple[str, str]:
-        at = "sbx-at." + secrets.token_urlsafe(32)
-        rt = "sbx-rt." + secrets.token_urlsafe(48)
+        at = shapes.access_token(tenant_id, resource)
+        rt = shapes.refresh_token()
         self.access_tokens[at] = AccessToken(account, tenant_id, resource, time.time() + lifetime)
         self.refresh_tokens[rt] = Grant(account, tenant_id, client_id)
         self.issued_secrets += [at, rt]
