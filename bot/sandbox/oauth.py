@@ -1,8 +1,11 @@
-"""HTTPS endpoints of the sandbox: v2.0 discovery, JWKS, devicecode, token, and Graph.
+"""HTTPS endpoints of the sandbox: v2.0 discovery, JWKS, devicecode and token (Graph: graph.py).
 
-Answers follow the Microsoft identity platform's documented shapes: OAuth errors as
-``{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}`` with
-HTTP 400, Graph errors as ``{"error": {"code", "message", "innerError"}}``.
+Answers follow the Microsoft identity platform's documented shapes ("Microsoft identity platform
+and the OAuth 2.0 device authorization grant flow", "AADSTS error codes"): OAuth errors as
+``{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id",
+"error_uri"}`` with HTTP 400. Registration problems (public client flows off, unknown client id)
+are answered for every tenant; a resource the tenant does not have is AADSTS500011. It must never
+answer a request with a token the real service would refuse.
 """
 
 from __future__ import annotations
@@ -15,12 +18,22 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.sandbox.directory import GLOBAL_ADMINISTRATOR, AccessToken, DeviceFlow, Directory, Grant
+from bot.sandbox import consent, graph
+from bot.sandbox.directory import (
+    CONSUMERS_TENANT,
+    GLOBAL_ADMINISTRATOR,
+    DeviceFlow,
+    Directory,
+    Grant,
+    Registration,
+    SandboxTenant,
+)
 
 RESERVED = {"openid", "profile", "offline_access", "email"}
 GRAPH = "https://graph.microsoft.com"
@@ -59,17 +72,30 @@ def oauth_error(
         "trace_id": str(uuid.uuid4()),
         "correlation_id": correlation,
     }
+    if code:  # Entra links each coded error to its page; nothing here fetches it
+        body["error_uri"] = f"https://login.microsoftonline.com/error?code={code}"
     return web.json_response(body, status=status)
 
 
-def graph_error(status: int, code: str, message: str) -> web.Response:
-    inner = {
-        "date": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S}",
-        "request-id": str(uuid.uuid4()),
-        "client-request-id": str(uuid.uuid4()),
-    }
-    return web.json_response(
-        {"error": {"code": code, "message": message, "innerError": inner}}, status=status
+def unknown_client(client_id: str, tenant: SandboxTenant) -> web.Response:
+    """AADSTS700016 ("AADSTS error codes"): no registration has this client id."""
+    return oauth_error(
+        "unauthorized_client",
+        f"Application with identifier '{client_id[:64]}' was not found in the directory "
+        f"'{tenant.name}'. This can happen if the application has not been installed by the "
+        "administrator of the tenant or consented to by any user in the tenant. You may have "
+        "sent your authentication request to the wrong tenant.",
+        700016,
+    )
+
+
+def confidential_only() -> web.Response:
+    """AADSTS7000218 ("AADSTS error codes"): "Allow public client flows" is off."""
+    return oauth_error(
+        "invalid_client",
+        "The request body must contain the following parameter: 'client_assertion' or "
+        "'client_secret'.",
+        7000218,
     )
 
 
@@ -80,7 +106,7 @@ def _b64(data: dict[str, str]) -> str:
 def _tenant_or_error(request: web.Request) -> tuple[Any, web.Response | None]:
     d = request.app[DIRECTORY_KEY]
     tid = request.match_info["tenant"]
-    tenant = d.tenants.get(tid)
+    tenant = d.tenant(tid)
     if tenant is None:
         return None, oauth_error(
             "invalid_request",
@@ -154,13 +180,8 @@ async def devicecode(request: web.Request) -> web.Response:
             "The request body must contain the following parameter: 'client_id'.",
             900144,
         )
-    if tenant.app_unknown:
-        return oauth_error(
-            "unauthorized_client",
-            f"Application with identifier '{client_id}' "
-            f"was not found in the directory '{tenant.name}'.",
-            700016,
-        )
+    if tenant.app_unknown or client_id not in request.app[DIRECTORY_KEY].registrations:
+        return unknown_client(client_id, tenant)
     flow = request.app[DIRECTORY_KEY].start_flow(tenant, client_id, scopes)
     login = request.app[URLS_KEY]["http"] + "/devicelogin"
     return web.json_response(
@@ -176,32 +197,73 @@ async def devicecode(request: web.Request) -> web.Response:
     )
 
 
-def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str]) -> web.Response:
-    d = request.app[DIRECTORY_KEY]
-    account = flow_or_grant.account
-    tid = flow_or_grant.tenant_id
-    wanted = [s for s in scopes if s not in RESERVED] or [f"{GRAPH}/.default"]
-    resource = wanted[0].rsplit("/", 1)[0] if wanted[0].startswith("https://") else GRAPH
-    at, rt = d.issue(account, tid, flow_or_grant.client_id, resource)
+def _delegated(wanted: list[str], registration: Registration) -> frozenset[str]:
+    """The ``scp`` of a token: the named permissions, and for ``.default`` what the registration
+    lists (and the consent granted)."""
+    names = {s.rsplit("/", 1)[-1] if s.startswith("https://") else s for s in wanted}
+    if ".default" in names:
+        names = (names - {".default"}) | set(registration.graph_permissions)
+    return frozenset(names)
+
+
+def _invalid_resource(resource: str, tenant: SandboxTenant) -> web.Response:
+    """AADSTS500011 ("AADSTS error codes", InvalidResourceServicePrincipalNotFound)."""
+    return oauth_error(
+        "invalid_resource",
+        f"The resource principal named {resource[:120]} was not found in the tenant named "
+        f"{tenant.name}. This can happen if the application has not been installed by the "
+        "administrator of the tenant or consented to by any user in the tenant. You might have "
+        "sent your authentication request to the wrong tenant.",
+        500011,
+    )
+
+
+def _claims(request: web.Request, holder: Any, registration: Registration) -> dict[str, Any]:
+    """id_token claims ("Access token claims reference", "ID token claims reference")."""
+    account, tid = holder.account, holder.tenant_id
     now = int(time.time())
     base = request.app[URLS_KEY]["https"]
     claims = {
-        "aud": flow_or_grant.client_id,
+        "aud": holder.client_id,
         "iss": f"{base}/{tid}/v2.0",
         "iat": now,
         "nbf": now,
         "exp": now + 3600,
         "name": account.name,
         "oid": account.oid,
-        "preferred_username": account.upn,
+        # a guest's preferred_username is the address it signs in with, not its #EXT# UPN
+        "preferred_username": account.mail or account.upn,
         "sub": account.oid,
         "tid": tid,
         "ver": "2.0",
         "uti": uuid.uuid4().hex,
     }
-    if account.global_admin:
+    if account.home_tenant_id and account.home_tenant_id != tid:
+        # idp: the home tenant's issuer for guests ("live.com" style for personal accounts)
+        claims["idp"] = f"https://sts.windows.net/{account.home_tenant_id}/"
+    # wids only when groupMembershipClaims asks for directory roles ("Access token claims
+    # reference"); personal accounts have no directory roles.
+    if registration.emits_wids and account.global_admin and tid != CONSUMERS_TENANT:
         claims["wids"] = [GLOBAL_ADMINISTRATOR]
-    id_token = request.app[SIGNER_KEY].sign(claims)
+    return claims
+
+
+def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str]) -> web.Response:
+    d = request.app[DIRECTORY_KEY]
+    account = flow_or_grant.account
+    tid = flow_or_grant.tenant_id
+    registration = d.registrations.get(flow_or_grant.client_id) or Registration(
+        flow_or_grant.client_id
+    )
+    wanted = [s for s in scopes if s not in RESERVED] or [f"{GRAPH}/.default"]
+    resource = wanted[0].rsplit("/", 1)[0] if wanted[0].startswith("https://") else GRAPH
+    tenant = d.tenant(tid)
+    assert tenant is not None
+    if (urlsplit(resource).hostname or "") not in tenant.resource_hosts():
+        return _invalid_resource(resource, tenant)
+    at, rt = d.issue(account, tid, flow_or_grant.client_id, resource)
+    d.access_tokens[at].scopes = _delegated(wanted, registration)
+    id_token = request.app[SIGNER_KEY].sign(_claims(request, flow_or_grant, registration))
     d.issued_secrets.append(id_token)
     return web.json_response(
         {
@@ -226,7 +288,8 @@ def _poll(request: web.Request, flow: DeviceFlow | None, tid: str) -> web.Respon
             "The provided value for the input parameter 'device_code' is not valid.",
             70000,
         )
-    tenant = d.tenants[tid]
+    tenant = d.tenant(tid)
+    assert tenant is not None
     now = time.monotonic()
     d.polls.append((flow.user_code, now))
     if now >= flow.expires_at:
@@ -260,10 +323,14 @@ def _poll(request: web.Request, flow: DeviceFlow | None, tid: str) -> web.Respon
 _FAILURES = {
     50020: "User account from identity provider does not exist in tenant and cannot access the "
     "application in that tenant.",
+    # "AADSTS error codes", BlockedByConditionalAccess: what a policy that blocks the device code
+    # flow (authentication flows condition) answers.
     53003: "Access has been blocked by Conditional Access policies. The access policy does not "
     "allow token issuance.",
-    530033: "Access has been blocked by Conditional Access policies: the device code flow is "
-    "blocked for this application.",
+    # Not in the public list; seen when a policy requires a managed (compliant) device, which a
+    # device code sign-in on another device cannot prove. The sandbox's wording.
+    530033: "Access has been blocked by Conditional Access policies: this application requires "
+    "a managed device, and the device code flow cannot show that the device is managed.",
     50076: "Due to a configuration change made by your administrator, or because you moved to a "
     "new location, you must use multi-factor authentication to access this resource.",
     90094: "Admin consent is required for the permissions requested by this application.",
@@ -283,6 +350,12 @@ async def token(request: web.Request) -> web.Response:
     form = await request.post()
     grant_type = str(form.get("grant_type", ""))
     scopes = str(form.get("scope", "")).split()
+    registration = d.registrations.get(str(form.get("client_id", "")))
+    if grant_type and registration is None:
+        return unknown_client(str(form.get("client_id", "")), tenant)
+    if registration is not None and not registration.public_client_flows:
+        # the client is authenticated before the grant is looked at: every poll and refresh
+        return confidential_only()
     if grant_type in {"urn:ietf:params:oauth:grant-type:device_code", "device_code"}:
         flow = d.flows.get(str(form.get("device_code", "")))
         return _poll(request, flow, tenant.tenant_id)
@@ -306,61 +379,6 @@ async def token(request: web.Request) -> web.Response:
     )
 
 
-def _bearer(request: web.Request) -> AccessToken | web.Response:
-    d = request.app[DIRECTORY_KEY]
-    header = request.headers.get("Authorization", "")
-    at = d.access_tokens.get(header.removeprefix("Bearer ").strip()) if header else None
-    if at is None or at.expires_at < time.time() or at.resource != GRAPH:
-        return graph_error(401, "InvalidAuthenticationToken", "Access token validation failure.")
-    if d.tenants[at.tenant_id].graph_down:
-        return graph_error(503, "serviceNotAvailable", "The service is temporarily unavailable.")
-    return at
-
-
-async def organization(request: web.Request) -> web.Response:
-    at = _bearer(request)
-    if isinstance(at, web.Response):
-        return at
-    t = request.app[DIRECTORY_KEY].tenants[at.tenant_id]
-    return web.json_response(
-        {
-            "@odata.context": f"{GRAPH}/v1.0/$metadata#organization",
-            "value": [
-                {
-                    "id": t.tenant_id,
-                    "displayName": t.name,
-                    "tenantType": "AAD",
-                    "verifiedDomains": [
-                        {
-                            "capabilities": "Email, OfficeCommunicationsOnline",
-                            "isDefault": True,
-                            "isInitial": False,
-                            "name": t.domain,
-                            "type": "Managed",
-                        }
-                    ],
-                }
-            ],
-        }
-    )
-
-
-async def me(request: web.Request) -> web.Response:
-    at = _bearer(request)
-    if isinstance(at, web.Response):
-        return at
-    a = at.account
-    return web.json_response(
-        {
-            "@odata.context": f"{GRAPH}/v1.0/$metadata#users/$entity",
-            "id": a.oid,
-            "displayName": a.name,
-            "userPrincipalName": a.upn,
-            "mail": a.upn,
-        }
-    )
-
-
 async def grant(request: web.Request) -> web.Response:
     """Load-test helper: a token response for the tenant's first account, as after a sign-in."""
     tenant, err = _tenant_or_error(request)
@@ -371,6 +389,8 @@ async def grant(request: web.Request) -> web.Response:
     if account is None:
         return oauth_error("invalid_request", "no account in this tenant")
     form = await request.post()
+    if str(form.get("client_id", "")) not in d.registrations:
+        return unknown_client(str(form.get("client_id", "")), tenant)
     holder = Grant(account, tenant.tenant_id, str(form.get("client_id", "")))
     return _token_response(request, holder, [f"{GRAPH}/.default"])
 
@@ -399,6 +419,6 @@ def https_app(
     app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", devicecode)
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token)
     app.router.add_post("/{tenant}/_sandbox/grant", grant)
-    app.router.add_get("/v1.0/organization", organization)
-    app.router.add_get("/v1.0/me", me)
+    consent.add_routes(app, directory)
+    graph.add_routes(app, directory)
     return app
