@@ -3,9 +3,9 @@
 Answers follow the Microsoft identity platform's documented shapes ("Microsoft identity platform
 and the OAuth 2.0 device authorization grant flow", "AADSTS error codes"): OAuth errors as
 ``{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id",
-"error_uri"}`` with HTTP 400. Registration problems (public client flows off, unknown client id)
-are answered for every tenant; a resource the tenant does not have is AADSTS500011. It must never
-answer a request with a token the real service would refuse.
+"error_uri"}`` with HTTP 400 (built in aadsts.py). Registration problems (public client flows
+off, unknown client id) are answered for every tenant; a resource the tenant does not have is
+AADSTS500011. It must never answer a request with a token the real service would refuse.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +24,13 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from bot.sandbox import consent, graph
+from bot.sandbox.aadsts import (
+    FAILURES,
+    confidential_only,
+    invalid_resource,
+    oauth_error,
+    unknown_client,
+)
 from bot.sandbox.directory import (
     CONSUMERS_TENANT,
     GLOBAL_ADMINISTRATOR,
@@ -32,7 +38,6 @@ from bot.sandbox.directory import (
     Directory,
     Grant,
     Registration,
-    SandboxTenant,
 )
 
 RESERVED = {"openid", "profile", "offline_access", "email"}
@@ -55,48 +60,6 @@ class Signer:
 
     def sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
-
-
-def oauth_error(
-    error: str, description: str, code: int | None = None, status: int = 400
-) -> web.Response:
-    correlation = str(uuid.uuid4())
-    text = f"AADSTS{code}: {description}" if code else description
-    body = {
-        "error": error,
-        "error_description": f"{text}\r\nTrace ID: {uuid.uuid4()}\r\n"
-        f"Correlation ID: {correlation}\r\n"
-        f"Timestamp: {datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}",
-        "error_codes": [code] if code else [],
-        "timestamp": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}",
-        "trace_id": str(uuid.uuid4()),
-        "correlation_id": correlation,
-    }
-    if code:  # Entra links each coded error to its page; nothing here fetches it
-        body["error_uri"] = f"https://login.microsoftonline.com/error?code={code}"
-    return web.json_response(body, status=status)
-
-
-def unknown_client(client_id: str, tenant: SandboxTenant) -> web.Response:
-    """AADSTS700016 ("AADSTS error codes"): no registration has this client id."""
-    return oauth_error(
-        "unauthorized_client",
-        f"Application with identifier '{client_id[:64]}' was not found in the directory "
-        f"'{tenant.name}'. This can happen if the application has not been installed by the "
-        "administrator of the tenant or consented to by any user in the tenant. You may have "
-        "sent your authentication request to the wrong tenant.",
-        700016,
-    )
-
-
-def confidential_only() -> web.Response:
-    """AADSTS7000218 ("AADSTS error codes"): "Allow public client flows" is off."""
-    return oauth_error(
-        "invalid_client",
-        "The request body must contain the following parameter: 'client_assertion' or "
-        "'client_secret'.",
-        7000218,
-    )
 
 
 def _b64(data: dict[str, str]) -> str:
@@ -206,18 +169,6 @@ def _delegated(wanted: list[str], registration: Registration) -> frozenset[str]:
     return frozenset(names)
 
 
-def _invalid_resource(resource: str, tenant: SandboxTenant) -> web.Response:
-    """AADSTS500011 ("AADSTS error codes", InvalidResourceServicePrincipalNotFound)."""
-    return oauth_error(
-        "invalid_resource",
-        f"The resource principal named {resource[:120]} was not found in the tenant named "
-        f"{tenant.name}. This can happen if the application has not been installed by the "
-        "administrator of the tenant or consented to by any user in the tenant. You might have "
-        "sent your authentication request to the wrong tenant.",
-        500011,
-    )
-
-
 def _claims(request: web.Request, holder: Any, registration: Registration) -> dict[str, Any]:
     """id_token claims ("Access token claims reference", "ID token claims reference")."""
     account, tid = holder.account, holder.tenant_id
@@ -260,7 +211,7 @@ def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str])
     tenant = d.tenant(tid)
     assert tenant is not None
     if (urlsplit(resource).hostname or "") not in tenant.resource_hosts():
-        return _invalid_resource(resource, tenant)
+        return invalid_resource(resource, tenant)
     at, rt = d.issue(account, tid, flow_or_grant.client_id, resource)
     d.access_tokens[at].scopes = _delegated(wanted, registration)
     id_token = request.app[SIGNER_KEY].sign(_claims(request, flow_or_grant, registration))
@@ -316,30 +267,8 @@ def _poll(request: web.Request, flow: DeviceFlow | None, tid: str) -> web.Respon
         )
     if flow.status == "failed":
         code = int(flow.error_code or 0)
-        return oauth_error("invalid_grant", _FAILURES.get(code, "Sign-in failed."), code)
+        return oauth_error("invalid_grant", FAILURES.get(code, "Sign-in failed."), code)
     return _token_response(request, flow, flow.scopes)
-
-
-_FAILURES = {
-    50020: "User account from identity provider does not exist in tenant and cannot access the "
-    "application in that tenant.",
-    # "AADSTS error codes", BlockedByConditionalAccess: what a policy that blocks the device code
-    # flow (authentication flows condition) answers.
-    53003: "Access has been blocked by Conditional Access policies. The access policy does not "
-    "allow token issuance.",
-    # Not in the public list; seen when a policy requires a managed (compliant) device, which a
-    # device code sign-in on another device cannot prove. The sandbox's wording.
-    530033: "Access has been blocked by Conditional Access policies: this application requires "
-    "a managed device, and the device code flow cannot show that the device is managed.",
-    50076: "Due to a configuration change made by your administrator, or because you moved to a "
-    "new location, you must use multi-factor authentication to access this resource.",
-    90094: "Admin consent is required for the permissions requested by this application.",
-    65001: "The user or administrator has not consented to use the application.",
-    700082: "The refresh token has expired due to inactivity. The token was issued on a date "
-    "and was inactive for 90.00:00:00.",
-    50173: "The provided grant has expired due to it being revoked, a fresh auth token is "
-    "needed. The user might have changed or reset their password.",
-}
 
 
 async def token(request: web.Request) -> web.Response:
@@ -367,9 +296,9 @@ async def token(request: web.Request) -> web.Response:
             )
         if tenant.refresh_error:
             code = int(tenant.refresh_error)
-            return oauth_error("invalid_grant", _FAILURES.get(code, "Refresh failed."), code)
+            return oauth_error("invalid_grant", FAILURES.get(code, "Refresh failed."), code)
         if tenant.mfa_required:
-            return oauth_error("invalid_grant", _FAILURES[50076], 50076)
+            return oauth_error("invalid_grant", FAILURES[50076], 50076)
         return _token_response(request, grant, scopes)
     return oauth_error(
         "unsupported_grant_type",
