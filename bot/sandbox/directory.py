@@ -260,13 +260,23 @@ def demo_directory(
     contoso = tenant(1, "Contoso Ltd", "contoso.com")
     fabrikam = tenant(2, "Fabrikam Inc", "fabrikam.com", app_present=False)
     northwind = tenant(3, "Northwind Traders", "northwind.com", conditional_access="53003")
-    tailspin = tenant(4, "Tailspin Toys", "tailspin.com")
     # Primary domain and initial domain differ, as for most real tenants that bought a domain:
-    # SharePoint is woodgroveltd-admin.sharepoint.com, not woodgrove-admin.sharepoint.com.
-    woodgrove = tenant(
-        5, "Woodgrove Bank UK", "woodgrove.co.uk", initial_domain="woodgroveltd.onmicrosoft.com"
+    # SharePoint is tailspintoys-admin.sharepoint.com, not tailspin-admin.sharepoint.com.
+    tailspin = tenant(
+        4, "Tailspin Toys", "tailspin.com", initial_domain="tailspintoys.onmicrosoft.com"
     )
-    d.add_account(SandboxAccount("admin@woodgrove.co.uk", woodgrove.tenant_id, "Woodgrove Admin"))
+    d.add_account(SandboxAccount("admin@contoso.com", contoso.tenant_id, "Contoso Admin"))
+    d.add_account(
+        SandboxAccount(
+            "helpdesk@contoso.com", contoso.tenant_id, "Contoso Helpdesk", global_admin=False
+        )
+    )
+    d.add_account(SandboxAccount("it@fabrikam.com", fabrikam.tenant_id, "Fabrikam IT"))
+    d.add_account(
+        SandboxAccount("user@fabrikam.com", fabrikam.tenant_id, "Fabrikam User", global_admin=False)
+    )
+    d.add_account(SandboxAccount("admin@northwind.com", northwind.tenant_id, "Northwind Admin"))
+    d.add_account(SandboxAccount("admin@tailspin.com", tailspin.tenant_id, "Tailspin Admin"))
     d.add_account(  # a B2B guest of Contoso: Contoso's tid, only userType and #EXT# tell it apart
         SandboxAccount(
             "jane_partner.example#EXT#@contoso.onmicrosoft.com",
@@ -281,16 +291,4 @@ def demo_directory(
     d.add_account(  # a personal Microsoft account: tid 9188040d-... when it signs in
         SandboxAccount("pat@outlook.example", CONSUMERS_TENANT, "Pat Personal", global_admin=False)
     )
-    d.add_account(SandboxAccount("admin@contoso.com", contoso.tenant_id, "Contoso Admin"))
-    d.add_account(
-        SandboxAccount(
-            "helpdesk@contoso.com", contoso.tenant_id, "Contoso Helpdesk", global_admin=False
-        )
-    )
-    d.add_account(SandboxAccount("it@fabrikam.com", fabrikam.tenant_id, "Fabrikam IT"))
-    d.add_account(
-        SandboxAccount("user@fabrikam.com", fabrikam.tenant_id, "Fabrikam User", global_admin=False)
-    )
-    d.add_account(SandboxAccount("admin@northwind.com", northwind.tenant_id, "Northwind Admin"))
-    d.add_account(SandboxAccount("admin@tailspin.com", tailspin.tenant_id, "Tailspin Admin"))
     return d

@@ -28,7 +28,6 @@ from bot.sandbox.server import Sandbox
 from tests.integration.live import T_CONTOSO, T_FABRIKAM, T_NORTHWIND
 
 T_TAILSPIN = "00000004-0000-4000-8000-000000000004"
-T_WOODGROVE = "00000005-0000-4000-8000-000000000005"
 GRAPH_DEFAULT = ["https://graph.microsoft.com/.default"]
 GUEST = "jane_partner.example#EXT#@contoso.onmicrosoft.com"
 
@@ -148,27 +147,27 @@ async def test_wids_follows_the_registrations_group_membership_claims(entra: Ent
 
 async def test_initial_domain_names_the_sharepoint_host(entra: Entra) -> None:
     """Graph tells the initial domain (isInitial) and the root site's host; the primary does not."""
-    app, result = await entra.sign_in(T_WOODGROVE, "admin@woodgrove.co.uk")
+    app, result = await entra.sign_in(T_TAILSPIN, "admin@tailspin.com")
     status, body = await entra.graph(result["access_token"], "organization")
     assert status == 200
     domains = {d["name"]: d for d in body["value"][0]["verifiedDomains"]}
-    assert domains["woodgrove.co.uk"]["isDefault"] and not domains["woodgrove.co.uk"]["isInitial"]
-    initial = domains["woodgroveltd.onmicrosoft.com"]
+    assert domains["tailspin.com"]["isDefault"] and not domains["tailspin.com"]["isInitial"]
+    initial = domains["tailspintoys.onmicrosoft.com"]
     assert initial["isInitial"] and not initial["isDefault"]
     status, site = await entra.graph(result["access_token"], "sites/root")
-    assert status == 200 and site["siteCollection"]["hostname"] == "woodgroveltd.sharepoint.com"
-    ok = await entra.silent(app, ["https://woodgroveltd-admin.sharepoint.com/.default"])
+    assert status == 200 and site["siteCollection"]["hostname"] == "tailspintoys.sharepoint.com"
+    ok = await entra.silent(app, ["https://tailspintoys-admin.sharepoint.com/.default"])
     assert "access_token" in ok, ok
 
 
 async def test_resource_the_tenant_does_not_have_is_500011(entra: Entra) -> None:
     """A SharePoint host built from the primary domain: invalid_resource, every retry."""
-    app, _ = await entra.sign_in(T_WOODGROVE, "admin@woodgrove.co.uk")
+    app, _ = await entra.sign_in(T_TAILSPIN, "admin@tailspin.com")
     for _ in range(2):
-        result = await entra.silent(app, ["https://woodgrove-admin.sharepoint.com/.default"])
+        result = await entra.silent(app, ["https://tailspin-admin.sharepoint.com/.default"])
         assert_entra_error(result, "invalid_resource", 500011)
         assert (
-            "resource principal named https://woodgrove-admin.sharepoint.com"
+            "resource principal named https://tailspin-admin.sharepoint.com"
             in (result["error_description"])
         )
     exchange = await entra.silent(app, ["https://outlook.office365.com/.default"])
@@ -266,7 +265,7 @@ async def test_admin_consent_endpoint_grants_tenant_wide(entra: Entra) -> None:
 async def test_public_client_flows_off_is_7000218_for_every_tenant(entra: Entra) -> None:
     contoso, _ = await entra.sign_in(T_CONTOSO, "admin@contoso.com")
     entra.d.registrations[DEFAULT_CLIENT_ID].public_client_flows = False
-    for tenant, upn in ((T_TAILSPIN, "admin@tailspin.com"), (T_WOODGROVE, "admin@woodgrove.co.uk")):
+    for tenant, upn in ((T_TAILSPIN, "admin@tailspin.com"), (T_FABRIKAM, "it@fabrikam.com")):
         _, result = await entra.sign_in(tenant, upn)
         assert_entra_error(result, "invalid_client", 7000218)
         assert (
