@@ -2,6 +2,11 @@
 
 A person (or the scripted customer of `renewbot demo --scripted`) enters the code, picks an account,
 consents when the Enterprise Application is absent, or declines. Pages are server-rendered forms.
+The consent screen follows "Microsoft Entra application consent experiences": the "Consent on
+behalf of your organization" box is shown to a Global Administrator only and starts unticked;
+without it the grant is for the signer alone (consentType Principal). Knobs:
+``POST /_sandbox/tenants/{id}`` and ``POST /_sandbox/registrations/{client id}`` (JSON fields).
+It never issues tokens itself: it only marks a flow approved, declined or failed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.directory import DeviceFlow, Directory, SandboxTenant
+from bot.sandbox.directory import DeviceFlow, Directory, Registration, SandboxTenant
 
 DIRECTORY_KEY = web.AppKey("directory", Directory)
 
@@ -75,7 +80,8 @@ async def submit_code(request: web.Request) -> web.Response:
             _code_form("That code was not recognised or has expired. Check it and try again."),
             status=400,
         )
-    tenant = d.tenants[flow.tenant_id]
+    tenant = d.tenant(flow.tenant_id)
+    assert tenant is not None
     buttons = "".join(
         f"<button name=upn value='{html.escape(a.upn)}'>{html.escape(a.name)} "
         f"({html.escape(a.upn)})</button>"
@@ -113,7 +119,8 @@ async def sign_in(request: web.Request) -> web.Response:
     account = d.accounts.get(str(form.get("upn", "")).lower())
     if flow is None or account is None:
         return page("Enter code", _code_form("This sign-in is no longer valid."), status=400)
-    tenant = d.tenants[flow.tenant_id]
+    tenant = d.tenant(flow.tenant_id)
+    assert tenant is not None
     flow.account = account
     if account.tenant_id != tenant.tenant_id:
         return _fail(
@@ -123,12 +130,13 @@ async def sign_in(request: web.Request) -> web.Response:
             f"{account.upn} is not an account of {tenant.name}.",
         )
     if tenant.conditional_access:
-        return _fail(
-            flow,
-            tenant.conditional_access,
-            "Access blocked",
-            "Your organization's Conditional Access policy blocks this sign-in.",
+        why = (
+            "Your organization's Conditional Access policy requires a managed device."
+            if tenant.conditional_access == "530033"
+            else "Your organization's Conditional Access policy blocks sign-in with a code "
+            "(device code flow)."
         )
+        return _fail(flow, tenant.conditional_access, "You cannot access this right now", why)
     if tenant.mfa_required:
         return _fail(
             flow,
@@ -136,19 +144,22 @@ async def sign_in(request: web.Request) -> web.Response:
             "More information required",
             "Your organization requires multi-factor authentication.",
         )
-    if not tenant.app_present:
-        admin_box = (
+    if not tenant.consented(account):
+        registration = d.registrations.get(flow.client_id) or Registration(flow.client_id)
+        asks = "".join(f"<li>{html.escape(p)}</li>" for p in registration.graph_permissions)
+        admin_box = (  # unticked: a Global Administrator may consent for themself only
             (
-                "<label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
-                "your organization</label>"
+                "<p><label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
+                "your organization</label></p>"
             )
-            if account.global_admin
+            if account.global_admin and account.user_type == "Member"
             else ""
         )
         return page(
             "Permissions requested",
             (
                 "<p><b>renewbot</b> needs permission to access resources in your organization.</p>"
+                f"<ul id=permissions>{asks}</ul>"
                 f"<form method=post action=/devicelogin/consent>{_hidden(otc=flow.user_code)}"
                 f"{admin_box}<button name=decision value=accept id=accept>Accept</button>"
                 "<button name=decision value=decline id=cancel>Cancel</button></form>"
@@ -173,7 +184,9 @@ async def consent(request: web.Request) -> web.Response:
             "Need admin approval",
             "renewbot needs permission that only an administrator can grant.",
         )
-    d.tenants[flow.tenant_id].app_present = True
+    tenant = d.tenant(flow.tenant_id)
+    assert tenant is not None
+    tenant.record_consent(flow.account, for_organization=form.get("org") == "1")
     return _approve(flow)
 
 
@@ -200,6 +213,23 @@ async def set_tenant(request: web.Request) -> web.Response:
         return web.json_response({"error": f"allowed fields: {sorted(allowed)}"}, status=400)
     for name, value in changes.items():
         setattr(tenant, name, value)
+    return web.json_response({"ok": True})
+
+
+async def set_registration(request: web.Request) -> web.Response:
+    """Registration knobs: POST JSON fields of Registration; an unknown client id is registered."""
+    d = request.app[DIRECTORY_KEY]
+    client_id = request.match_info["client_id"]
+    try:
+        changes: dict[str, Any] = await request.json()
+    except ValueError:
+        return web.json_response({"error": "body must be JSON"}, status=400)
+    allowed = {f.name for f in fields(Registration)} - {"client_id"}
+    if not isinstance(changes, dict) or not set(changes) <= allowed:
+        return web.json_response({"error": f"allowed fields: {sorted(allowed)}"}, status=400)
+    registration = d.registrations.setdefault(client_id, Registration(client_id))
+    for name, value in changes.items():
+        setattr(registration, name, tuple(value) if isinstance(value, list) else value)
     return web.json_response({"ok": True})
 
 
@@ -230,5 +260,6 @@ def http_app(directory: Directory) -> web.Application:
     app.router.add_post("/devicelogin/consent", consent)
     app.router.add_post("/devicelogin/decline", decline)
     app.router.add_post("/_sandbox/tenants/{tenant}", set_tenant)
+    app.router.add_post("/_sandbox/registrations/{client_id}", set_registration)
     app.router.add_get("/_sandbox/state", state)
     return app

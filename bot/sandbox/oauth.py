@@ -1,8 +1,11 @@
-"""HTTPS endpoints of the sandbox: v2.0 discovery, JWKS, devicecode, token, and Graph.
+"""HTTPS endpoints of the sandbox: v2.0 discovery, JWKS, devicecode and token (Graph: graph.py).
 
-Answers follow the Microsoft identity platform's documented shapes: OAuth errors as
-``{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id"}`` with
-HTTP 400, Graph errors as ``{"error": {"code", "message", "innerError"}}``.
+Answers follow the Microsoft identity platform's documented shapes ("Microsoft identity platform
+and the OAuth 2.0 device authorization grant flow", "AADSTS error codes"): OAuth errors as
+``{"error", "error_description", "error_codes", "timestamp", "trace_id", "correlation_id",
+"error_uri"}`` with HTTP 400 (built in aadsts.py). Registration problems (public client flows
+off, unknown client id) are answered for every tenant; a resource the tenant does not have is
+AADSTS500011. It must never answer a request with a token the real service would refuse.
 """
 
 from __future__ import annotations
@@ -13,14 +16,29 @@ import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.sandbox.directory import GLOBAL_ADMINISTRATOR, AccessToken, DeviceFlow, Directory, Grant
+from bot.sandbox import consent, graph
+from bot.sandbox.aadsts import (
+    FAILURES,
+    confidential_only,
+    invalid_resource,
+    oauth_error,
+    unknown_client,
+)
+from bot.sandbox.directory import (
+    CONSUMERS_TENANT,
+    GLOBAL_ADMINISTRATOR,
+    DeviceFlow,
+    Directory,
+    Grant,
+    Registration,
+)
 
 RESERVED = {"openid", "profile", "offline_access", "email"}
 GRAPH = "https://graph.microsoft.com"
@@ -44,35 +62,6 @@ class Signer:
         return jwt.encode(claims, self.key, algorithm="RS256", headers={"kid": self.kid})
 
 
-def oauth_error(
-    error: str, description: str, code: int | None = None, status: int = 400
-) -> web.Response:
-    correlation = str(uuid.uuid4())
-    text = f"AADSTS{code}: {description}" if code else description
-    body = {
-        "error": error,
-        "error_description": f"{text}\r\nTrace ID: {uuid.uuid4()}\r\n"
-        f"Correlation ID: {correlation}\r\n"
-        f"Timestamp: {datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}",
-        "error_codes": [code] if code else [],
-        "timestamp": f"{datetime.now(UTC):%Y-%m-%d %H:%M:%SZ}",
-        "trace_id": str(uuid.uuid4()),
-        "correlation_id": correlation,
-    }
-    return web.json_response(body, status=status)
-
-
-def graph_error(status: int, code: str, message: str) -> web.Response:
-    inner = {
-        "date": f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S}",
-        "request-id": str(uuid.uuid4()),
-        "client-request-id": str(uuid.uuid4()),
-    }
-    return web.json_response(
-        {"error": {"code": code, "message": message, "innerError": inner}}, status=status
-    )
-
-
 def _b64(data: dict[str, str]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
@@ -80,7 +69,7 @@ def _b64(data: dict[str, str]) -> str:
 def _tenant_or_error(request: web.Request) -> tuple[Any, web.Response | None]:
     d = request.app[DIRECTORY_KEY]
     tid = request.match_info["tenant"]
-    tenant = d.tenants.get(tid)
+    tenant = d.tenant(tid)
     if tenant is None:
         return None, oauth_error(
             "invalid_request",
@@ -154,13 +143,8 @@ async def devicecode(request: web.Request) -> web.Response:
             "The request body must contain the following parameter: 'client_id'.",
             900144,
         )
-    if tenant.app_unknown:
-        return oauth_error(
-            "unauthorized_client",
-            f"Application with identifier '{client_id}' "
-            f"was not found in the directory '{tenant.name}'.",
-            700016,
-        )
+    if tenant.app_unknown or client_id not in request.app[DIRECTORY_KEY].registrations:
+        return unknown_client(client_id, tenant)
     flow = request.app[DIRECTORY_KEY].start_flow(tenant, client_id, scopes)
     login = request.app[URLS_KEY]["http"] + "/devicelogin"
     return web.json_response(
@@ -176,32 +160,61 @@ async def devicecode(request: web.Request) -> web.Response:
     )
 
 
-def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str]) -> web.Response:
-    d = request.app[DIRECTORY_KEY]
-    account = flow_or_grant.account
-    tid = flow_or_grant.tenant_id
-    wanted = [s for s in scopes if s not in RESERVED] or [f"{GRAPH}/.default"]
-    resource = wanted[0].rsplit("/", 1)[0] if wanted[0].startswith("https://") else GRAPH
-    at, rt = d.issue(account, tid, flow_or_grant.client_id, resource)
+def _delegated(wanted: list[str], registration: Registration) -> frozenset[str]:
+    """The ``scp`` of a token: the named permissions, and for ``.default`` what the registration
+    lists (and the consent granted)."""
+    names = {s.rsplit("/", 1)[-1] if s.startswith("https://") else s for s in wanted}
+    if ".default" in names:
+        names = (names - {".default"}) | set(registration.graph_permissions)
+    return frozenset(names)
+
+
+def _claims(request: web.Request, holder: Any, registration: Registration) -> dict[str, Any]:
+    """id_token claims ("Access token claims reference", "ID token claims reference")."""
+    account, tid = holder.account, holder.tenant_id
     now = int(time.time())
     base = request.app[URLS_KEY]["https"]
     claims = {
-        "aud": flow_or_grant.client_id,
+        "aud": holder.client_id,
         "iss": f"{base}/{tid}/v2.0",
         "iat": now,
         "nbf": now,
         "exp": now + 3600,
         "name": account.name,
         "oid": account.oid,
-        "preferred_username": account.upn,
+        # a guest's preferred_username is the address it signs in with, not its #EXT# UPN
+        "preferred_username": account.mail or account.upn,
         "sub": account.oid,
         "tid": tid,
         "ver": "2.0",
         "uti": uuid.uuid4().hex,
     }
-    if account.global_admin:
+    if account.home_tenant_id and account.home_tenant_id != tid:
+        # idp: the home tenant's issuer for guests ("live.com" style for personal accounts)
+        claims["idp"] = f"https://sts.windows.net/{account.home_tenant_id}/"
+    # wids only when groupMembershipClaims asks for directory roles ("Access token claims
+    # reference"); personal accounts have no directory roles.
+    if registration.emits_wids and account.global_admin and tid != CONSUMERS_TENANT:
         claims["wids"] = [GLOBAL_ADMINISTRATOR]
-    id_token = request.app[SIGNER_KEY].sign(claims)
+    return claims
+
+
+def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str]) -> web.Response:
+    d = request.app[DIRECTORY_KEY]
+    account = flow_or_grant.account
+    tid = flow_or_grant.tenant_id
+    registration = d.registrations.get(flow_or_grant.client_id) or Registration(
+        flow_or_grant.client_id
+    )
+    wanted = [s for s in scopes if s not in RESERVED] or [f"{GRAPH}/.default"]
+    resource = wanted[0].rsplit("/", 1)[0] if wanted[0].startswith("https://") else GRAPH
+    tenant = d.tenant(tid)
+    assert tenant is not None
+    if (urlsplit(resource).hostname or "") not in tenant.resource_hosts():
+        return invalid_resource(resource, tenant)
+    at, rt = d.issue(account, tid, flow_or_grant.client_id, resource)
+    d.access_tokens[at].scopes = _delegated(wanted, registration)
+    id_token = request.app[SIGNER_KEY].sign(_claims(request, flow_or_grant, registration))
     d.issued_secrets.append(id_token)
     return web.json_response(
         {
@@ -226,7 +239,8 @@ def _poll(request: web.Request, flow: DeviceFlow | None, tid: str) -> web.Respon
             "The provided value for the input parameter 'device_code' is not valid.",
             70000,
         )
-    tenant = d.tenants[tid]
+    tenant = d.tenant(tid)
+    assert tenant is not None
     now = time.monotonic()
     d.polls.append((flow.user_code, now))
     if now >= flow.expires_at:
@@ -253,26 +267,8 @@ def _poll(request: web.Request, flow: DeviceFlow | None, tid: str) -> web.Respon
         )
     if flow.status == "failed":
         code = int(flow.error_code or 0)
-        return oauth_error("invalid_grant", _FAILURES.get(code, "Sign-in failed."), code)
+        return oauth_error("invalid_grant", FAILURES.get(code, "Sign-in failed."), code)
     return _token_response(request, flow, flow.scopes)
-
-
-_FAILURES = {
-    50020: "User account from identity provider does not exist in tenant and cannot access the "
-    "application in that tenant.",
-    53003: "Access has been blocked by Conditional Access policies. The access policy does not "
-    "allow token issuance.",
-    530033: "Access has been blocked by Conditional Access policies: the device code flow is "
-    "blocked for this application.",
-    50076: "Due to a configuration change made by your administrator, or because you moved to a "
-    "new location, you must use multi-factor authentication to access this resource.",
-    90094: "Admin consent is required for the permissions requested by this application.",
-    65001: "The user or administrator has not consented to use the application.",
-    700082: "The refresh token has expired due to inactivity. The token was issued on a date "
-    "and was inactive for 90.00:00:00.",
-    50173: "The provided grant has expired due to it being revoked, a fresh auth token is "
-    "needed. The user might have changed or reset their password.",
-}
 
 
 async def token(request: web.Request) -> web.Response:
@@ -283,6 +279,12 @@ async def token(request: web.Request) -> web.Response:
     form = await request.post()
     grant_type = str(form.get("grant_type", ""))
     scopes = str(form.get("scope", "")).split()
+    registration = d.registrations.get(str(form.get("client_id", "")))
+    if grant_type and registration is None:
+        return unknown_client(str(form.get("client_id", "")), tenant)
+    if registration is not None and not registration.public_client_flows:
+        # the client is authenticated before the grant is looked at: every poll and refresh
+        return confidential_only()
     if grant_type in {"urn:ietf:params:oauth:grant-type:device_code", "device_code"}:
         flow = d.flows.get(str(form.get("device_code", "")))
         return _poll(request, flow, tenant.tenant_id)
@@ -294,70 +296,15 @@ async def token(request: web.Request) -> web.Response:
             )
         if tenant.refresh_error:
             code = int(tenant.refresh_error)
-            return oauth_error("invalid_grant", _FAILURES.get(code, "Refresh failed."), code)
+            return oauth_error("invalid_grant", FAILURES.get(code, "Refresh failed."), code)
         if tenant.mfa_required:
-            return oauth_error("invalid_grant", _FAILURES[50076], 50076)
+            return oauth_error("invalid_grant", FAILURES[50076], 50076)
         return _token_response(request, grant, scopes)
     return oauth_error(
         "unsupported_grant_type",
         f"The provided value for the input parameter "
         f"'grant_type' is not valid: {grant_type[:40]!r}.",
         70003,
-    )
-
-
-def _bearer(request: web.Request) -> AccessToken | web.Response:
-    d = request.app[DIRECTORY_KEY]
-    header = request.headers.get("Authorization", "")
-    at = d.access_tokens.get(header.removeprefix("Bearer ").strip()) if header else None
-    if at is None or at.expires_at < time.time() or at.resource != GRAPH:
-        return graph_error(401, "InvalidAuthenticationToken", "Access token validation failure.")
-    if d.tenants[at.tenant_id].graph_down:
-        return graph_error(503, "serviceNotAvailable", "The service is temporarily unavailable.")
-    return at
-
-
-async def organization(request: web.Request) -> web.Response:
-    at = _bearer(request)
-    if isinstance(at, web.Response):
-        return at
-    t = request.app[DIRECTORY_KEY].tenants[at.tenant_id]
-    return web.json_response(
-        {
-            "@odata.context": f"{GRAPH}/v1.0/$metadata#organization",
-            "value": [
-                {
-                    "id": t.tenant_id,
-                    "displayName": t.name,
-                    "tenantType": "AAD",
-                    "verifiedDomains": [
-                        {
-                            "capabilities": "Email, OfficeCommunicationsOnline",
-                            "isDefault": True,
-                            "isInitial": False,
-                            "name": t.domain,
-                            "type": "Managed",
-                        }
-                    ],
-                }
-            ],
-        }
-    )
-
-
-async def me(request: web.Request) -> web.Response:
-    at = _bearer(request)
-    if isinstance(at, web.Response):
-        return at
-    a = at.account
-    return web.json_response(
-        {
-            "@odata.context": f"{GRAPH}/v1.0/$metadata#users/$entity",
-            "id": a.oid,
-            "displayName": a.name,
-            "userPrincipalName": a.upn,
-            "mail": a.upn,
-        }
     )
 
 
@@ -371,6 +318,8 @@ async def grant(request: web.Request) -> web.Response:
     if account is None:
         return oauth_error("invalid_request", "no account in this tenant")
     form = await request.post()
+    if str(form.get("client_id", "")) not in d.registrations:
+        return unknown_client(str(form.get("client_id", "")), tenant)
     holder = Grant(account, tenant.tenant_id, str(form.get("client_id", "")))
     return _token_response(request, holder, [f"{GRAPH}/.default"])
 
@@ -399,6 +348,6 @@ def https_app(
     app.router.add_post("/{tenant}/oauth2/v2.0/devicecode", devicecode)
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token)
     app.router.add_post("/{tenant}/_sandbox/grant", grant)
-    app.router.add_get("/v1.0/organization", organization)
-    app.router.add_get("/v1.0/me", me)
+    consent.add_routes(app, directory)
+    graph.add_routes(app, directory)
     return app
