@@ -202,6 +202,14 @@ CODES: dict[str, IdentityCode] = {
         new_code_helps=True,
         consent_missing=True,
     ),
+    "AADSTS65004": IdentityCode(
+        "The customer declined to consent",
+        "The admin pressed Cancel on Microsoft's permissions screen. Ask them to press New code "
+        "and accept (a Global Administrator ticks 'Consent on behalf of your organization').",
+        "You declined the permissions. If that was a mistake, press New code and accept them.",
+        new_code_helps=True,
+        consent_missing=True,
+    ),
     "consent_for_user_only": IdentityCode(
         "Consent was given only for the account that signed in",
         "The admin consented for themself, not 'on behalf of your organization'. A Global "
