@@ -207,6 +207,7 @@ async def runtime(
         pool_size=ident.pool_size,
         check_pool_size=settings.monitor.pool_size,
         timeout=ident.timeout_seconds,
+        callback_url=f"{settings.web.public_url.rstrip('/')}/onboard/callback",
     )
     chat = ChatRouter()
     # The scheduler and the service need each other: the service tells the scheduler about new

@@ -144,11 +144,19 @@ def apology(correlation_id: str) -> str:
     return f"Sorry, something went wrong on our side (reference {correlation_id})."
 
 
+def _initial_domain(tenant: Tenant) -> str:
+    host = f"{tenant.sharepoint_label}-admin.sharepoint.com"
+    if tenant.initial_domain:
+        return f"Initial domain: {tenant.initial_domain} (SharePoint admin: {host})"
+    return f"Initial domain: learnt at the next sign-in (until then SharePoint admin is {host})"
+
+
 def tenant_summary(tenant: Tenant, open_renewal: Renewal | None) -> str:
     lines = [
         f"{tenant.display_name} ({tenant.slug})",
         f"Tenant id: {tenant.tenant_id}",
         f"Primary domain: {tenant.primary_domain}",
+        _initial_domain(tenant),
         f"M365 admin username: {tenant.admin_upn}",
         f"Last validation: {_when(tenant.last_validated_at)}",
         f"Token health: {tenant.auth_state.value} (last refresh {_when(tenant.last_refresh_at)})",
@@ -208,6 +216,15 @@ def batch_started(count: int, skipped: list[str]) -> str:
 
 def no_expired() -> str:
     return "No tenant has expired tokens. `renew-token status` shows the others."
+
+
+def consent_for_user_only(account: str | None, admin_consent_url: str) -> str:
+    who = account or "The admin"
+    return (
+        f"{who} signed in and every token works, but consent was given only for their own "
+        "account, not for the organization. A Global Administrator of the customer must open "
+        f"{admin_consent_url} and accept; this renewal then completes by itself."
+    )
 
 
 def graph_unreachable() -> str:

@@ -67,6 +67,14 @@ class Tenant:
     auth_state: AuthState = AuthState.UNKNOWN
     last_refresh_at: datetime | None = None
     snoozed_until: datetime | None = None
+    # The tenant's initial *.onmicrosoft.com domain: its SharePoint host comes from this, not
+    # from the primary domain. Learnt from Graph at sign-in, or set by `tenants import`.
+    initial_domain: str = ""
+
+    @property
+    def sharepoint_label(self) -> str:
+        """``contosoltd`` of contosoltd.onmicrosoft.com, as in contosoltd-admin.sharepoint.com."""
+        return (self.initial_domain or self.primary_domain).split(".")[0]
 
     def is_snoozed(self, now: datetime) -> bool:
         return self.snoozed_until is not None and now < self.snoozed_until
@@ -209,6 +217,8 @@ class Renewal:
         """The code expired or was declined: back to INVITED, the page offers a new code."""
         self._move(S.INVITED, now)
         self.device_code = None
+        self.staged_tokens = None
+        self.tokens_acquired = 0
         self.failure_code = reason
         self.events.append(events.CodeLapsed(self.id, reason))
 
@@ -252,10 +262,22 @@ class Renewal:
         self._move(S.TOKENS_ACQUIRED, now)
         self.events.append(events.TokensAcquired(self.id, self.signed_in_account or ""))
 
-    def validate(self, warnings: list[str], now: datetime) -> None:
-        """Every check passed; the staged tokens are now the tenant's (the caller promoted them)."""
+    def await_consent(self, now: datetime) -> None:
+        """Tokens work, but only the signer consented: wait for consent for the organization."""
+        if self.state is not S.TOKENS_ACQUIRED:
+            raise InvalidTransitionError(self.state, S.VALIDATED)
+        self.failure_code = "consent_for_user_only"
+        self.updated_at = now
+
+    def validate(self, warnings: list[str], now: datetime, is_global_admin: bool | None) -> None:
+        """Every check passed; the staged tokens are now the tenant's (the caller promoted them).
+
+        ``is_global_admin`` is what Graph (or the token's wids) said; None: not verified.
+        """
         self._move(S.VALIDATED, now)
         self.staged_tokens = None
+        self.failure_code = None
+        self.signed_in_is_global_admin = is_global_admin
         self.warnings = list(warnings)
         self.events.append(
             events.RenewalValidated(self.id, self.signed_in_account or "", tuple(warnings))

@@ -53,10 +53,21 @@ class SignedIn:
 
 @dataclass(frozen=True)
 class DirectoryCheck:
-    """What Microsoft Graph says about the organization, called with the tenant's new token."""
+    """What Microsoft Graph says about the organization and the account, with the new token.
+
+    ``None`` means Graph would not say (a permission the app registration lacks); ``unverified``
+    then holds why, in plain words. Only what Entra really provides is used (never ``wids``
+    alone, which a default app registration does not emit).
+    """
 
     organization_id: str
     organization_name: str
+    initial_domain: str = ""  # verifiedDomains[isInitial]: the SharePoint host's source
+    user_type: str = ""  # "Member" or "Guest"; "" when Graph would not say
+    user_principal_name: str = ""
+    is_global_admin: bool | None = None  # the signer's directory roles (transitiveMemberOf)
+    tenant_wide_consent: bool | None = None  # an AllPrincipals oauth2PermissionGrant for our app
+    unverified: tuple[str, ...] = ()
 
 
 class IdentityProvider(Protocol):
@@ -77,7 +88,7 @@ class IdentityProvider(Protocol):
         """Get one more token set from the staged sign-in. Raises IdentityProviderError."""
 
     async def check_directory(
-        self, tenant: Tenant, staged: StagedTokens | None = None
+        self, tenant: Tenant, staged: StagedTokens | None = None, *, full: bool = True
     ) -> DirectoryCheck:
         """Call Graph with the staged tokens (or, without, the tenant's stored ones).
 
@@ -86,6 +97,9 @@ class IdentityProvider(Protocol):
 
     async def promote(self, tenant: Tenant, staged: StagedTokens) -> None:
         """Make the staged tokens the tenant's, replacing what it had (after validation)."""
+
+    def admin_consent_url(self, tenant: Tenant) -> str:
+        """Where a Global Administrator grants tenant-wide consent to our app."""
 
     async def refresh(self, tenant: Tenant) -> None:
         """Redeem the tenant's refresh token now (health check). Raises IdentityProviderError."""
@@ -143,6 +157,9 @@ class TenantRepository(Protocol):
         """Slugs, display names and domains, for close-match suggestions."""
 
     async def all(self) -> list[Tenant]: ...
+
+    async def set_initial_domain(self, key: str, domain: str) -> None:
+        """Remember the tenant's initial *.onmicrosoft.com domain (its SharePoint host)."""
 
     async def mark_validated(self, key: str, at: datetime) -> None:
         """New tokens validated: healthy, and the inactivity clock restarts."""

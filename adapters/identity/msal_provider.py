@@ -18,11 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 import aiohttp
 import msal
 
 from adapters.identity.errors import is_waiting, to_error, unavailable
+from adapters.identity.graph import read_directory
 from adapters.identity.http import METADATA, HttpStatusError, LoopHttpClient
 from core.errors import IdentityProviderError
 from core.model import DeviceCode, Tenant
@@ -62,6 +64,7 @@ class MsalIdentityProvider:
         pool_size: int = 8,
         check_pool_size: int = 16,
         timeout: float = 10.0,
+        callback_url: str = "",
     ) -> None:
         if not token_sets:
             raise ValueError("at least one token set is required")
@@ -69,6 +72,7 @@ class MsalIdentityProvider:
         self._client_id = client_id
         self._sets = {name: list(scopes) for name, scopes in token_sets.items()}
         self._graph = graph_url.rstrip("/")
+        self._callback = callback_url
         self._store = cache_store
         self._clock = clock
         self._tls = ssl.create_default_context(cafile=ca_bundle)
@@ -87,8 +91,9 @@ class MsalIdentityProvider:
         return list(self._sets)
 
     def scopes(self, tenant: Tenant, name: str) -> list[str]:
-        label = tenant.primary_domain.split(".")[0]
-        return [s.replace("{tenant}", label) for s in self._sets[name]]
+        """The set's scopes; ``{tenant}`` is the label of the tenant's initial domain (its
+        SharePoint host: contosoltd of contosoltd.onmicrosoft.com), not of its primary one."""
+        return [s.replace("{tenant}", tenant.sharepoint_label) for s in self._sets[name]]
 
     async def close(self) -> None:
         for pool in (self._pool, self._check_pool):
@@ -263,24 +268,20 @@ class MsalIdentityProvider:
         await self._silent(tenant, self.scopes(tenant, first), True, self._check_pool)
 
     async def check_directory(
-        self, tenant: Tenant, staged: StagedTokens | None = None
+        self, tenant: Tenant, staged: StagedTokens | None = None, *, full: bool = True
     ) -> DirectoryCheck:
         token = (await self._silent(tenant, GRAPH_SCOPES, staged=staged))["access_token"]
-        url = f"{self._graph}/v1.0/organization"
-        try:
-            response = await self._client().request(
-                "GET", url, headers={"Authorization": f"Bearer {token}"}
-            )
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise unavailable(type(exc).__name__) from None
-        if response.status_code >= 500 or response.status_code == 429:
-            raise unavailable(f"graph answered {response.status_code}")
-        if response.status_code != 200:
-            raise IdentityProviderError(
-                "graph_failed", "graph_failed", f"graph answered {response.status_code}"
-            )
-        try:
-            org = json.loads(response.text)["value"][0]
-            return DirectoryCheck(str(org["id"]), str(org.get("displayName", "")))
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise IdentityProviderError("graph_failed", "graph_failed", "unexpected body") from None
+        return await read_directory(self._client(), self._graph, token, self._client_id, full=full)
+
+    def admin_consent_url(self, tenant: Tenant) -> str:
+        """Microsoft's admin-consent endpoint for our app in the tenant ("Admin consent on the
+        Microsoft identity platform"); it returns to our callback route."""
+        query = urlencode(
+            {
+                "client_id": self._client_id,
+                "scope": " ".join(GRAPH_SCOPES),
+                "redirect_uri": self._callback,
+                "state": tenant.tenant_id,
+            }
+        )
+        return f"{self._host}/{tenant.tenant_id}/v2.0/adminconsent?{query}"

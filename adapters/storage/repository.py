@@ -107,6 +107,7 @@ def _tenant(row: Row[Any]) -> Tenant:
         AuthState(row.auth_state),
         row.last_refresh_at,
         row.snoozed_until,
+        row.initial_domain or "",
     )
 
 
@@ -128,6 +129,7 @@ class SqlTenantRepository:
             "last_refresh_at": tenant.last_refresh_at,
             "snoozed_until": tenant.snoozed_until,
             "next_check_at": now or datetime.now(UTC),
+            "initial_domain": tenant.initial_domain,
         }
         await self.c.execute(insert(tenants), values)
 
@@ -153,6 +155,11 @@ class SqlTenantRepository:
             update(tenants)
             .where(tenants.c.key == key)
             .values(last_validated_at=at, last_refresh_at=at, auth_state=AuthState.HEALTHY.value)
+        )
+
+    async def set_initial_domain(self, key: str, domain: str) -> None:
+        await self.c.execute(
+            update(tenants).where(tenants.c.key == key).values(initial_domain=domain)
         )
 
     async def record_health(self, records: Sequence[HealthRecord]) -> None:

@@ -66,6 +66,7 @@ tenants = Table(
     Column("next_check_at", UTCDateTime),  # the monitor's schedule
     Column("check_owner", String(64)),  # lease: which process checks the tenant
     Column("check_lease_until", UTCDateTime),
+    Column("initial_domain", String(253), nullable=False, server_default=""),
     Index("ix_tenants_next_check", "next_check_at"),
     Index("ix_tenants_auth_state", "auth_state"),
 )

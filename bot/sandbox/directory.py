@@ -28,10 +28,10 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"  # Microsoft Graph's appId
 MSP_TENANT = "0000000a-0000-4000-8000-00000000000a"  # the tenant that owns renewbot's registration
 # "Access token claims reference", wids: emitted only when the registration's
 # groupMembershipClaims is "All" or "DirectoryRole". Entra's default for a new registration is
-# "None" (no wids). The sandbox still defaults to "DirectoryRole" while the product's validation
-# reads wids; set SANDBOX_GROUP_MEMBERSHIP_CLAIMS = "None" (or pass group_membership_claims= to
-# demo_directory / Registration) to play a default registration.
-SANDBOX_GROUP_MEMBERSHIP_CLAIMS = "DirectoryRole"
+# "None" (no wids), and so is the sandbox's: the product decides roles from Graph. Pass
+# group_membership_claims="DirectoryRole" to demo_directory / Registration to play a registration
+# that asks for them.
+SANDBOX_GROUP_MEMBERSHIP_CLAIMS = "None"
 WIDS_CLAIMS = frozenset({"All", "DirectoryRole"})
 # The delegated Microsoft Graph permissions the sandbox registration lists (its "API
 # permissions"); a `.default` token for Graph carries what was consented of these as `scp`.

@@ -81,6 +81,9 @@ class _Tenants:
     async def all(self) -> list[Tenant]:
         return [copy.copy(t) for t in self.s.tenants.values()]
 
+    async def set_initial_domain(self, key: str, domain: str) -> None:
+        self.s.tenants[key].initial_domain = domain
+
     async def mark_validated(self, key: str, at: datetime) -> None:
         t = self.s.tenants[key]
         t.last_validated_at = t.last_refresh_at = at
@@ -368,6 +371,9 @@ class FakeIdentityProvider:
     async def promote(self, tenant: Tenant, staged: StagedTokens) -> None:
         self.stored[tenant.tenant_id] = staged.blob
 
+    def admin_consent_url(self, tenant: Tenant) -> str:
+        return f"https://sandbox.test/{tenant.tenant_id}/v2.0/adminconsent?client_id=app"
+
     async def refresh(self, tenant: Tenant) -> None:
         error = self.refresh_errors.get(tenant.slug)
         if error:
@@ -375,13 +381,19 @@ class FakeIdentityProvider:
         self.refreshed.append(tenant.slug)
 
     async def check_directory(
-        self, tenant: Tenant, staged: StagedTokens | None = None
+        self, tenant: Tenant, staged: StagedTokens | None = None, *, full: bool = True
     ) -> DirectoryCheck:
         self.directory_checked_with.append(staged.blob if staged else None)
         d = self.directory
         if isinstance(d, IdentityProviderError):
             raise d
-        return d or DirectoryCheck(tenant.tenant_id, tenant.display_name)
+        return d or DirectoryCheck(
+            tenant.tenant_id,
+            tenant.display_name,
+            user_type="Member",
+            is_global_admin=True,
+            tenant_wide_consent=True,
+        )
 
 
 def slow_down(code: DeviceCode) -> PollPending:

@@ -128,18 +128,15 @@ def assert_entra_error(result: dict[str, Any], error: str, code: int) -> None:
 
 
 async def test_wids_follows_the_registrations_group_membership_claims(entra: Entra) -> None:
-    """The sandbox's default still emits wids; "None" (Entra's default) leaves it out."""
-    _, result = await entra.sign_in(T_CONTOSO, "admin@contoso.com")
-    assert result["id_token_claims"]["wids"] == [GLOBAL_ADMINISTRATOR]
-    entra.d.registrations[DEFAULT_CLIENT_ID].group_membership_claims = "None"
+    """Entra's default registration ("None", the sandbox's too) leaves wids out; a
+    registration that asks for directory roles gets them."""
     _, result = await entra.sign_in(T_CONTOSO, "admin@contoso.com")
     claims = result["id_token_claims"]
     assert "wids" not in claims and claims["tid"] == T_CONTOSO and "access_token" in result
-    assert (
-        not demo_directory(group_membership_claims="None")
-        .registrations[DEFAULT_CLIENT_ID]
-        .emits_wids
-    )
+    entra.d.registrations[DEFAULT_CLIENT_ID].group_membership_claims = "DirectoryRole"
+    _, result = await entra.sign_in(T_CONTOSO, "admin@contoso.com")
+    assert result["id_token_claims"]["wids"] == [GLOBAL_ADMINISTRATOR]
+    assert not demo_directory().registrations[DEFAULT_CLIENT_ID].emits_wids
 
 
 # 2. initial domain differs from the primary domain; 3. AADSTS500011

@@ -13,7 +13,7 @@ from core.errors import (
     InvitationNotFoundError,
 )
 from core.model import Actor, RenewalState
-from core.ports import SignedIn
+from core.ports import DirectoryCheck, SignedIn
 from core.validation import GLOBAL_ADMINISTRATOR
 from tests.fakes.core import slow_down
 from tests.unit.conftest import CONTOSO, World
@@ -171,12 +171,12 @@ async def test_identity_errors_explained_in_thread(
     assert world.store.errors[-1].code == code
 
 
-async def test_wrong_tenant_account_fails_validation(world: World) -> None:
-    """An account of another tenant never validates this one."""
+async def test_wrong_tenant_account_gets_a_new_code(world: World) -> None:
+    """An account of another tenant never validates this one; the page offers a new code."""
     rid = await started(world)
     world.identity.polls = [signed("bob@fabrikam.com", tid="22222222-2222-2222-2222-222222222222")]
     await world.service.advance(rid)
-    assert await state(world, rid) is RenewalState.FAILED
+    assert await state(world, rid) is RenewalState.INVITED
     assert world.store.renewals[rid].failure_code == "wrong_tenant"
     assert world.identity.silent == []
 
@@ -188,6 +188,9 @@ async def test_consent_by_non_global_admin_fails(world: World) -> None:
         IdentityProviderError("AADSTS65001", "invalid_grant"),
         signed(roles=frozenset()),
     ]
+    world.identity.directory = DirectoryCheck(
+        CONTOSO.tenant_id, CONTOSO.display_name, is_global_admin=False, tenant_wide_consent=True
+    )
     await world.service.advance(rid)
     await world.service.start_authentication(world.token_from_thread(), CUSTOMER, fresh=True)
     await world.service.advance(rid)

@@ -27,7 +27,8 @@ async def test_refused_sign_in_leaves_the_tenants_tokens_untouched(world: World)
     world.identity.polls = [signed("eve@fabrikam.com", tid="22222222-2222-2222-2222-222222222222")]
     await world.service.advance(rid)
     renewal = world.store.renewals[rid]
-    assert renewal.state is RenewalState.FAILED and renewal.staged_tokens is None
+    assert renewal.state is RenewalState.INVITED and renewal.failure_code == "wrong_tenant"
+    assert renewal.staged_tokens is None
     assert world.identity.stored[CONTOSO.tenant_id] == b"good-old-tokens"
     assert world.identity.silent == []  # the wrong account's refresh token was never redeemed
 
@@ -39,7 +40,11 @@ async def test_tokens_replace_the_tenants_only_after_validation(world: World) ->
     world.identity.polls = [signed()]
     await world.service.advance(rid)
     assert world.store.renewals[rid].state is RenewalState.VALIDATED
-    assert world.identity.directory_checked_with == [b"new-sign-in+exchange+sharepoint"]
+    # the account first (with the Graph token only), then everything, before promotion
+    assert world.identity.directory_checked_with == [
+        b"new-sign-in",
+        b"new-sign-in+exchange+sharepoint",
+    ]
     assert world.identity.stored[CONTOSO.tenant_id] == b"new-sign-in+exchange+sharepoint"
     assert world.store.renewals[rid].staged_tokens is None
 
