@@ -201,7 +201,7 @@ async def test_renewal_survives_sigkill(
                 if holds:
                     await sign_in(http, sandbox, code)
                     await asyncio.wait_for(held.seen.wait(), 30)
-                await until(lambda: _holds(engine, killed_at))
+                await until(lambda: _holds(engine, killed_at), 60)
                 proc.send_signal(signal.SIGKILL)
                 await proc.wait()
             if not holds:
@@ -209,11 +209,11 @@ async def test_renewal_survives_sigkill(
             held.released.set()
             async with served(env, port, log):
                 try:
-                    await until(lambda: _holds(engine, lambda s: s.get("state") == "validated"))
+                    await until(lambda: _holds(engine, lambda s: s.get("state") == "validated"), 90)
                 except AssertionError as exc:
                     logged = await asyncio.to_thread(tail, log)
                     raise AssertionError(f"{await state_of(engine)}: {logged}") from exc
-                await until(lambda: posted(slack, "renewed and validated", "C-alerts"))
+                await until(lambda: posted(slack, "renewed and validated", "C-alerts"), 60)
         validated = [a for a in posted(slack, "Validated:") if a.get("channel") == "C-ops"]
         assert len(validated) == 1, validated
         assert len(posted(slack, "renewed and validated", "C-alerts")) == 1
