@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import READ_ONLY, gate_for, upsert, write_gate
+from adapters.storage.outbox import SqlOutbox
 from adapters.storage.tables import (
     audit_events,
     job_runs,
@@ -485,6 +486,7 @@ class SqlUnitOfWork:
     audit: SqlAuditLog
     identity_errors: SqlIdentityErrorLog
     jobs: SqlJobRuns
+    outbox: SqlOutbox
 
     def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
@@ -512,6 +514,7 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
+        self.outbox = SqlOutbox(self.conn)
         return self
 
     def _release(self) -> None:
