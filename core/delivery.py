@@ -132,6 +132,7 @@ class Dispatcher:
         lease: timedelta = timedelta(seconds=30),
         poll_every: float = 1.0,
         max_backoff: float = 300.0,
+        concurrency: int = 50,
         owner: str | None = None,
     ) -> None:
         self.uow, self.threads, self.clock = uow, threads, clock
@@ -139,6 +140,7 @@ class Dispatcher:
         self.memo = memo or StatusMemo()
         self.pacing = dict(pacing or {})
         self.lease, self.poll_every, self.max_backoff = lease, poll_every, max_backoff
+        self.concurrency = concurrency  # conversations this process serves at once
         self.owner = owner or uuid.uuid4().hex
         self.totals = DeliveryTotals()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -172,7 +174,7 @@ class Dispatcher:
             # lease up (a task cancelled inside a database call can wedge aiosqlite at exit).
             self._stopping = True
             tasks = list(self._active.values())
-            if tasks:
+            if tasks and stopping.is_set():  # a stop, not a cancellation: finish gracefully
                 await asyncio.wait(tasks, timeout=5.0)
             for task in tasks:
                 task.cancel()
@@ -192,7 +194,10 @@ class Dispatcher:
     async def _claim(self) -> list[str]:
         now = self.clock.now()
         async with self.uow() as uow:
-            taken = await uow.outbox.claim(self.owner, now, now + self.lease, limit=100)
+            limit = max(0, self.concurrency - len(self._active))
+            if not limit:
+                return []
+            taken = await uow.outbox.claim(self.owner, now, now + self.lease, limit)
             await uow.commit()
         return taken
 

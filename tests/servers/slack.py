@@ -59,6 +59,7 @@ class SlackStandIn:
     # a post Slack accepted whose answer never reaches the client (the crash window of a sender)
     stalled: list[dict[str, Any]] = field(default_factory=list)
     _stall: int = 0
+    _closing: asyncio.Event = field(default_factory=asyncio.Event)
     base_url: str = ""
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # tokens, at
     _ts: Any = field(default_factory=lambda: itertools.count(1))
@@ -119,6 +120,7 @@ class SlackStandIn:
         return self
 
     async def stop(self) -> None:
+        self._closing.set()
         for ws in self._sockets:
             await ws.close()
         if self._runner:
@@ -178,7 +180,7 @@ class SlackStandIn:
         if method == "chat.postMessage" and answer.get("ok") and self._stall:
             self._stall -= 1
             self.stalled.append(args)
-            await asyncio.Event().wait()  # hangs until the client gives up or the server stops
+            await self._closing.wait()  # hangs until the client gives up or the server stops
         return web.json_response(answer)
 
     def _next_ts(self) -> str:
