@@ -9,8 +9,8 @@ per channel ... short bursts >1 allowed" (https://api.slack.com/methods/chat.pos
 limiting"; https://api.slack.com/apis/rate-limits, "Special rate limits"). A token bucket per
 channel (thread replies count for their channel) holds ``post_burst`` posts (Slack names no
 number; 2 is the least that is still a burst) and refills ``post_rate`` a second; a post beyond it
-gets HTTP 429 `{"ok": false, "error": "ratelimited"}` with `Retry-After` (whole seconds at the
-documented rate) and is not posted. Tests may raise ``post_rate`` to keep that shape at a faster
+gets HTTP 429 `{"ok": false, "error": "ratelimited"}` with `Retry-After` (whole seconds, at least
+1, as Slack sends it; slack_sdk parses it as an integer) and is not posted. Tests may raise ``post_rate`` to keep that shape at a faster
 tempo; ``post_rate=None`` turns pacing off (benchmarks of our own latency).
 Message metadata (`metadata` of chat.postMessage) is stored and returned by conversations.history
 and conversations.replies when `include_all_metadata` is true, as Slack does.
@@ -168,13 +168,11 @@ class SlackStandIn:
         if method == "chat.postMessage" and str(args.get("channel", "")) in self.channels:
             wait = self._over_pace(str(args["channel"]))
             if wait > 0:
-                assert self.post_rate is not None
                 self.throttled.append(str(args["channel"]))
-                retry_after = math.ceil(wait * self.post_rate) / self.post_rate
-                return web.json_response(
+                return web.json_response(  # Slack's Retry-After is whole seconds, at any tempo
                     {"ok": False, "error": "ratelimited"},
                     status=429,
-                    headers={"Retry-After": f"{retry_after:g}"},
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
         answer = await handler(args)
         if method == "chat.postMessage" and answer.get("ok") and self._stall:
