@@ -10,8 +10,9 @@ limiting"; https://api.slack.com/apis/rate-limits, "Special rate limits"). A tok
 channel (thread replies count for their channel) holds ``post_burst`` posts (Slack names no
 number; 2 is the least that is still a burst) and refills ``post_rate`` a second; a post beyond it
 gets HTTP 429 `{"ok": false, "error": "ratelimited"}` with `Retry-After` (whole seconds, at least
-1, as Slack sends it; slack_sdk parses it as an integer) and is not posted. Tests may raise ``post_rate`` to keep that shape at a faster
-tempo; ``post_rate=None`` turns pacing off (benchmarks of our own latency).
+1, as Slack sends it; slack_sdk parses it as an integer) and is not posted. Tests may raise
+``post_rate`` to keep that shape at a faster tempo; ``post_rate=None`` turns pacing off
+(benchmarks of our own latency).
 Message metadata (`metadata` of chat.postMessage) is stored and returned by conversations.history
 and conversations.replies when `include_all_metadata` is true, as Slack does.
 
