@@ -76,6 +76,7 @@ async def measure(n: int = 30, interval: int = 2, spread: float = 6.0) -> dict[s
                     await uow.tenants.add(load_tenant(i))
                 await uow.commit()
             rt.supervisor.spawn(rt.scheduler.run(), "scheduler")
+            rt.supervisor.spawn(rt.core.dispatcher.run(rt.stopping), "outbox-dispatcher")
             codes: dict[int, tuple[str, str]] = {}
             for i in range(1, n + 1):
                 slug = f"load-{i}"

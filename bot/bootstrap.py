@@ -39,11 +39,12 @@ from bot.settings import Settings
 from core.access import AccessPolicy
 from core.bulk import BulkRenewals
 from core.chat import ChatRouter
+from core.delivery import Dispatcher, StatusMemo
 from core.desk import Desk
 from core.health import HealthMonitor, MonitorConfig
 from core.intake import ErrorIntake
 from core.notifications import Notifier
-from core.ports import ChatThreads, Clock, IdentityProvider, UnitOfWorkFactory
+from core.ports import ChatThreads, Clock, IdentityProvider, Message, UnitOfWorkFactory
 from core.scheduler import DeviceFlowScheduler
 from core.services import FlowWatcher, RenewalService, ServiceConfig
 from core.tasks import Supervisor
@@ -59,6 +60,7 @@ class Core:
     service: RenewalService
     desk: Desk
     monitor: HealthMonitor
+    dispatcher: Dispatcher
 
 
 def compose(
@@ -71,14 +73,28 @@ def compose(
     watch_flow: FlowWatcher | None = None,
     policy: AccessPolicy | None = None,
     monitor: MonitorConfig | None = None,
+    deliver_inline: bool = False,
 ) -> Core:
-    notifier = Notifier(threads)
+    """Wire core. ``deliver_inline``: outbox rows are delivered before the call that wrote them
+    returns (unit tests, one-shot tools); otherwise ``Core.dispatcher.run()`` must be running."""
+    memo = StatusMemo()
+    notifier = Notifier(threads, uow, clock, memo=memo)
+
+    async def summarize(batch: str) -> Message | None:
+        return await notifier.summarize(batch) if notifier.summarize else None
+
+    dispatcher = Dispatcher(uow, threads, clock, summarize=summarize, memo=memo)
+
+    async def wake() -> None:
+        dispatcher.wake()
+
+    notifier.kick = dispatcher.drain if deliver_inline else wake
     service = RenewalService(uow, identity, notifier, clock, config)
     if watch_flow is not None:
         service.watch_flow = watch_flow
     bulk = BulkRenewals(service, notifier)
     health = HealthMonitor(uow, identity, notifier, clock, monitor)
-    return Core(service, Desk(service, policy, bulk), health)
+    return Core(service, Desk(service, policy, bulk), health, dispatcher)
 
 
 def _slack(
@@ -95,6 +111,7 @@ def _slack(
     client = make_client(conf.bot_token.get_secret_value(), conf.api_url, session)
     threads = SlackThreads(client, conf.alert_channel)
     chat.add(SLACK, threads)
+    core.dispatcher.pacing[SLACK] = threads.pace
     secret = conf.signing_secret.get_secret_value() if conf.signing_secret else ""
     return SlackBot(
         desk=core.desk,
@@ -141,6 +158,7 @@ def _teams(
     store = SqlConversationStore(engine, TEAMS)
     threads = TeamsThreads(adapter, store, conf.app_id, conf.alert_conversation)
     chat.add(TEAMS, threads)
+    core.dispatcher.pacing[TEAMS] = threads.pace
     bot = TeamsBot(desk=core.desk, threads=threads, adapter=adapter, supervisor=supervisor)
     return TeamsParts(bot, threads, validator)
 

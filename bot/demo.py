@@ -130,6 +130,16 @@ async def _wait_final(rt: Runtime, tenant_key: str, timeout: float = 30.0) -> Re
     return state
 
 
+async def _delivered(rt: Runtime, timeout: float = 15.0) -> None:
+    """Wait (with a deadline) until the outbox has sent everything: chat posts are queued."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with rt.uow(read_only=True) as uow:
+            if (await uow.outbox.stats())["pending"] == 0:
+                return
+        await asyncio.sleep(0.1)
+
+
 async def run(
     *, scripted: bool, tenant: str = "contoso", account: str | None = None, out: TextIO = sys.stdout
 ) -> int:
@@ -156,6 +166,7 @@ async def run(
                 if scripted:
                     return await _scripted(rt, chat, threads, tenants, tenant, account, out)
                 await _interactive(chat, sandbox, out)
+                await _delivered(rt)  # what was typed last still shows before the demo ends
                 return 0
             finally:
                 await runner.cleanup()
@@ -177,6 +188,7 @@ async def _scripted(
         out.write(f"unknown demo tenant {slug!r}; choose one of {', '.join(CASES)}\n")
         return 2
     await chat.say(f"/renew-token {slug}")
+    await _delivered(rt)
     auth_url = next(
         (
             m.group(0)
@@ -196,6 +208,7 @@ async def _scripted(
     except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError) as exc:
         out.write(f"scripted customer stopped: {exc}\n")
     state = await _wait_final(rt, tenant.key)
+    await _delivered(rt)
     out.write(f"\nRenewal of {tenant.display_name} ended in state {state.value.upper()}\n")
     return 0 if state is RenewalState.VALIDATED else 1
 

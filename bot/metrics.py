@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from core.delivery import DeliveryTotals
+
 BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
 
 
@@ -35,6 +37,8 @@ def render(
     checks: int,
     failures: int,
     alerts: int,
+    outbox: dict[str, int] | None = None,
+    delivery: DeliveryTotals | None = None,
 ) -> str:
     out = ["# HELP renewbot_renewals Renewals by state.", "# TYPE renewbot_renewals gauge"]
     out += [f'renewbot_renewals{{state="{s}"}} {n}' for s, n in sorted(renewals.items())]
@@ -49,6 +53,14 @@ def render(
         ("renewbot_monitor_failures_total", "Tenant token checks that failed.", failures),
         ("renewbot_alerts_total", "Health alerts announced.", alerts),
     ]
+    if delivery is not None:
+        d = delivery
+        counters += [
+            ("renewbot_chat_delivered_total", "Chat messages delivered.", d.delivered),
+            ("renewbot_chat_rate_limited_total", "Sends a platform throttled.", d.rate_limited),
+            ("renewbot_chat_retried_total", "Sends that failed, to retry later.", d.retried),
+            ("renewbot_chat_undeliverable_total", "Messages refused for good.", d.failed),
+        ]
     for name, help_text, value in counters:
         out += [f"# HELP {name} {help_text}", f"# TYPE {name} counter", f"{name} {value}"]
     out += [
@@ -56,6 +68,12 @@ def render(
         "# TYPE renewbot_monitor_sweep_seconds gauge",
         f"renewbot_monitor_sweep_seconds {process.last_sweep_seconds:.3f}",
     ]
+    if outbox is not None:
+        out += [
+            "# HELP renewbot_outbox_messages Chat messages stored: waiting, or refused for good.",
+            "# TYPE renewbot_outbox_messages gauge",
+        ]
+        out += [f'renewbot_outbox_messages{{state="{s}"}} {n}' for s, n in sorted(outbox.items())]
     return "\n".join(out) + "\n"
 
 

@@ -1,7 +1,7 @@
 """The aiohttp application of `renewbot serve`: routes, security headers, background workers.
 
-Background work (the device-flow scheduler, the invitation expiry sweep) starts and stops inside
-``cleanup_ctx``. The access log never shows an Auth URL token.
+Background work (the device-flow scheduler, the outbox dispatcher, the invitation expiry sweep)
+starts and stops inside ``cleanup_ctx``. The access log never shows an Auth URL token.
 """
 
 from __future__ import annotations
@@ -90,6 +90,7 @@ async def metrics(request: web.Request) -> web.Response:
         renewals = await uow.renewals.count_by_state()
         tenants = await uow.tenants.counts_by_state()
         durations = await uow.renewals.validation_times()
+        outbox = await uow.outbox.stats()
     totals = rt.core.monitor.totals
     text = bot_metrics.render(
         {s.value: n for s, n in renewals.items()},
@@ -99,6 +100,8 @@ async def metrics(request: web.Request) -> web.Response:
         totals.checked,
         totals.failures,
         totals.alerts,
+        outbox,
+        rt.core.dispatcher.totals,
     )
     return bot_metrics.response(text)
 
@@ -122,6 +125,7 @@ async def readyz(request: web.Request) -> web.Response:
 async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
+    rt.supervisor.spawn(rt.core.dispatcher.run(rt.stopping), "outbox-dispatcher")
     await adopt_flows(rt)  # flows a previous process left pending
     rt.supervisor.spawn(_sweep(rt), "sweeper")
     if rt.settings.monitor.enabled:

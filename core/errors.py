@@ -11,7 +11,9 @@
     ├── ConcurrencyError            (someone else changed the renewal first)
     ├── CommandSyntaxError          (chat text we cannot read)
     ├── IdentityProviderError       (.code: AADSTS code or OAuth error; never a secret)
-    ├── ChatDeliveryError
+    ├── ChatDeliveryError           (transient: retrying later may work)
+    │   ├── ChatRateLimitedError    (.retry_after: seconds the platform asked us to wait)
+    │   └── ChatRejectedError       (permanent: .reason, e.g. channel_not_found; never retried)
     └── StorageError
         └── TokenCacheUnreadableError (.tenant_id: a stored token cache no configured key opens,
                                        or that is not a token cache once opened)
@@ -115,7 +117,24 @@ class IdentityProviderError(RenewalError):
 
 
 class ChatDeliveryError(RenewalError):
-    """A chat platform did not take a message."""
+    """A chat platform did not take a message; trying again later may work (outage, 5xx)."""
+
+
+class ChatRateLimitedError(ChatDeliveryError):
+    """The platform throttled us (HTTP 429): wait ``retry_after`` seconds before the next send."""
+
+    def __init__(self, retry_after: float, what: str = "") -> None:
+        super().__init__(f"rate limited{' on ' + what if what else ''}, retry in {retry_after:g} s")
+        self.retry_after = max(0.0, retry_after)
+
+
+class ChatRejectedError(ChatDeliveryError):
+    """The platform refused the message for good (unknown channel, bot removed, message too
+    long ...): sending it again would fail the same way. ``reason`` is the platform's error code."""
+
+    def __init__(self, reason: str, what: str = "") -> None:
+        super().__init__(f"refused{' ' + what if what else ''}: {reason}")
+        self.reason = reason
 
 
 class StorageError(RenewalError):

@@ -1,107 +1,169 @@
 """Turns a renewal's recorded events into chat: thread replies, the status line, announcements.
 
-Chat failures never undo a state change: they are logged and the renewal goes on (STYLE.md 5).
+Nothing here talks to chat except ``open_thread`` (the thread must exist at once). Everything else
+is written to the durable outbox (core.delivery sends it, in order, paced, retried): ``stage``
+inside the caller's unit of work, so the messages commit with the state change that caused them,
+and ``publish`` / ``announce`` / ``note`` / ``withdrawn`` / ``refresh_batch`` in a unit of work of
+their own. Chat failures never undo a state change (STYLE.md 5).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from core import events, messages
-from core.errors import ChatDeliveryError
+from core.chat import ChatRouter
+from core.delivery import StatusMemo, alerts_conversation, thread_conversation
+from core.errors import ChatDeliveryError, ChatRateLimitedError
 from core.model import Renewal, RenewalState, Tenant, ThreadRef
-from core.ports import Action, ActionKind, ChatThreads, Message, Tone
+from core.ports import (
+    Action,
+    ActionKind,
+    ChatThreads,
+    Clock,
+    Message,
+    OutboxKind,
+    Outgoing,
+    Tone,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
 
 log = logging.getLogger("renewbot.notify")
 
+OPEN_ATTEMPTS = 4  # a rate-limited thread opening waits Retry-After this many times at most
+OPEN_MAX_WAIT = 10.0
 
 BatchSummary = Callable[[str], Awaitable[Message | None]]
 """The summary message of a batch (`renew all-expired`), from its id."""
 
 
+async def _nothing() -> None:
+    return None
+
+
 class Notifier:
-    def __init__(self, threads: ChatThreads, summarize: BatchSummary | None = None) -> None:
+    def __init__(
+        self,
+        threads: ChatThreads,
+        uow: UnitOfWorkFactory,
+        clock: Clock,
+        summarize: BatchSummary | None = None,
+        *,
+        memo: StatusMemo | None = None,
+        kick: Callable[[], Awaitable[None]] = _nothing,
+    ) -> None:
         self.threads = threads
+        self.uow = uow
+        self.clock = clock
         self.summarize = summarize
-        self._batch_locks: dict[str, asyncio.Lock] = {}
-        # The status last shown per thread: an unchanged status is not sent again (chat.update
-        # is rate-limited, and right after a thread opens its status has not changed yet).
-        self._shown: OrderedDict[ThreadRef, Message] = OrderedDict()
+        # The status last shown per thread (shared with the dispatcher, which records what it
+        # delivered): an unchanged status is not sent again.
+        self.memo = memo or StatusMemo()
+        #: called after rows were committed: wakes the dispatcher (or delivers, in tests)
+        self.kick = kick
 
     async def open_thread(self, tenant: Tenant, renewal: Renewal) -> ThreadRef | None:
+        """Post the thread's first message now (not through the outbox: support waits for it)."""
         status = status_message(tenant, renewal)
-        try:
-            thread = await self.threads.open_thread(renewal.origin, status)
-        except ChatDeliveryError:
-            log.warning("chat.thread_open_failed", extra={"renewal_id": renewal.id})
-            return None
-        self._remember(thread, status)
-        return thread
+        for attempt in range(OPEN_ATTEMPTS):
+            try:
+                thread = await self.threads.open_thread(renewal.origin, status)
+            except ChatRateLimitedError as exc:
+                if attempt == OPEN_ATTEMPTS - 1 or exc.retry_after > OPEN_MAX_WAIT:
+                    log.warning("chat.thread_open_failed", extra={"renewal_id": renewal.id})
+                    return None
+                await asyncio.sleep(exc.retry_after)
+                continue
+            except ChatDeliveryError:
+                log.warning("chat.thread_open_failed", extra={"renewal_id": renewal.id})
+                return None
+            self.memo.remember(thread, status)
+            return thread
+        return None  # pragma: no cover - the loop returns
 
-    def _remember(self, thread: ThreadRef, status: Message) -> None:
-        self._shown[thread] = status
-        self._shown.move_to_end(thread)
-        while len(self._shown) > 10_000:
-            self._shown.popitem(last=False)
+    async def stage(self, uow: UnitOfWork, tenant: Tenant, renewal: Renewal) -> None:
+        """Put what happened since the last stage/publish into the outbox, in ``uow``.
 
-    async def _update_status(self, thread: ThreadRef, status: Message, renewal: Renewal) -> None:
-        if self._shown.get(thread) == status:
-            return
-        if await self._deliver(self.threads.update_status(thread, status), renewal):
-            self._remember(thread, status)
+        Does not commit: the caller commits it with the state change, then calls ``flush()``.
+        The renewal's events are consumed.
+        """
+        pending, renewal.events = renewal.events, []
+        now = self.clock.now()
+        thread = renewal.thread
+        for event in pending:
+            message = self.render(tenant, renewal, event)
+            if message and thread:
+                if renewal.batch:  # many tenants share the thread: say which one this is
+                    message = replace(message, text=f"{tenant.display_name}: {message.text}")
+                await uow.outbox.add(_in_thread(thread, "post", message), now)
+            announcement = self.announcement(tenant, event)
+            if announcement:
+                await self._stage_announcement(uow, announcement)
+        if pending and thread:
+            if renewal.batch:
+                item = replace(_in_thread(thread, "status", None), batch=renewal.batch)
+                await uow.outbox.add(item, now)
+            else:
+                status = status_message(tenant, renewal)
+                if not self.memo.shown(thread, status):
+                    await uow.outbox.add(_in_thread(thread, "status", status), now)
+
+    async def flush(self) -> None:
+        """Rows were committed: have them delivered."""
+        await self.kick()
 
     async def publish(self, tenant: Tenant, renewal: Renewal) -> None:
         """Post what happened since the last publish, then refresh the status message."""
-        pending, renewal.events = renewal.events, []
-        for event in pending:
-            message = self.render(tenant, renewal, event)
-            if message and renewal.thread:
-                if renewal.batch:  # many tenants share the thread: say which one this is
-                    message = replace(message, text=f"{tenant.display_name}: {message.text}")
-                await self._deliver(self.threads.post(renewal.thread, message), renewal)
-            announcement = self.announcement(tenant, event)
-            if announcement:
-                await self._deliver(self.threads.announce(announcement), renewal)
-        if pending and renewal.thread:
-            if renewal.batch:
-                await self.refresh_batch(renewal.batch, renewal.thread)
-                return
-            await self._update_status(renewal.thread, status_message(tenant, renewal), renewal)
+        if not renewal.events:
+            return
+        async with self.uow() as uow:
+            await self.stage(uow, tenant, renewal)
+            await uow.commit()
+        await self.flush()
+
+    async def _enqueue(self, *items: Outgoing) -> None:
+        now = self.clock.now()
+        async with self.uow() as uow:
+            for item in items:
+                await uow.outbox.add(item, now)
+            await uow.commit()
+        await self.flush()
 
     async def withdrawn(self, tenant: Tenant, thread: ThreadRef) -> None:
         """A thread opened for a renewal that lost a race with another request for the tenant."""
         text = messages.withdrawn(tenant)
-        try:
-            await self.threads.update_status(thread, Message(text, "warning"))
-        except ChatDeliveryError:
-            log.warning("chat.delivery_failed", extra={"tenant": tenant.slug})
+        await self._enqueue(_in_thread(thread, "status", Message(text, "warning")))
 
     async def refresh_batch(self, batch: str, thread: ThreadRef) -> None:
-        """Rewrite a batch's summary message from what is stored now (one update at a time)."""
+        """Rewrite a batch's summary message from what is stored when it is sent (latest wins)."""
         if self.summarize is None:
             return
-        async with self._batch_locks.setdefault(batch, asyncio.Lock()):
-            summary = await self.summarize(batch)
-            if summary is None:
-                return
-            try:
-                await self.threads.update_status(thread, summary)
-            except ChatDeliveryError:
-                log.warning("chat.delivery_failed", extra={"batch": batch})
+        await self._enqueue(replace(_in_thread(thread, "status", None), batch=batch))
+
+    def _alert_platforms(self) -> list[str]:
+        if isinstance(self.threads, ChatRouter):
+            return list(self.threads.platforms)
+        return [""]
+
+    async def _stage_announcement(self, uow: UnitOfWork, message: Message) -> None:
+        now = self.clock.now()
+        for platform in self._alert_platforms():  # each platform's alert channel in its own order
+            item = Outgoing(alerts_conversation(platform), "announce", platform, None, message)
+            await uow.outbox.add(item, now)
 
     async def announce(self, message: Message) -> None:
-        try:
-            await self.threads.announce(message)
-        except ChatDeliveryError:
-            log.warning("chat.announce_failed")
+        async with self.uow() as uow:
+            await self._stage_announcement(uow, message)
+            await uow.commit()
+        await self.flush()
 
     async def note(self, tenant: Tenant, renewal: Renewal, text: str, tone: Tone = "info") -> None:
         if renewal.thread:
-            await self._deliver(self.threads.post(renewal.thread, Message(text, tone)), renewal)
+            await self._enqueue(_in_thread(renewal.thread, "post", Message(text, tone)))
 
     @staticmethod
     def render(tenant: Tenant, renewal: Renewal, event: events.Event) -> Message | None:
@@ -141,15 +203,6 @@ class Notifier:
                 return Message(messages.announcement_failed(tenant, code), "error", (renew,))
         return None
 
-    async def _deliver(self, send: Awaitable[None], renewal: Renewal) -> bool:
-        """True when the chat took it; a refusal is logged, never raised (STYLE.md 5)."""
-        try:
-            await send
-        except ChatDeliveryError:
-            log.warning("chat.delivery_failed", extra={"renewal_id": renewal.id})
-            return False
-        return True
-
 
 _ACTIONS: dict[RenewalState, tuple[tuple[ActionKind, str], ...]] = {
     RenewalState.REQUESTED: (("cancel", "Cancel"),),
@@ -161,6 +214,10 @@ _ACTIONS: dict[RenewalState, tuple[tuple[ActionKind, str], ...]] = {
     RenewalState.EXPIRED: (("renew", "Renew"),),
     RenewalState.CANCELLED: (("renew", "Renew"),),
 }
+
+
+def _in_thread(thread: ThreadRef, kind: OutboxKind, message: Message | None) -> Outgoing:
+    return Outgoing(thread_conversation(thread), kind, thread.platform, thread, message)
 
 
 def status_message(tenant: Tenant, renewal: Renewal) -> Message:

@@ -125,6 +125,9 @@ class Message:
     text: str
     tone: Tone = "info"
     actions: tuple[Action, ...] = ()
+    #: the outbox's id of this message, set by the dispatcher when it sends one; an adapter that
+    #: can attach it invisibly (Slack message metadata) lets a resend check it first
+    ref: str = field(default="", compare=False)
 
 
 class ChatThreads(Protocol):
@@ -143,6 +146,67 @@ class ChatThreads(Protocol):
 
     async def announce(self, message: Message) -> None:
         """Post to the alert channel(s)."""
+
+
+class DeliveryCheck(Protocol):
+    """Optional capability of a ChatThreads adapter: was a message sent before a crash?"""
+
+    async def was_delivered(self, thread: ThreadRef | None, ref: str) -> bool:
+        """True when a message carrying ``ref`` is in ``thread`` (the alert channel for None)."""
+
+
+OutboxKind = Literal["post", "status", "announce"]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message in the durable outbox, waiting to be delivered.
+
+    ``conversation`` is the unit of order: messages of one conversation go out one at a time,
+    oldest first. ``kind``: a reply in ``thread`` ("post"), the thread's status message ("status":
+    latest wins, an older pending one is replaced), or an alert channel post ("announce", one per
+    ``platform``). A status with ``batch`` and no message is a batch summary, rendered when sent.
+    """
+
+    conversation: str
+    kind: OutboxKind
+    platform: str
+    thread: ThreadRef | None
+    message: Message | None
+    batch: str | None = None
+    id: int = 0
+    attempts: int = 0
+    created_at: datetime | None = None
+
+
+class Outbox(Protocol):
+    """Stored outgoing chat messages and which process delivers each conversation (leases)."""
+
+    async def add(self, item: Outgoing, now: datetime) -> None:
+        """Store one message (a "status" replaces the conversation's pending status)."""
+
+    async def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[str]:
+        """Lease up to ``limit`` conversations that have messages due and no live lease."""
+
+    async def head(self, conversation: str, limit: int) -> list[Outgoing]:
+        """The conversation's pending messages, oldest first."""
+
+    async def attempt(self, item_id: int, conversation: str, owner: str, until: datetime) -> bool:
+        """Count a send attempt and extend the lease. False: the lease is no longer ``owner``'s
+        (it ran out and another process took the conversation over) and nothing was changed."""
+
+    async def delivered(self, item_id: int) -> None: ...
+
+    async def failed(self, item_id: int, error: str, now: datetime) -> None:
+        """Keep the message as undeliverable, with the platform's reason."""
+
+    async def release(
+        self, conversation: str, owner: str, not_before: datetime | None = None, error: str = ""
+    ) -> None:
+        """Give the lease up; with ``not_before``, nobody sends in it before then (back-off)."""
+
+    async def stats(self) -> dict[str, int]:
+        """How many messages are "pending" and how many "failed"."""
 
 
 class TenantRepository(Protocol):
@@ -310,6 +374,9 @@ class UnitOfWork(Protocol):
 
     @property
     def jobs(self) -> JobRuns: ...
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

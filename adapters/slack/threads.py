@@ -1,9 +1,16 @@
 """SlackThreads: core's ChatThreads on the Slack Web API.
 
 A thread is the bot's first message (the status message, updated with chat.update) plus replies
-with ``thread_ts``. Posts to one thread go out one at a time, in order. Rate limits (429 with
-Retry-After), 5xx answers and connection errors are retried by slack_sdk's retry handlers; what
-finally fails becomes ChatDeliveryError, never a lost state change (core logs and carries on).
+with ``thread_ts``. Posts to one thread go out one at a time, in order. 5xx answers and connection
+errors are retried a few times by slack_sdk's retry handlers; a rate limit (429) is not waited out
+here but raised at once as ChatRateLimitedError with Slack's Retry-After, so the outbox dispatcher
+(core.delivery) can wait without holding anything. Refusals that would repeat (channel_not_found,
+not_in_channel, msg_too_long ...) are ChatRejectedError; everything else ChatDeliveryError.
+
+Each post carries its outbox id as message metadata (event type ``renewbot_outbox``), so after a
+crash ``was_delivered`` can look for it (conversations.history / conversations.replies) before
+sending again. Pacing: chat.postMessage allows about one message per second per channel
+(https://api.slack.com/methods/chat.postMessage, "Rate limiting"), so ``pace`` counts per channel.
 """
 
 from __future__ import annotations
@@ -23,12 +30,41 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from adapters.slack import blocks
-from core.errors import ChatDeliveryError
+from core.delivery import Pace
+from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError
 from core.model import Origin, ThreadRef
-from core.ports import Message
+from core.ports import Message, Outgoing
 
 PLATFORM = "slack"
 log = logging.getLogger("renewbot.slack")
+METADATA_TYPE = "renewbot_outbox"
+# Errors that sending the same message again would meet again (Slack's documented error codes of
+# chat.postMessage / chat.update). Auth errors are not here: a fixed token delivers the queue.
+PERMANENT = frozenset(
+    {
+        "channel_not_found",
+        "not_in_channel",
+        "is_archived",
+        "msg_too_long",
+        "no_text",
+        "invalid_blocks",
+        "invalid_attachments",
+        "too_many_attachments",
+        "invalid_metadata_format",
+        "invalid_metadata_schema",
+        "metadata_too_large",
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+        "restricted_action",
+        "restricted_action_read_only_channel",
+        "restricted_action_thread_only_channel",
+        "restricted_action_non_threadable_channel",
+        "cannot_reply_to_message",
+        "invalid_arguments",
+        "channel_is_archived",
+    }
+)
 
 
 def make_client(
@@ -52,6 +88,35 @@ def make_client(
     )
 
 
+def posting_client(client: AsyncWebClient) -> AsyncWebClient:
+    """``client`` without the rate-limit retry handler: a 429 reaches the caller at once."""
+    return AsyncWebClient(
+        token=client.token,
+        base_url=client.base_url,
+        session=client.session,
+        timeout=client.timeout,
+        retry_handlers=[
+            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncServerErrorRetryHandler(max_retry_count=3),
+        ],
+    )
+
+
+def _retry_after(exc: SlackApiError) -> float:
+    headers = getattr(exc.response, "headers", None) or {}
+    value = next((str(v) for k, v in headers.items() if k.lower() == "retry-after"), "")
+    try:
+        return max(0.0, float(value[0] if isinstance(value, list) else value))
+    except ValueError:
+        return 1.0
+
+
+def _metadata(message: Message) -> dict[str, Any]:
+    if not message.ref:
+        return {}
+    return {"metadata": {"event_type": METADATA_TYPE, "event_payload": {"ref": message.ref}}}
+
+
 def thread_key(channel: str, ts: str) -> str:
     return f"{channel}|{ts}"
 
@@ -64,16 +129,29 @@ def split_key(key: str) -> tuple[str, str]:
 class SlackThreads:
     def __init__(self, client: AsyncWebClient, alert_channel: str | None) -> None:
         self.client = client
+        self.poster = posting_client(client)
         self.alert_channel = alert_channel
         self._locks: dict[str, asyncio.Lock] = {}
+        self.pace = Pace(rate=1.0, burst=1, key=self.channel_of)
+
+    def channel_of(self, item: Outgoing) -> str:
+        """The pacing key of an outbox message: Slack counts posts per channel."""
+        if item.thread is not None:
+            return split_key(item.thread.key)[0]
+        return self.alert_channel or ""
 
     async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
         try:
             return await call()
         except SlackApiError as exc:
+            status = getattr(exc.response, "status_code", 0)
             data = getattr(exc.response, "data", None)
             error = str(data.get("error", "unknown")) if isinstance(data, dict) else "http_error"
+            if status == 429 or error == "ratelimited":
+                raise ChatRateLimitedError(_retry_after(exc), what) from None
             log.warning("slack.api_error", extra={"method": what, "error": error})
+            if error in PERMANENT:
+                raise ChatRejectedError(error, f"by Slack ({what})") from None
             raise ChatDeliveryError(f"Slack refused {what}: {error}") from None
         except (TimeoutError, SlackClientError, OSError) as exc:
             log.warning("slack.unreachable", extra={"method": what, "error": type(exc).__name__})
@@ -86,7 +164,7 @@ class SlackThreads:
         body = blocks.render(message)
         resp = await self._call(
             "chat.postMessage",
-            lambda: self.client.chat_postMessage(
+            lambda: self.poster.chat_postMessage(
                 channel=origin.channel, unfurl_links=False, **body
             ),
         )
@@ -94,11 +172,11 @@ class SlackThreads:
 
     async def post(self, thread: ThreadRef, message: Message) -> None:
         channel, ts = split_key(thread.key)
-        body = blocks.render(message)
+        body = blocks.render(message) | _metadata(message)
         async with self._lock(thread.key):
             await self._call(
                 "chat.postMessage",
-                lambda: self.client.chat_postMessage(
+                lambda: self.poster.chat_postMessage(
                     channel=channel, thread_ts=ts, unfurl_links=False, **body
                 ),
             )
@@ -108,18 +186,45 @@ class SlackThreads:
         body = blocks.render(message)
         async with self._lock(thread.key):
             await self._call(
-                "chat.update", lambda: self.client.chat_update(channel=channel, ts=ts, **body)
+                "chat.update", lambda: self.poster.chat_update(channel=channel, ts=ts, **body)
             )
 
     async def announce(self, message: Message) -> None:
         if not self.alert_channel:
             return
-        body = blocks.render(message)
+        body = blocks.render(message) | _metadata(message)
         channel = self.alert_channel
         await self._call(
             "chat.postMessage",
-            lambda: self.client.chat_postMessage(channel=channel, unfurl_links=False, **body),
+            lambda: self.poster.chat_postMessage(channel=channel, unfurl_links=False, **body),
         )
+
+    async def was_delivered(self, thread: ThreadRef | None, ref: str) -> bool:
+        """Is a message with outbox id ``ref`` in the thread (the alert channel for None)?"""
+        if thread is None:
+            if not self.alert_channel:
+                return False
+            channel = self.alert_channel
+            resp = await self._call(
+                "conversations.history",
+                lambda: self.client.conversations_history(
+                    channel=channel, include_all_metadata=True, limit=100
+                ),
+            )
+        else:
+            channel, ts = split_key(thread.key)
+            resp = await self._call(
+                "conversations.replies",
+                lambda: self.client.conversations_replies(
+                    channel=channel, ts=ts, include_all_metadata=True, limit=1000
+                ),
+            )
+        for found in resp.get("messages") or ():
+            meta = found.get("metadata") or {}
+            payload = meta.get("event_payload") or {}
+            if meta.get("event_type") == METADATA_TYPE and str(payload.get("ref")) == ref:
+                return True
+        return False
 
     async def permalink(self, thread: ThreadRef) -> str | None:
         channel, ts = split_key(thread.key)

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import READ_ONLY, gate_for, upsert, write_gate
+from adapters.storage.outbox import SqlOutbox
 from adapters.storage.tables import (
     audit_events,
     job_runs,
@@ -530,6 +531,7 @@ class SqlUnitOfWork:
     audit: SqlAuditLog
     identity_errors: SqlIdentityErrorLog
     jobs: SqlJobRuns
+    outbox: SqlOutbox
 
     def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
@@ -557,6 +559,7 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
+        self.outbox = SqlOutbox(self.conn)
         return self
 
     def _release(self) -> None:

@@ -174,3 +174,32 @@ msal_errors = Table(
     Index("ix_msal_errors_at", "at"),
     Index("uq_msal_errors_client_ref", "source", "client_ref", unique=True),
 )
+
+# The durable outbox: chat messages waiting to be delivered, oldest first per conversation.
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("conversation", String(500), nullable=False),  # the unit of order
+    Column("kind", String(16), nullable=False),  # post | status | announce
+    Column("platform", String(20), nullable=False),
+    Column("thread_key", Text),
+    Column("body", Text, nullable=False),  # the message as JSON (no secrets: what chat shows)
+    Column("state", String(10), nullable=False),  # pending | failed
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("failed_at", UTCDateTime),
+    Column("error", String(200)),
+    Index("ix_outbox_pending", "state", "conversation", "id"),
+)
+
+# Which process delivers a conversation (a lease), and when it may send again after a 429.
+outbox_leases = Table(
+    "outbox_leases",
+    metadata,
+    Column("conversation", String(500), primary_key=True),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("not_before", UTCDateTime),
+    Column("error", String(200)),
+)

@@ -4,8 +4,14 @@ A renewal's thread is the Teams conversation the command came from (a channel th
 ends in ``;messageid=<root>``, or a chat). Its status message is the bot's first card there,
 updated in place. Every post is proactive: the conversation's reference is loaded from the
 database (stored on installation, conversation updates and every message), so posts keep working
-after a restart. Throttling and transient answers (429, 412, 502, 504) are retried with
-exponential backoff and jitter, honouring Retry-After.
+after a restart. Transient answers (412, 502, 504, no answer) are retried a few times with
+exponential backoff and jitter. Throttling (429) is retried here only for direct replies
+(``send``); the ChatThreads methods, which the outbox dispatcher calls, raise it at once as
+ChatRateLimitedError with Retry-After, so the dispatcher paces the conversation instead. A deleted
+conversation or a bot removed from it (403, 404) is ChatRejectedError: retrying cannot help.
+Pacing (``pace``): Microsoft documents per bot and thread 7 messages a second, 8 per 2 s, 60 per
+30 s and 1800 per hour ("Rate limiting for bots", learn.microsoft.com, Teams platform docs); the
+bucket below keeps the first three, 429s pace the rest.
 """
 
 from __future__ import annotations
@@ -24,12 +30,14 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from adapters.teams import cards
 from adapters.teams.connector import TeamsAdapter
-from core.errors import ChatDeliveryError
+from core.delivery import Pace
+from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError
 from core.model import Origin, ThreadRef
 from core.ports import Message
 
 PLATFORM = "teams"
 RETRYABLE = frozenset({412, 429, 502, 504})
+PERMANENT = frozenset({400, 403, 404, 413})  # bad activity, not in the roster, no such conversation
 log = logging.getLogger("renewbot.teams")
 
 
@@ -95,6 +103,7 @@ class TeamsThreads:
         self.attempts, self.backoff, self.max_delay = attempts, backoff, max_delay
         self._refs: OrderedDict[str, ConversationReference] = OrderedDict()
         self._locks: dict[str, asyncio.Lock] = {}
+        self.pace = Pace(rate=1.8, burst=4)  # per thread (the outbox conversation)
 
     # -- references --------------------------------------------------------------------------
 
@@ -134,14 +143,21 @@ class TeamsThreads:
 
     # -- sending -------------------------------------------------------------------------------
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[str]]) -> str:
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[str]], throttled: bool = False
+    ) -> str:
+        """``throttled``: raise a 429 at once (ChatRateLimitedError) rather than waiting here."""
         for attempt in range(self.attempts):
             try:
                 return await call()
             except HttpOperationError as exc:
                 status = getattr(exc.response, "status_code", 0) or 0
+                if status == 429 and throttled:
+                    raise ChatRateLimitedError(self._delay(attempt, exc.response), what) from None
                 if status not in RETRYABLE or attempt == self.attempts - 1:
                     log.warning("teams.send_refused", extra={"op": what, "status": status})
+                    if status in PERMANENT:
+                        raise ChatRejectedError(f"http_{status}", f"by Teams ({what})") from None
                     raise ChatDeliveryError(f"Teams refused {what} ({status})") from None
                 await asyncio.sleep(self._delay(attempt, exc.response))
             except ClientRequestError:  # never reached the connector, or no answer: try again
@@ -167,7 +183,9 @@ class TeamsThreads:
             return min(float(header), self.max_delay)
         return random.uniform(0, min(self.max_delay, self.backoff * 2**attempt))
 
-    async def _deliver(self, ref: ConversationReference, activity: Activity, update: bool) -> str:
+    async def _deliver(
+        self, ref: ConversationReference, activity: Activity, update: bool, throttled: bool = True
+    ) -> str:
         """One proactive turn that posts (or updates) ``activity`` in ``ref``'s conversation."""
         target = copy.copy(ref)
         target.activity_id = None  # post into the conversation itself, not as a reply to an id
@@ -186,26 +204,30 @@ class TeamsThreads:
             await self.adapter.continue_conversation(ref, logic, self.app_id)
             return ids[0] if ids else ""
 
-        return await self._retrying("update_activity" if update else "send_activity", once)
+        what = "update_activity" if update else "send_activity"
+        return await self._retrying(what, once, throttled)
 
     def _lock(self, key: str) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
 
-    async def send(self, conversation: str, message: Message) -> str:
-        """Post ``message`` in ``conversation``; returns the new activity's id."""
+    async def send(self, conversation: str, message: Message, throttled: bool = False) -> str:
+        """Post ``message`` in ``conversation``; returns the new activity's id.
+
+        A direct reply (``throttled`` False) waits out a 429 here; the outbox's posts do not.
+        """
         ref = await self._reference(conversation)
         async with self._lock(conversation):
-            return await self._deliver(ref, card_activity(message), update=False)
+            return await self._deliver(ref, card_activity(message), False, throttled)
 
     # -- ChatThreads ---------------------------------------------------------------------------
 
     async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
-        status_id = await self.send(origin.channel, message)
+        status_id = await self.send(origin.channel, message, throttled=True)
         return ThreadRef(PLATFORM, thread_key(origin.channel, status_id))
 
     async def post(self, thread: ThreadRef, message: Message) -> None:
         conversation, _ = split_key(thread.key)
-        await self.send(conversation, message)
+        await self.send(conversation, message, throttled=True)
 
     async def update_status(self, thread: ThreadRef, message: Message) -> None:
         conversation, status_id = split_key(thread.key)

@@ -22,6 +22,7 @@ from core.ports import (
     HealthRecord,
     IdentityErrorRecord,
     Message,
+    Outgoing,
     PollPending,
     SignedIn,
     StagedTokens,
@@ -50,6 +51,13 @@ class Store:
     next_check: dict[str, datetime] = field(default_factory=dict)
     check_leases: dict[str, datetime] = field(default_factory=dict)
     job_runs: dict[str, datetime] = field(default_factory=dict)
+    outbox: list[Outgoing] = field(default_factory=list)
+    outbox_failed: list[tuple[Outgoing, str]] = field(default_factory=list)
+    # conversation -> (owner, lease until, not before)
+    outbox_leases: dict[str, tuple[str | None, datetime | None, datetime | None]] = field(
+        default_factory=dict
+    )
+    outbox_ids: int = 0
 
 
 class _Tenants:
@@ -257,6 +265,69 @@ class _Jobs:
         return True
 
 
+class _Outbox:
+    """Adds are staged until commit, like a transaction; the dispatcher's steps are immediate."""
+
+    def __init__(self, store: Store) -> None:
+        self.s = store
+        self.staged: list[Outgoing] = []
+
+    async def add(self, item: Outgoing, now: datetime) -> None:
+        self.staged.append(replace(item, created_at=now))
+
+    def commit(self) -> None:
+        for item in self.staged:
+            if item.kind == "status":
+                self.s.outbox = [
+                    o
+                    for o in self.s.outbox
+                    if not (o.conversation == item.conversation and o.kind == "status")
+                ]
+            self.s.outbox_ids += 1
+            message = item.message and replace(item.message, ref=str(self.s.outbox_ids))
+            self.s.outbox.append(replace(item, id=self.s.outbox_ids, message=message))
+        self.staged.clear()
+
+    async def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[str]:
+        taken: list[str] = []
+        for conversation in dict.fromkeys(o.conversation for o in self.s.outbox):
+            holder, lease, not_before = self.s.outbox_leases.get(conversation, (None, None, None))
+            free = holder in (None, owner) or (lease is not None and lease < now)
+            if free and (not_before is None or not_before <= now) and len(taken) < limit:
+                self.s.outbox_leases[conversation] = (owner, until, None)
+                taken.append(conversation)
+        return taken
+
+    async def head(self, conversation: str, limit: int) -> list[Outgoing]:
+        return [o for o in self.s.outbox if o.conversation == conversation][:limit]
+
+    async def attempt(self, item_id: int, conversation: str, owner: str, until: datetime) -> bool:
+        holder, _, not_before = self.s.outbox_leases.get(conversation, (None, None, None))
+        if holder != owner:
+            return False
+        self.s.outbox_leases[conversation] = (owner, until, not_before)
+        self.s.outbox = [
+            replace(o, attempts=o.attempts + 1) if o.id == item_id else o for o in self.s.outbox
+        ]
+        return True
+
+    async def delivered(self, item_id: int) -> None:
+        self.s.outbox = [o for o in self.s.outbox if o.id != item_id]
+
+    async def failed(self, item_id: int, error: str, now: datetime) -> None:
+        self.s.outbox_failed += [(o, error) for o in self.s.outbox if o.id == item_id]
+        await self.delivered(item_id)
+
+    async def release(
+        self, conversation: str, owner: str, not_before: datetime | None = None, error: str = ""
+    ) -> None:
+        if self.s.outbox_leases.get(conversation, (None,))[0] == owner:
+            self.s.outbox_leases[conversation] = (None, None, not_before)
+
+    async def stats(self) -> dict[str, int]:
+        return {"pending": len(self.s.outbox), "failed": len(self.s.outbox_failed)}
+
+
 class InMemoryUnitOfWork:
     """Renewals are staged until commit, like a transaction; audit writes are immediate."""
 
@@ -268,6 +339,7 @@ class InMemoryUnitOfWork:
         self.audit = _Audit(store)
         self.identity_errors = _Errors(store)
         self.jobs = _Jobs(store)
+        self.outbox = _Outbox(store)
         self.committed = False
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
@@ -275,8 +347,10 @@ class InMemoryUnitOfWork:
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.staged.clear()
+        self.outbox.staged.clear()
 
     async def commit(self) -> None:
+        self.outbox.commit()
         for r in self.staged.values():
             stored = copy.deepcopy(r)
             stored.events = []
@@ -286,6 +360,7 @@ class InMemoryUnitOfWork:
 
     async def rollback(self) -> None:
         self.staged.clear()
+        self.outbox.staged.clear()
 
 
 class RecordingChatThreads:

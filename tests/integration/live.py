@@ -57,7 +57,18 @@ class Live:
     http: aiohttp.ClientSession
 
     async def say(self, text: str) -> str:
-        return (await self.rt.core.desk.handle(text, HERE, SUPPORT)).text
+        reply = (await self.rt.core.desk.handle(text, HERE, SUPPORT)).text
+        await self.delivered()
+        return reply
+
+    async def delivered(self, timeout: float = 10.0) -> None:
+        """Wait (with a deadline) until the outbox has sent what is due: chat posts are queued."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            async with self.rt.uow(read_only=True) as uow:
+                if (await uow.outbox.stats())["pending"] == 0:
+                    return
+            await asyncio.sleep(0.05)
 
     def auth_url(self) -> str:
         for text in reversed(self.chat.texts()):

@@ -127,6 +127,11 @@ def auth_url(stand: SlackStandIn) -> str:
     raise AssertionError("no Auth URL posted in Slack")
 
 
+def auth_urls(stand: SlackStandIn) -> int:
+    """How many Auth URLs Slack has taken so far."""
+    return sum("/onboard/" in str(a.get("text")) for a in stand.called("chat.postMessage"))
+
+
 def texts(stand: SlackStandIn, channel: str, ts: str) -> list[str]:
     return [str(a.get("text")) for a in stand.thread(channel, ts)]
 
@@ -250,7 +255,7 @@ async def test_unknown_channel_still_gives_the_auth_url(live: Live, slack: Slack
 async def test_failing_posts_never_lose_state(live: Live, slack: SlackStandIn) -> None:
     """Slack refusing every thread reply does not stop the renewal reaching VALIDATED."""
     await post(live, command_body(slack, "contoso"))
-    await live.wait_for("contoso", lambda r: r.thread is not None)
+    await until(lambda: auth_urls(slack))  # posts go out through the outbox: wait for it
     for _ in range(20):
         slack.fail_next("chat.postMessage", "error", "msg_too_long")
     status = await live.press(auth_url(slack))
@@ -316,8 +321,14 @@ async def test_new_code_validate_and_renew_buttons(live: Live, slack: SlackStand
     assert parent(slack, "C-alerts")  # the new renewal's thread opened where Renew was clicked
 
     await post(live, command_body(slack, "contoso"))
-    await live.wait_for("contoso", lambda r: r.thread is not None)
-    status = await live.press(auth_url(slack))
+    renewal = await live.wait_for("contoso", lambda r: r.thread is not None)
+    assert renewal.thread is not None
+    in_thread = await until(
+        lambda: [t for t in texts(slack, *renewal.thread.key.split("|")) if "/onboard/" in t]
+    )
+    url = re.search(r"http://\S+/onboard/[\w-]+", in_thread[0])
+    assert url is not None
+    status = await live.press(url.group(0))
     await live.sign_in(str(status["user_code"]), "admin@contoso.com")
     await live.wait_state("contoso", S.VALIDATED)
     before = len(slack.responses)

@@ -2,7 +2,21 @@
 
 Same paths (`/api/<method>`), the same JSON envelopes (`{"ok": true, ...}` or `{"ok": false,
 "error": "channel_not_found"}`), HTTP 429 with `Retry-After`, and injectable 5xx. Records every
-call. `response_url` posts land on `/_response/<id>`. Socket Mode: `apps.connections.open` returns
+call.
+
+As harsh as Slack about pace: chat.postMessage "generally allows posting one message per second
+per channel ... short bursts >1 allowed" (https://api.slack.com/methods/chat.postMessage, "Rate
+limiting"; https://api.slack.com/apis/rate-limits, "Special rate limits"). A token bucket per
+channel (thread replies count for their channel) holds ``post_burst`` posts (Slack names no
+number; 2 is the least that is still a burst) and refills ``post_rate`` a second; a post beyond it
+gets HTTP 429 `{"ok": false, "error": "ratelimited"}` with `Retry-After` (whole seconds, at least
+1, as Slack sends it; slack_sdk parses it as an integer) and is not posted. Tests may raise
+``post_rate`` to keep that shape at a faster tempo; ``post_rate=None`` turns pacing off
+(benchmarks of our own latency).
+Message metadata (`metadata` of chat.postMessage) is stored and returned by conversations.history
+and conversations.replies when `include_all_metadata` is true, as Slack does.
+
+`response_url` posts land on `/_response/<id>`. Socket Mode: `apps.connections.open` returns
 a `ws://` URL served here that sends `hello` and delivers envelopes, recording the client's acks.
 """
 
@@ -11,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -39,7 +54,15 @@ class SlackStandIn:
     # scripted failures: method -> list of ("429", seconds) | ("500", None) | ("error", code)
     failures: dict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    post_rate: float | None = 1.0  # chat.postMessage per second per channel (None: no limit)
+    post_burst: int = 2
+    throttled: list[str] = field(default_factory=list)  # channels of posts answered with 429
+    # a post Slack accepted whose answer never reaches the client (the crash window of a sender)
+    stalled: list[dict[str, Any]] = field(default_factory=list)
+    _stall: int = 0
+    _closing: asyncio.Event = field(default_factory=asyncio.Event)
     base_url: str = ""
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # tokens, at
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _sockets: list[web.WebSocketResponse] = field(default_factory=list)
     _runner: web.AppRunner | None = None
@@ -60,6 +83,27 @@ class SlackStandIn:
     def fail_next(self, method: str, kind: str, value: Any = None) -> None:
         self.failures[method].append((kind, value))
 
+    def stall_next_post(self) -> None:
+        """The next accepted chat.postMessage is stored, but its answer never comes back."""
+        self._stall += 1
+
+    def posted(self, channel: str) -> list[dict[str, Any]]:
+        """Top-level messages Slack accepted in ``channel``, in the order it received them."""
+        return [a for (ch, _), a in self.messages.items() if ch == channel and "thread_ts" not in a]
+
+    def _over_pace(self, channel: str) -> float:
+        """Seconds until ``channel`` may post again; 0 takes a token (the post goes ahead)."""
+        if self.post_rate is None:
+            return 0.0
+        now = time.monotonic()
+        tokens, at = self._buckets.get(channel, (float(self.post_burst), now))
+        tokens = min(float(self.post_burst), tokens + (now - at) * self.post_rate)
+        if tokens >= 1.0:
+            self._buckets[channel] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[channel] = (tokens, now)
+        return (1.0 - tokens) / self.post_rate
+
     # -- server ------------------------------------------------------------------------
 
     async def start(self) -> SlackStandIn:
@@ -77,6 +121,7 @@ class SlackStandIn:
         return self
 
     async def stop(self) -> None:
+        self._closing.set()
         for ws in self._sockets:
             await ws.close()
         if self._runner:
@@ -121,7 +166,21 @@ class SlackStandIn:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
-        return web.json_response(await handler(args))
+        if method == "chat.postMessage" and str(args.get("channel", "")) in self.channels:
+            wait = self._over_pace(str(args["channel"]))
+            if wait > 0:
+                self.throttled.append(str(args["channel"]))
+                return web.json_response(  # Slack's Retry-After is whole seconds, at any tempo
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={"Retry-After": str(max(1, math.ceil(wait)))},
+                )
+        answer = await handler(args)
+        if method == "chat.postMessage" and answer.get("ok") and self._stall:
+            self._stall -= 1
+            self.stalled.append(args)
+            await self._closing.wait()  # hangs until the client gives up or the server stops
+        return web.json_response(answer)
 
     def _next_ts(self) -> str:
         return f"{1800000000 + next(self._ts)}.000100"
@@ -144,10 +203,56 @@ class SlackStandIn:
             return {"ok": False, "error": "channel_not_found"}
         if not args.get("text") and not args.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        if "metadata" in args:
+            meta = args["metadata"]
+            meta = json.loads(meta) if isinstance(meta, str) else meta
+            if not isinstance(meta, dict) or "event_type" not in meta:
+                return {"ok": False, "error": "invalid_metadata_format"}
+            args["metadata"] = meta
         ts = self._next_ts()
         message = {"type": "message", "text": args.get("text"), "ts": ts, "bot_id": "B-bot"}
         self.messages[(channel, ts)] = dict(args)
         return {"ok": True, "channel": channel, "ts": ts, "message": message}
+
+    def _shown(self, ts: str, args: dict[str, Any], metadata: bool) -> dict[str, Any]:
+        message = {"type": "message", "text": args.get("text"), "ts": ts, "bot_id": "B-bot"}
+        if "thread_ts" in args:
+            message["thread_ts"] = args["thread_ts"]
+        if metadata and "metadata" in args:
+            message["metadata"] = args["metadata"]
+        return message
+
+    @staticmethod
+    def _flag(value: Any) -> bool:
+        return value is True or str(value).lower() in {"true", "1"}
+
+    async def _conversations_history(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages of a channel, newest first."""
+        channel = str(args.get("channel"))
+        if channel not in self.channels:
+            return {"ok": False, "error": "channel_not_found"}
+        meta = self._flag(args.get("include_all_metadata"))
+        found = [
+            self._shown(ts, a, meta)
+            for (ch, ts), a in self.messages.items()
+            if ch == channel and "thread_ts" not in a
+        ]
+        limit = int(args.get("limit") or 100)
+        return {"ok": True, "messages": list(reversed(found))[:limit], "has_more": False}
+
+    async def _conversations_replies(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then the replies oldest first."""
+        channel, ts = str(args.get("channel")), str(args.get("ts"))
+        if (channel, ts) not in self.messages:
+            return {"ok": False, "error": "thread_not_found"}
+        meta = self._flag(args.get("include_all_metadata"))
+        found = [self._shown(ts, self.messages[(channel, ts)], meta)]
+        found += [
+            self._shown(t, a, meta)
+            for (ch, t), a in self.messages.items()
+            if ch == channel and a.get("thread_ts") == ts
+        ]
+        return {"ok": True, "messages": found[: int(args.get("limit") or 1000)]}
 
     async def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         key = (str(args.get("channel")), str(args.get("ts")))

@@ -49,6 +49,7 @@ class World:
             threads=self.chat,
             clock=self.clock,
             config=ServiceConfig(public_url="https://bot.test"),
+            deliver_inline=True,
             watch_flow=lambda rid, delay: self.watched.append((rid, delay)),
         )
 

@@ -51,6 +51,7 @@ async def test_viewer_renew_is_refused_in_words_and_audited(world: World) -> Non
         clock=world.clock,
         config=ServiceConfig(public_url="https://bot.test"),
         policy=POLICY,
+        deliver_inline=True,
     )
     reply = await core.desk.handle("contoso", OPS, VIKTOR)
     assert "may not start or change renewals" in reply.text
