@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork, audit_since
-from adapters.storage.tables import renewals, token_caches
+from adapters.storage.tables import outbox, renewals, token_caches
 from bot.bootstrap import ConfigurationError, Runtime, runtime, secret_box
 from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox
@@ -156,12 +156,17 @@ async def rotate(engine, box: SecretBox) -> int:  # type: ignore[no-untyped-def]
         for table, key_col, col in (
             (token_caches, token_caches.c.tenant_id, token_caches.c.ciphertext),
             (renewals, renewals.c.id, renewals.c.flow_state),
+            (renewals, renewals.c.id, renewals.c.staged_tokens),
+            (outbox, outbox.c.id, outbox.c.body),  # text: the sealed token as a string
         ):
             rows = (await conn.execute(select(key_col, col).where(col.is_not(None)))).all()
             for key, sealed in rows:
-                await conn.execute(
-                    update(table).where(key_col == key).values({col.name: box.rotate(sealed)})
+                again = (
+                    box.rotate(sealed.encode()).decode()
+                    if isinstance(sealed, str)
+                    else box.rotate(sealed)
                 )
+                await conn.execute(update(table).where(key_col == key).values({col.name: again}))
                 count += 1
     return count
 

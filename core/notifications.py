@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from core import events, messages
+from core import events, identity_codes, messages
 from core.chat import ChatRouter
 from core.delivery import StatusMemo, alerts_conversation, thread_conversation
 from core.errors import ChatDeliveryError, ChatRateLimitedError
@@ -198,7 +198,8 @@ class Notifier:
         match event:
             case events.RenewalValidated(account=account):
                 return Message(messages.announcement_validated(tenant, account), "success")
-            case events.RenewalFailed(code=code):
+            case events.RenewalFailed(code=code) if not identity_codes.is_app_wide(code):
+                # (an app-registration failure is one registration alert, core/registration.py)
                 renew = Action("renew", tenant.slug, "Renew")
                 return Message(messages.announcement_failed(tenant, code), "error", (renew,))
         return None

@@ -129,23 +129,26 @@ class RenewalService:
         async with self.uow() as uow:
             await uow.renewals.add(renewal)
             await self._audit(uow, renewal, "renewal.requested", cmd.requester)
+            if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
+                await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
         log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
         if renewal.awaiting_thread:
             renewal = await self._open_thread(tenant, renewal)
-        await self.notifier.publish(tenant, renewal)
+        await self.notifier.flush()
         return Requested(renewal, tenant, self.auth_url(token))
 
     async def _open_thread(self, tenant: Tenant, renewal: Renewal) -> Renewal:
-        """Open the renewal's thread and store it; the renewal's pending events are kept."""
-        pending = renewal.events
+        """Open the renewal's thread, then store it with what is to be posted there (the Auth
+        URL) in one transaction: a crash on either side of it loses and doubles nothing."""
         thread = await self.notifier.open_thread(tenant, renewal)
         async with self.uow() as uow:
             stored = await self._load(uow, renewal.id)
             stored.thread, stored.awaiting_thread = thread, False
+            stored.events = renewal.events
             await uow.renewals.save(stored)
+            await self.notifier.stage(uow, tenant, stored)
             await uow.commit()
-        stored.events = pending
         return stored
 
     async def reopen_orphans(self, older_than: timedelta = timedelta(minutes=2)) -> int:
@@ -180,7 +183,7 @@ class RenewalService:
                 await uow.commit()
             renewal.events = pending
             renewal = await self._open_thread(tenant, renewal)
-            await self.notifier.publish(tenant, renewal)
+            await self.notifier.flush()
             done += 1
         return done
 
@@ -280,9 +283,10 @@ class RenewalService:
             await uow.renewals.save(renewal)
             await uow.renewals.release_code(renewal_id, owner)
             await self._audit(uow, renewal, "renewal.code_issued", actor)
+            await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
         self.watch_flow(renewal.id, float(new_code.interval))
-        await self.notifier.publish(tenant, renewal)
+        await self.notifier.flush()
         return renewal
 
     async def advance(self, renewal_id: str) -> float | None:
@@ -350,8 +354,9 @@ class RenewalService:
             renewal.cancel(cmd.requester, self.clock.now())
             await uow.renewals.save(renewal)
             await self._audit(uow, renewal, "renewal.cancelled", cmd.requester)
+            await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
-        await self.notifier.publish(tenant, renewal)
+        await self.notifier.flush()
         return renewal
 
     async def expire_overdue(self) -> int:
@@ -382,8 +387,11 @@ class RenewalService:
             step(renewal)
             await uow.renewals.save(renewal)
             await self._audit(uow, renewal, kind, actor)
+            # What the change means for chat is stored with it: announced exactly once, even
+            # when the process dies right after the commit.
+            await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
-        await self.notifier.publish(tenant, renewal)
+        await self.notifier.flush()
         return renewal
 
     async def _load(self, uow: UnitOfWork, renewal_id: str) -> Renewal:

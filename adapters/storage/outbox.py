@@ -19,6 +19,7 @@ from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.storage.crypto import SecretBox
 from adapters.storage.tables import outbox, outbox_leases
 from core.model import ThreadRef
 from core.ports import Action, Message, Outgoing
@@ -27,16 +28,22 @@ PENDING, FAILED = "pending", "failed"
 _CANDIDATES = 200  # conversations looked at per claim
 
 
-def dump(item: Outgoing) -> str:
+def dump(item: Outgoing, box: SecretBox) -> str:
+    """The message, encrypted: a thread's first post carries the Auth URL, a bearer secret that
+    is otherwise stored only as a hash (DESIGN.md section 2)."""
     if item.message is None:
-        return json.dumps({"batch": item.batch})
-    m = item.message
-    actions = [[a.kind, a.tenant, a.label] for a in m.actions]
-    return json.dumps({"text": m.text, "tone": m.tone, "actions": actions, "batch": item.batch})
+        plain = json.dumps({"batch": item.batch})
+    else:
+        m = item.message
+        actions = [[a.kind, a.tenant, a.label] for a in m.actions]
+        plain = json.dumps(
+            {"text": m.text, "tone": m.tone, "actions": actions, "batch": item.batch}
+        )
+    return box.seal(plain.encode()).decode()
 
 
-def _item(row: Row[Any]) -> Outgoing:
-    body = json.loads(row.body)
+def _item(row: Row[Any], box: SecretBox) -> Outgoing:
+    body = json.loads(box.open(row.body.encode()))
     message = None
     if "text" in body:
         actions = tuple(Action(k, t, label) for k, t, label in body.get("actions", ()))
@@ -56,8 +63,9 @@ def _item(row: Row[Any]) -> Outgoing:
 
 
 class SqlOutbox:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
         self.c = conn
+        self.box = box
 
     async def add(self, item: Outgoing, now: datetime) -> None:
         if item.kind == "status":  # latest wins: an older status not yet sent is obsolete
@@ -75,7 +83,7 @@ class SqlOutbox:
                 "kind": item.kind,
                 "platform": item.platform,
                 "thread_key": item.thread.key if item.thread else None,
-                "body": dump(item),
+                "body": dump(item, self.box),
                 "state": PENDING,
                 "attempts": 0,
                 "created_at": now,
@@ -133,7 +141,7 @@ class SqlOutbox:
             .order_by(outbox.c.id)
             .limit(limit)
         )
-        return [_item(r) for r in rows]
+        return [_item(r, self.box) for r in rows]
 
     async def attempt(self, item_id: int, conversation: str, owner: str, until: datetime) -> bool:
         mine = await self.c.execute(

@@ -559,7 +559,7 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
-        self.outbox = SqlOutbox(self.conn)
+        self.outbox = SqlOutbox(self.conn, self.box)
         return self
 
     def _release(self) -> None:

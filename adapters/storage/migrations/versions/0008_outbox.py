@@ -1,7 +1,7 @@
 """The durable outbox: chat messages stored until delivered, and per-conversation leases.
 
 Revision ID: 0008
-Revises: 0006 (chained to 0006 on the outbox branch; the lead renumbers it to follow 0007)
+Revises: 0007 (chained to 0006 on the outbox branch; the lead renumbers it to follow 0007)
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 from adapters.storage.tables import UTCDateTime
 
 revision = "0008"
-down_revision = "0006"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
