@@ -28,6 +28,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,6 +61,8 @@ class SlackStandIn:
     # a post Slack accepted whose answer never reaches the client (the crash window of a sender)
     stalled: list[dict[str, Any]] = field(default_factory=list)
     _stall: int = 0
+    # posts matching this are stored but never answered (a crash while Slack takes them)
+    stall_when: Callable[[dict[str, Any]], bool] | None = None
     _closing: asyncio.Event = field(default_factory=asyncio.Event)
     base_url: str = ""
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)  # tokens, at
@@ -176,8 +179,9 @@ class SlackStandIn:
                     headers={"Retry-After": str(max(1, math.ceil(wait)))},
                 )
         answer = await handler(args)
-        if method == "chat.postMessage" and answer.get("ok") and self._stall:
-            self._stall -= 1
+        stall = self._stall or (self.stall_when is not None and self.stall_when(args))
+        if method == "chat.postMessage" and answer.get("ok") and stall:
+            self._stall = max(0, self._stall - 1)
             self.stalled.append(args)
             await self._closing.wait()  # hangs until the client gives up or the server stops
         return web.json_response(answer)
