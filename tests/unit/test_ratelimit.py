@@ -105,3 +105,13 @@ def test_an_ipv6_client_counts_as_its_slash_64() -> None:
     b = client(_request("2001:db8:1:2:ffff::9"))  # type: ignore[arg-type]
     assert a == b == "2001:db8:1:2::/64"
     assert client(_request("::ffff:192.0.2.1")) == "192.0.2.1"  # type: ignore[arg-type]
+
+
+def test_a_bad_trusted_proxy_entry_stops_startup_with_its_variable() -> None:
+    """A typo in the proxy list is named at startup rather than failing on the first request."""
+    from bot.settings import Settings
+
+    ok = Settings(_env_file=None, web={"trusted_proxies": ["10.0.0.0/8", "2001:db8::1"]})
+    assert not [p for p in ok.problems() if "TRUSTED_PROXIES" in p]
+    bad = Settings(_env_file=None, web={"trusted_proxies": ["10.0.0.0/33"]})
+    assert any(p.startswith("RENEWBOT_WEB__TRUSTED_PROXIES") for p in bad.problems())
