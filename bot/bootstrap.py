@@ -120,6 +120,7 @@ def _slack(
         signing_secret=secret,
         supervisor=supervisor,
         command=conf.command,
+        workspaces=settings.access.workspaces,
     )
 
 

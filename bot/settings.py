@@ -29,6 +29,10 @@ class WebSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str = "http://127.0.0.1:8080"
+    # Reverse proxies in front of the bot (addresses or CIDR ranges). Only a request from one of
+    # them has its X-Forwarded-For believed when rate limiting per client; empty: the peer is
+    # the client.
+    trusted_proxies: list[str] = Field(default_factory=list)
 
 
 class SlackSettings(BaseModel):
@@ -152,6 +156,13 @@ class Settings(BaseSettings):
             )
         if (slack.signing_secret or slack.app_token) and not slack.bot_token:
             found.append("RENEWBOT_SLACK__BOT_TOKEN is not set (the xoxb- token of the Slack app)")
+        for entry in self.web.trusted_proxies:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError:
+                found.append(
+                    f"RENEWBOT_WEB__TRUSTED_PROXIES: {entry[:60]!r} is not an address or range"
+                )
         teams = self.teams
         if teams.app_id and not teams.app_password:
             found.append(

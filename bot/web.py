@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from adapters.web.intake import IntakeEndpoint
 from adapters.web.onboarding import OnboardingPage
+from adapters.web.ratelimit import ClientAddress
 from bot import metrics as bot_metrics
 from bot.bootstrap import Runtime
 from core.errors import StorageError
@@ -218,12 +219,15 @@ def csrf_key(rt: Runtime) -> bytes:
 def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     app[RUNTIME] = rt
-    page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url)
+    client = ClientAddress(rt.settings.web.trusted_proxies)
+    page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url, client=client)
     app.add_routes(page.routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
     app.router.add_get("/metrics", metrics)
     keys = rt.settings.monitor.api_keys
-    intake = IntakeEndpoint(rt.intake, (keys.get_secret_value() if keys else "").split(","))
+    intake = IntakeEndpoint(
+        rt.intake, (keys.get_secret_value() if keys else "").split(","), client=client
+    )
     app.router.add_post("/api/msal-errors", intake.handle)
     if rt.slack is not None:
         app.router.add_post("/slack/events", rt.slack.handle)

@@ -3,7 +3,9 @@
 Listeners ack at once (bolt runs with process_before_response, so no 10 ms wait loop) and hand the
 work to a supervised background task. Slack retries and double clicks are recognised by their
 trigger id. Requests with a missing, malformed or stale signature are refused with 401 before
-bolt sees them, and no body is ever logged.
+bolt sees them, and no body is ever logged. With workspaces configured, a request that names
+none of them (or no workspace at all) is refused with 403 before any listener runs, over HTTP
+and Socket Mode alike.
 """
 
 from __future__ import annotations
@@ -12,12 +14,13 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -47,6 +50,7 @@ class SlackBot:
         signing_secret: str,
         supervisor: Supervisor,
         command: str = "/renew-token",
+        workspaces: Iterable[str] = (),
     ) -> None:
         self.desk = desk
         self.threads = threads
@@ -66,8 +70,34 @@ class SlackBot:
             request_verification_enabled=False,
             logger=logging.getLogger("slack_bolt"),
         )
+        # Slack workspace (T...) or Enterprise Grid org (E...) ids; empty: any workspace.
+        self.workspaces = frozenset(w.strip() for w in workspaces if w.strip())
+        self.app.use(self._workspace_guard)
         self.app.command(command)(self._on_command)
         self.app.action(re.compile(f"^{ACTION_PREFIX}"))(self._on_action)
+
+    async def _workspace_guard(
+        self,
+        context: AsyncBoltContext,
+        next_: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse:
+        """Refuse what comes from no allowed workspace, including a payload that names none.
+
+        Bolt reads the workspace from where each payload kind carries it: `team_id` of a slash
+        command, `team.id` (or `user.team_id`) of a block action, `team_id`/`authorizations` of
+        an event. Slack's url_verification and ssl_check never get here (bolt answers them in
+        its built-in middleware, which runs first).
+        """
+        if self.workspaces:
+            team, org = context.team_id or "", context.enterprise_id or ""
+            if not ({team, org} - {""}) & self.workspaces:
+                log.warning("slack.workspace_refused", extra={"team": team[:32] or "(none)"})
+                return BoltResponse(
+                    status=403,
+                    body='{"error":"workspace_not_allowed"}',
+                    headers={"content-type": "application/json"},
+                )
+        return await next_()
 
     # -- listeners: ack, then hand off ------------------------------------------------
 

@@ -2,10 +2,17 @@
 
 Tones other than info are shown as a coloured bar (a message attachment holding the blocks), so a
 validation is clearly green and a failure red, also on a phone.
+
+Core's text carries names we do not control (tenant display names, domains, emails, user names,
+Microsoft's error descriptions). Every field Slack renders as mrkdwn (the section and the
+top-level `text` fallback that notifications and some clients show) is escaped, so no name can
+become a link, a mention or a channel broadcast. Must not: pass text to Slack unescaped, or
+escape text twice.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from core.ports import Action, Message
@@ -16,9 +23,26 @@ _STYLE = {"renew": "primary", "renew_all": "primary", "new_code": "primary", "ca
 SECTION_LIMIT = 3000
 
 
+# Slack's "Formatting text for app surfaces" (api.slack.com/reference/surfaces/formatting,
+# #escaping): &, < and > are the control characters, to be sent as &amp; &lt; &gt;. With them
+# escaped no <@U...>, <!channel> or <url|label> survives. The text object reference adds that
+# mrkdwn which is not `verbatim` has "certain mentions ... automatically parsed": the bare
+# broadcast words get an invisible zero-width space after the @ as well.
+_BROADCAST = re.compile(r"(?<![\w.])@(?=(?:channel|here|everyone)\b)", re.IGNORECASE)
+ZWSP = "\u200b"
+_CUT_ENTITY = re.compile(r"&[a-z]{0,3}$")
+
+
 def escape(text: str) -> str:
     """Slack mrkdwn control characters, so names cannot inject links or mentions."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _BROADCAST.sub("@" + ZWSP, text)
+
+
+def escaped(text: str, limit: int = SECTION_LIMIT) -> str:
+    """``text`` escaped and cut to ``limit`` characters, never in the middle of an entity."""
+    out = escape(text[:limit])
+    return out if len(out) <= limit else _CUT_ENTITY.sub("", out[:limit])
 
 
 def button(action: Action) -> dict[str, Any]:
@@ -45,12 +69,12 @@ def render(message: Message) -> dict[str, Any]:
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": escape(message.text)[:SECTION_LIMIT]},
+            "text": {"type": "mrkdwn", "text": escaped(message.text)},
         }
     ]
     if message.actions:
         blocks.append({"type": "actions", "elements": [button(a) for a in message.actions]})
-    fallback = message.text[:SECTION_LIMIT]
+    fallback = escaped(message.text)
     if message.tone in COLOURS:
         return {
             "text": fallback,

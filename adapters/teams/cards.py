@@ -3,8 +3,12 @@
 Buttons are ``Action.Submit``: Teams delivers a click as a message activity whose ``value`` holds
 the button's data (``Action.Execute`` would be an invoke, which botbuilder's aiohttp integration
 answers with 500). Each line of text is its own TextBlock so line breaks survive. TextBlocks read a
-small markdown subset (bold, italic, lists, links) with no escape character, so the patterns that
-would turn a tenant name into a link or bold text are broken with an invisible zero-width space.
+small markdown subset (Microsoft's "Text formatting in cards": **bold**, _italic_, bulleted and
+numbered lists, [links](url)) with no escape character, so the patterns that would turn a name
+(tenant, domain, email, user, Microsoft's error text) into a link, emphasis or a list are broken
+with an invisible zero-width space, in every TextBlock and in the activity's summary. Mentions
+need an `msteams.entities` entry, which we never send, so `<at>` in a name stays plain text.
+Must not: change a URL (it must copy cleanly) or drop a character of a name.
 """
 
 from __future__ import annotations
@@ -26,17 +30,23 @@ _BUTTON_STYLE = {
     "cancel": "destructive",
 }
 _MARKDOWN = re.compile(r"(\]\(|\*\*|__)")
+# An emphasis opener at the start of a word: a zero-width space before it makes it intraword,
+# which cannot open _emphasis_ (CommonMark's flanking rules).
+_OPENER = re.compile(r"(?<![\w\u200b])(?=[_*]+\S)")
+_LIST = re.compile(r"^(\s*)(?=(?:[-+*]|\d{1,9}[.)])(?:\s|$))")
 ZWSP = "\u200b"
 _URL = re.compile(r"https?://\S+")
 TEXT_LIMIT = 4000
 
 
 def _defuse(text: str) -> str:
-    return _MARKDOWN.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
+    text = _MARKDOWN.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
+    return _OPENER.sub(ZWSP, text)
 
 
 def escape(line: str) -> str:
-    """Break link and bold syntax outside URLs (URLs stay intact, so they copy cleanly)."""
+    """Break link, emphasis and list syntax outside URLs (URLs stay intact, to copy cleanly)."""
+    line = _LIST.sub(lambda m: m.group(1) + ZWSP, line)
     out, last = [], 0
     for match in _URL.finditer(line):
         out.append(_defuse(line[last : match.start()]))
@@ -83,8 +93,8 @@ def card(message: Message) -> dict[str, Any]:
 
 
 def summary(message: Message) -> str:
-    """The notification text Teams shows for the card (its first line)."""
-    return message.text.split("\n", 1)[0][:200]
+    """The notification text Teams shows for the card (its first line), defused like the card."""
+    return escape(message.text.split("\n", 1)[0][:200])
 
 
 def submitted(value: Any) -> tuple[str, str] | None:

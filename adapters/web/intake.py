@@ -2,18 +2,21 @@
 
 Bearer API key (401), JSON body of at most 16 KiB (413), strict schema (400 naming each problem),
 unknown tenant 404 (still recorded), idempotent on the reporter's `id` (200 `duplicate`), 201 when
-stored. Never echoes the key or a token.
+stored. Never echoes the key or a token. Rate limited per key (and per client address for
+requests without a valid key) before the body is read or the database touched: 429 with
+Retry-After.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 
+from adapters.web.ratelimit import ClientAddress, TokenBuckets, intake_reports, retry_after
 from core.intake import ErrorIntake, ErrorReport, IntakeOutcome
 
 MAX_BODY = 16 * 1024
@@ -52,19 +55,42 @@ def problems_of(body: Any) -> list[str]:
 
 
 class IntakeEndpoint:
-    def __init__(self, intake: ErrorIntake, api_keys: Sequence[str]) -> None:
+    def __init__(
+        self,
+        intake: ErrorIntake,
+        api_keys: Sequence[str],
+        *,
+        limits: TokenBuckets | None = None,
+        client: Callable[[web.BaseRequest], str] | None = None,
+    ) -> None:
         self.intake = intake
         self.keys = [k.encode() for k in api_keys if k]
+        self.limits = limits or intake_reports()
+        self.client = client or ClientAddress()
 
-    def _authorized(self, request: web.Request) -> bool:
+    def _key_index(self, request: web.Request) -> int | None:
+        """Which API key the request carries (compared in constant time), or None."""
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer ") or not self.keys:
-            return False
+            return None
         given = header[len("Bearer ") :].strip().encode()
-        return any(hmac.compare_digest(given, key) for key in self.keys)
+        found = None
+        for i, key in enumerate(self.keys):  # no early exit: every key is compared
+            if hmac.compare_digest(given, key):
+                found = i
+        return found
 
     async def handle(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
+        index = self._key_index(request)
+        bucket = f"key:{index}" if index is not None else f"client:{self.client(request)}"
+        wait = self.limits.take(bucket)
+        if wait:
+            return web.json_response(
+                {"error": "too many requests", "retry_after": int(retry_after(wait))},
+                status=429,
+                headers={"Retry-After": retry_after(wait)},
+            )
+        if index is None:
             return web.json_response(
                 {"error": "missing or wrong API key"},
                 status=401,

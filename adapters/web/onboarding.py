@@ -2,7 +2,8 @@
 
 GET never changes state. Unknown links are 404, used/cancelled/expired/failed ones 410, bad CSRF
 403, identity trouble an explained 409/503, never a traceback. The token in the path is never
-logged (see bot.web's access logger).
+logged (see bot.web's access logger). Each client is rate limited before any database work:
+requests overall, and far more tightly the unknown links it tries (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -12,12 +13,20 @@ import hmac
 import logging
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from adapters.web import page
+from adapters.web.ratelimit import (
+    ClientAddress,
+    TokenBuckets,
+    onboarding_misses,
+    onboarding_requests,
+    retry_after,
+)
 from core import messages
 from core.errors import (
     ConcurrencyError,
@@ -33,6 +42,7 @@ from core.services import RenewalService
 log = logging.getLogger("renewbot.web")
 TOKEN_SHAPE = re.compile(r"^[A-Za-z0-9_-]{20,100}$")
 CUSTOMER = Actor("web", "customer", "the customer")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _GONE = {
     "used": (
@@ -95,18 +105,62 @@ def status_of(renewal: Renewal, tenant: Tenant) -> dict[str, Any]:
 
 
 class OnboardingPage:
-    def __init__(self, service: RenewalService, csrf_key: bytes, public_url: str) -> None:
+    def __init__(
+        self,
+        service: RenewalService,
+        csrf_key: bytes,
+        public_url: str,
+        *,
+        requests: TokenBuckets | None = None,
+        misses: TokenBuckets | None = None,
+        client: Callable[[web.BaseRequest], str] | None = None,
+    ) -> None:
         self.service = service
         self.csrf_key = csrf_key
         self.public_origin = _origin(public_url)
+        self.requests = requests or onboarding_requests()
+        self.misses = misses or onboarding_misses()
+        self.client = client or ClientAddress()
 
     def routes(self) -> list[web.RouteDef]:
         return [
-            web.get("/onboard/{token}", self.show),
-            web.get("/onboard/{token}/status", self.status),
-            web.post("/onboard/{token}/start", self.start),
-            web.post("/onboard/{token}/new-code", self.new_code),
+            web.get("/onboard/{token}", self._limited(self.show)),
+            web.get("/onboard/{token}/status", self._limited(self.status, json=True)),
+            web.post("/onboard/{token}/start", self._limited(self.start)),
+            web.post("/onboard/{token}/new-code", self._limited(self.new_code)),
         ]
+
+    def _limited(self, handler: Handler, *, json: bool = False) -> Handler:
+        """``handler`` behind the client's buckets; a 404 it answers counts as a miss."""
+
+        async def limited(request: web.Request) -> web.StreamResponse:
+            key = self.client(request)
+            wait = self.misses.wait(key) or self.requests.take(key)
+            if wait:  # the access log records the 429; one line per refusal is enough
+                return self._too_many(request, wait, json)
+            response = await handler(request)
+            if response.status == 404:
+                self.misses.charge(key)
+            return response
+
+        return limited
+
+    def _too_many(self, request: web.Request, wait: float, json: bool) -> web.Response:
+        headers = {"Retry-After": retry_after(wait)}
+        if json or "application/json" in request.headers.get("Accept", ""):
+            return web.json_response(
+                {"error": "too many requests", "retry_after": int(headers["Retry-After"])},
+                status=429,
+                headers=headers,
+            )
+        resp = self._notice(
+            request,
+            "Too many requests",
+            "This address sent too many requests. Please wait a minute, then reload the page.",
+            429,
+        )
+        resp.headers.update(headers)
+        return resp
 
     def csrf_for(self, token: str) -> str:
         return hmac.new(self.csrf_key, b"csrf:" + token.encode(), hashlib.sha256).hexdigest()
