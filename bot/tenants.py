@@ -15,6 +15,10 @@ SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 DOMAIN = re.compile(r"^(?=.{3,253}$)[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 COLUMNS = ("slug", "display_name", "tenant_id", "primary_domain", "admin_upn")
+# Optional: the tenant's initial *.onmicrosoft.com domain (its SharePoint host). Learnt from
+# Graph at the first sign-in when not given.
+OPTIONAL = ("initial_domain",)
+INITIAL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}\.onmicrosoft\.com$")
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ def make_tenant(
     primary_domain: str,
     admin_upn: str,
     where: str = "",
+    initial_domain: str = "",
 ) -> Tenant:
     """Validate one tenant. Raises TenantInputError listing every problem."""
     at = f"{where}: " if where else ""
@@ -46,6 +51,8 @@ def make_tenant(
         problems.append(f"{at}primary domain must look like contoso.com")
     if not EMAIL.match(admin_upn or ""):
         problems.append(f"{at}M365 admin username must look like admin@contoso.com")
+    if initial_domain and not INITIAL.match(initial_domain):
+        problems.append(f"{at}initial domain must look like contosoltd.onmicrosoft.com")
     if problems:
         raise TenantInputError(tuple(problems))
     return Tenant(
@@ -55,6 +62,7 @@ def make_tenant(
         tenant_id.lower(),
         primary_domain.lower(),
         admin_upn,
+        initial_domain=initial_domain.lower(),
     )
 
 
@@ -72,7 +80,8 @@ def read_csv(lines: Iterable[str]) -> list[Tenant]:
     for line_no, row in enumerate(reader, start=2):
         try:
             slug, name, tid, domain, admin = (str(row.get(c) or "").strip() for c in COLUMNS)
-            t = make_tenant(slug, name, tid, domain, admin, where=f"line {line_no}")
+            initial = str(row.get("initial_domain") or "").strip()
+            t = make_tenant(slug, name, tid, domain, admin, f"line {line_no}", initial)
         except TenantInputError as exc:
             problems.extend(exc.problems)
             continue
