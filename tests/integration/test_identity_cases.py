@@ -29,7 +29,8 @@ async def test_success_posts_progress_and_validated(live: Live) -> None:
     await live.sign_in(str(status["user_code"]), "admin@contoso.com")
     await live.wait_state("contoso", S.VALIDATED)
     await live.wait_text("validated for Contoso Ltd")
-    texts = live.chat.texts()
+    await live.wait_text("Validated: Contoso Ltd")  # the thread and the alert channel are
+    texts = live.chat.texts()  # delivered independently, each in its own order
     assert any(f"Device code: {status['user_code']}" in t for t in texts)
     assert [t for t in texts if "tokens" in t and "/3" in t][-1].endswith("3/3 tokens")
     assert any(t.startswith("Validated: Contoso Ltd") for t in texts)
