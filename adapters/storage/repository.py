@@ -27,6 +27,7 @@ from adapters.storage.tables import (
     tenants,
     token_caches,
 )
+from adapters.storage.webhooks import SqlWebhookOutbox
 from core.batching import Coalescer
 from core.errors import (
     ConcurrencyError,
@@ -523,6 +524,7 @@ class SqlUnitOfWork:
     audit: SqlAuditLog
     identity_errors: SqlIdentityErrorLog
     jobs: SqlJobRuns
+    webhooks: SqlWebhookOutbox
 
     def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
@@ -550,6 +552,7 @@ class SqlUnitOfWork:
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
+        self.webhooks = SqlWebhookOutbox(self.conn)
         return self
 
     def _release(self) -> None:
