@@ -151,6 +151,7 @@ async def live_bot(
     port: int | None = None,
     key: str | None = None,
     seed: bool = True,
+    more: dict[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
     """A running bot. Pass ``sandbox``, ``port``, ``key`` and ``seed=False`` to restart one."""
     own_sandbox = sandbox is None
@@ -181,6 +182,7 @@ async def live_bot(
         teams=teams or {},
         access=access or {},
         monitor=monitor or {"enabled": False},
+        **(more or {}),  # further setting groups (tokens, webhooks)
     )
     chat = RecordingChatThreads()
     try:
