@@ -264,6 +264,8 @@ async def runtime(
         )  # fmt: skip
     finally:
         await supervisor.close()
+        if tokens is not None:
+            await tokens.grants.close()  # type: ignore[attr-defined]  # the audit not yet written
         if webhooks is not None:
             await webhooks.sender.close()  # type: ignore[attr-defined]
         await session.close()
@@ -288,7 +290,8 @@ def token_api(
         wait=timedelta(seconds=conf.wait_seconds),
         key_cache=timedelta(seconds=conf.key_cache_seconds),
     )
-    return TokenService(SqlTokenGrants(engine), identity, uow, core.monitor, clock, config)
+    grants = SqlTokenGrants(engine, conf.audit_flush_seconds)
+    return TokenService(grants, identity, uow, core.monitor, clock, config)
 
 
 def webhook_delivery(

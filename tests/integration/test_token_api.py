@@ -10,10 +10,16 @@ from sqlalchemy import select
 from adapters.storage.tables import msal_errors, token_issues
 from adapters.storage.tokens import SqlTokenGrants
 from core.model import AuthState
-from tests.integration.live import T_CONTOSO, T_FABRIKAM, Live, live_bot
+from tests.integration.live import T_CONTOSO, T_FABRIKAM, Live, live_bot, until
 from tests.integration.tokens import age_tokens, make_key, seed_tokens, stored_cache, token_posts
 
 FAST_KEYS = {"tokens": {"key_cache_seconds": 0}}
+
+
+async def audit_rows_if(rows: Any, n: int) -> list[Any] | None:
+    """The audit rows once there are ``n`` (they are written shortly after the answers)."""
+    found = await rows()
+    return found if len(found) >= n else None
 
 
 async def get(live: Live, path: str, key: str | None) -> tuple[int, dict[str, Any], Any]:
@@ -53,8 +59,11 @@ async def test_a_service_gets_the_cached_token_then_one_refresh_when_it_ages(
         assert stored_rt != seeded["refresh_token"]  # rotated, and the new one stored
         assert stored_rt in live.sandbox.directory.refresh_tokens
 
-        async with live.rt.engine.connect() as conn:
-            audit = (await conn.execute(select(token_issues))).all()
+        async def audit_rows() -> list[Any]:
+            async with live.rt.engine.connect() as conn:
+                return list((await conn.execute(select(token_issues))).all())
+
+        audit = await until(lambda: audit_rows_if(audit_rows, 5), timeout=10)
         assert len(audit) == 5 and {r.service for r in audit} == {"backup-jobs"}
         assert [r.refreshed for r in audit].count(True) == 1
         assert "access_token" not in token_issues.c and "token" not in token_issues.c
