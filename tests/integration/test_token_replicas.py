@@ -53,4 +53,6 @@ async def test_one_refresh_at_microsoft_for_100_requests_on_two_replicas(
         assert refreshes == 1
         cache = await stored_cache(a.rt, T_CONTOSO)
         (stored_rt,) = [e["secret"] for e in cache["RefreshToken"].values()]
-        assert stored_rt != seeded["refresh_token"] and stored_rt in a.sandbox.directory.issued_secrets
+        assert (
+            stored_rt != seeded["refresh_token"] and stored_rt in a.sandbox.directory.issued_secrets
+        )
