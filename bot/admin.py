@@ -100,6 +100,10 @@ async def manage(settings: Settings, args: argparse.Namespace) -> int:
             return 0
         if args.command == "audit":
             return await export_audit(engine, args.since, args.format, sys.stdout)
+        if args.command == "keys" and args.action == "service":
+            from bot.service_keys import manage_service_keys
+
+            return await manage_service_keys(settings, engine, box, args)
         if args.command == "keys":
             count = await rotate(engine, box)
             print(f"re-encrypted {count} secrets with the first key")

@@ -24,6 +24,8 @@ from adapters.storage.conversations import SqlConversationStore
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
+from adapters.storage.tokens import SqlTokenGrants
+from adapters.storage.webhooks import SqlWebhookQueue
 from adapters.teams.app import TeamsBot
 from adapters.teams.auth import AppTokenSource, ChannelTokenValidator
 from adapters.teams.connector import (
@@ -34,6 +36,7 @@ from adapters.teams.connector import (
 )
 from adapters.teams.threads import PLATFORM as TEAMS
 from adapters.teams.threads import TeamsThreads
+from adapters.webhooks.sender import StandardWebhookSender
 from bot.metrics import ProcessMetrics
 from bot.settings import Settings
 from core.access import AccessPolicy
@@ -48,6 +51,8 @@ from core.ports import ChatThreads, Clock, IdentityProvider, Message, UnitOfWork
 from core.scheduler import DeviceFlowScheduler
 from core.services import FlowWatcher, RenewalService, ServiceConfig
 from core.tasks import Supervisor
+from core.tokens import TokenApiConfig, TokenService
+from core.webhooks import DeliveryConfig, WebhookDelivery
 
 
 class SystemClock:
@@ -195,6 +200,8 @@ class Runtime:
     teams: TeamsParts | None = None
     metrics: ProcessMetrics = field(default_factory=ProcessMetrics)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    tokens: TokenService | None = None  # the token API (issue 15)
+    webhooks: WebhookDelivery | None = None  # None: no receiver configured
 
     @property
     def intake(self) -> ErrorIntake:
@@ -267,12 +274,67 @@ async def runtime(
     session = aiohttp.ClientSession(trust_env=False)  # one connection pool for chat APIs
     slack = _slack(settings, core, chat, supervisor, session)
     teams = _teams(settings, core, chat, supervisor, engine, session)
+    uow = functools.partial(SqlUnitOfWork, engine, box)
+    tokens = token_api(settings, engine, identity, uow, core, clock)
+    webhooks = webhook_delivery(settings, engine, uow, core, clock)
     try:
         yield Runtime(
-            settings, engine, box, core, identity, scheduler, chat, supervisor, slack, teams
-        )
+            settings, engine, box, core, identity, scheduler, chat, supervisor, slack, teams,
+            tokens=tokens, webhooks=webhooks,
+        )  # fmt: skip
     finally:
         await supervisor.close()
+        if tokens is not None:
+            await tokens.grants.close()  # type: ignore[attr-defined]  # the audit not yet written
+        if webhooks is not None:
+            await webhooks.sender.close()  # type: ignore[attr-defined]
         await session.close()
         await identity.close()
         await engine.dispose()
+
+
+def token_api(
+    settings: Settings,
+    engine: AsyncEngine,
+    identity: MsalIdentityProvider,
+    uow: UnitOfWorkFactory,
+    core: Core,
+    clock: Clock,
+) -> TokenService | None:
+    conf = settings.tokens
+    if not conf.enabled:
+        return None
+    config = TokenApiConfig(
+        min_left=timedelta(seconds=conf.min_left_seconds),
+        lease=timedelta(seconds=conf.lease_seconds),
+        wait=timedelta(seconds=conf.wait_seconds),
+        key_cache=timedelta(seconds=conf.key_cache_seconds),
+    )
+    grants = SqlTokenGrants(engine, conf.audit_flush_seconds)
+    return TokenService(grants, identity, uow, core.monitor, clock, config)
+
+
+def webhook_delivery(
+    settings: Settings, engine: AsyncEngine, uow: UnitOfWorkFactory, core: Core, clock: Clock
+) -> WebhookDelivery | None:
+    """The webhook worker, when receivers are configured (events are stored regardless)."""
+    conf = settings.webhooks
+    if not conf.endpoints:
+        return None
+    raw = conf.secrets.get_secret_value() if conf.secrets else ""
+    try:
+        sender = StandardWebhookSender([s for s in raw.split(",") if s.strip()])
+    except ValueError:
+        raise ConfigurationError(
+            "RENEWBOT_WEBHOOKS__SECRETS holds a value that is not a whsec_ secret "
+            "(`renewbot keys webhook-secret` makes one)"
+        ) from None
+    config = DeliveryConfig(
+        endpoints=tuple(conf.endpoints),
+        first_retry=timedelta(seconds=conf.first_retry_seconds),
+        max_retry=timedelta(seconds=conf.max_retry_seconds),
+        alert_after=conf.alert_after,
+    )
+    return WebhookDelivery(
+        SqlWebhookQueue(engine), sender, uow, core.monitor.notifier, clock, config
+    )

@@ -63,8 +63,22 @@ def _parser() -> argparse.ArgumentParser:
     export = asub.add_parser("export", help="write audit entries as CSV or JSON lines")
     export.add_argument("--since", required=True, help="date, e.g. 2026-11-01")
     export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
-    keys = sub.add_parser("keys", help="encryption keys")
-    keys.add_argument("action", choices=["generate", "rotate"])
+    keys = sub.add_parser("keys", help="encryption keys, service keys of the token API")
+    ksub = keys.add_subparsers(dest="action", required=True)
+    ksub.add_parser("generate", help="print a new encryption key")
+    ksub.add_parser("rotate", help="re-encrypt stored secrets with the first key")
+    ksub.add_parser("webhook-secret", help="print a new webhook signing secret (whsec_...)")
+    service = ksub.add_parser("service", help="keys of the token API (/api/tokens)")
+    ssub = service.add_subparsers(dest="service_action", required=True)
+    sadd = ssub.add_parser("add", help="make a key for a service (printed once)")
+    sadd.add_argument("--name", required=True, help="the service, e.g. backup-jobs")
+    sadd.add_argument("--tenant", action="append", default=[], help="allowed tenant (repeat)")
+    sadd.add_argument("--set", action="append", default=[], help="allowed token set (repeat)")
+    sadd.add_argument("--all-tenants", action="store_true", help="every tenant, now and later")
+    sadd.add_argument("--rate", type=int, help="requests per minute (default from settings)")
+    ssub.add_parser("list", help="the keys (never their secrets)")
+    srevoke = ssub.add_parser("revoke", help="revoke by key id or service name")
+    srevoke.add_argument("ref")
     return p
 
 
@@ -109,6 +123,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
         from adapters.storage.crypto import generate_key
 
         print(generate_key())
+        return 0
+    if args.command == "keys" and args.action == "webhook-secret":
+        import base64
+        import secrets
+
+        print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
         return 0
     try:
         settings = Settings()

@@ -11,7 +11,7 @@ import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_TOKEN_SETS: dict[str, list[str]] = {
@@ -119,6 +119,40 @@ class LogSettings(BaseModel):
         return value.strip().lower() if isinstance(value, str) else value
 
 
+class TokenApiSettings(BaseModel):
+    """The token API (GET /api/tokens/{tenant}/{set}) for the platform's services."""
+
+    enabled: bool = True
+    min_left_seconds: float = Field(default=300.0, ge=60)  # refresh when less is left
+    lease_seconds: float = Field(default=30.0, gt=0)  # one replica's refresh of a token set
+    wait_seconds: float = Field(default=15.0, gt=0)  # a request waiting for another's refresh
+    key_cache_seconds: float = Field(default=30.0, ge=0)  # a revoked key stops within this
+    default_rate_per_minute: int = Field(default=600, ge=1)
+    # Audit rows of issued tokens are written this long after the answer, together (0: each
+    # answer waits for its row; costs about 500 us of CPU per request on SQLite).
+    audit_flush_seconds: float = Field(default=0.1, ge=0, le=10)
+
+
+class WebhookSettings(BaseModel):
+    """Signed webhooks (Standard Webhooks) to the platform's services."""
+
+    endpoints: list[str] = Field(default_factory=list)  # receivers' URLs (a JSON list)
+    secrets: SecretStr | None = None  # comma-separated whsec_... secrets; each signs
+    first_retry_seconds: float = Field(default=5.0, gt=0)
+    max_retry_seconds: float = Field(default=3600.0, gt=0)
+    alert_after: int = Field(default=5, ge=1)  # failed attempts before the alert channel hears
+    poll_seconds: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _secret_with_endpoints(self) -> WebhookSettings:
+        if self.endpoints and (self.secrets is None or not self.secrets.get_secret_value()):
+            raise ValueError("RENEWBOT_WEBHOOKS__SECRETS must be set with ENDPOINTS")
+        for url in self.endpoints:
+            if urlsplit(url).scheme not in {"http", "https"}:
+                raise ValueError("RENEWBOT_WEBHOOKS__ENDPOINTS holds a URL that is not http(s)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RENEWBOT_", env_nested_delimiter="__", extra="ignore"
@@ -134,6 +168,8 @@ class Settings(BaseSettings):
     access: AccessSettings = Field(default_factory=AccessSettings)
     monitor: MonitorSettings = Field(default_factory=lambda: MonitorSettings())
     log: LogSettings = Field(default_factory=LogSettings)
+    tokens: TokenApiSettings = Field(default_factory=lambda: TokenApiSettings())
+    webhooks: WebhookSettings = Field(default_factory=lambda: WebhookSettings())
 
     def problems(self) -> list[str]:
         """What stops a production start, each naming the variable and never its value."""

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from adapters.web.intake import IntakeEndpoint
 from adapters.web.onboarding import OnboardingPage
 from adapters.web.ratelimit import ClientAddress
+from adapters.web.tokens import TokenEndpoint
 from bot import metrics as bot_metrics
 from bot.bootstrap import Runtime
 from core.errors import StorageError
@@ -234,7 +235,19 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     if rt.teams is not None:
         app.router.add_post("/api/messages", rt.teams.bot.handle)
     app.cleanup_ctx.append(_workers)
+    if rt.tokens is not None:
+        app.router.add_get("/api/tokens/{tenant}/{token_set}", TokenEndpoint(rt.tokens).handle)
+    app.cleanup_ctx.append(_webhook_worker)
     return app
+
+
+async def _webhook_worker(app: web.Application) -> AsyncIterator[None]:
+    """Deliver stored webhook events until the process stops (when receivers are configured)."""
+    rt = app[RUNTIME]
+    if rt.webhooks is not None:
+        every = rt.settings.webhooks.poll_seconds
+        rt.supervisor.spawn(rt.webhooks.run(rt.stopping, every), "webhook-delivery")
+    yield
 
 
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -120,6 +120,7 @@ class HealthMonitor:
 
     async def _store_health(self, records: list[HealthRecord]) -> list[None]:
         async with self.uow() as uow:
+            await uow.webhooks.health(records, self.clock.now())  # before: it reads the old states
             await uow.tenants.record_health(records)
             await uow.commit()
         return [None] * len(records)

@@ -104,6 +104,16 @@ class IdentityProvider(Protocol):
     async def refresh(self, tenant: Tenant) -> None:
         """Redeem the tenant's refresh token now (health check). Raises IdentityProviderError."""
 
+    async def cached_access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken | None:
+        """See TokenSource (the token API)."""
+
+    async def access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken:
+        """See TokenSource (the token API)."""
+
 
 Tone = Literal["info", "success", "warning", "error"]
 ActionKind = Literal["cancel", "new_code", "validate", "renew", "renew_all"]
@@ -378,6 +388,9 @@ class UnitOfWork(Protocol):
     @property
     def outbox(self) -> Outbox: ...
 
+    @property
+    def webhooks(self) -> WebhookOutbox: ...
+
     async def __aenter__(self) -> UnitOfWork: ...
 
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None: ...
@@ -399,3 +412,97 @@ class TokenCacheStore(Protocol):
     async def load(self, tenant_id: str) -> str | None: ...
 
     async def save(self, tenant_id: str, serialized: str) -> None: ...
+
+
+# -- the token API and webhooks (issue 15) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """An access token of one tenant's token set, as handed to the platform's services."""
+
+    token: str = field(repr=False)
+    expires_at: datetime
+    scopes: tuple[str, ...]
+    tenant_id: str
+    account: str
+    refreshed: bool = False  # this call redeemed the refresh token (not served from the cache)
+
+
+class TokenSource(Protocol):
+    """The part of an identity provider the token API uses (``IdentityProvider`` has it)."""
+
+    def token_set_names(self) -> Sequence[str]: ...
+
+    async def cached_access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken | None:
+        """The tenant's stored token for ``token_set`` if it lives longer than ``min_left``.
+        Never calls Microsoft. Raises TokenCacheUnreadableError."""
+
+    async def access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken:
+        """The stored token if it lives longer than ``min_left``, else one redeemed with the
+        stored refresh token (the rotated refresh token is saved). Raises IdentityProviderError
+        (``no_account`` when the tenant never signed in) or TokenCacheUnreadableError."""
+
+
+@dataclass(frozen=True)
+class ServiceKey:
+    """A service's key to the token API: only its hash is stored. Empty tuples mean "any"."""
+
+    key_id: str
+    service: str
+    secret_hash: str = field(repr=False)
+    tenants: tuple[str, ...]  # tenant keys
+    token_sets: tuple[str, ...]
+    rate_per_minute: int
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class TokenIssue:
+    """The audit of one issued token: which service, tenant and set, when. Never the token."""
+
+    at: datetime
+    key_id: str
+    service: str
+    tenant_key: str
+    token_set: str
+    expires_at: datetime
+    refreshed: bool
+
+
+class TokenGrants(Protocol):
+    """Storage of the token API: service keys, single-flight refresh leases, the audit."""
+
+    async def key(self, key_id: str) -> ServiceKey | None: ...
+
+    async def add_key(self, key: ServiceKey) -> None: ...
+
+    async def keys(self) -> list[ServiceKey]: ...
+
+    async def revoke(self, ref: str, at: datetime) -> int:
+        """Revoke the live keys whose id or service name is ``ref``. Returns how many."""
+
+    async def claim_refresh(
+        self, tenant_id: str, token_set: str, owner: str, until: datetime, now: datetime
+    ) -> bool:
+        """Lease the refresh of one tenant's token set: True for one caller across replicas."""
+
+    async def release_refresh(self, tenant_id: str, token_set: str, owner: str) -> None: ...
+
+    async def issued(self, issue: TokenIssue) -> None:
+        """Store the audit of an issued token (stored when this returns)."""
+
+
+class WebhookOutbox(Protocol):
+    """Events for the platform's services, written in the caller's transaction."""
+
+    async def emit(self, kind: str, tenant: Tenant, at: datetime, reason: str = "") -> None: ...
+
+    async def health(self, records: Sequence[HealthRecord], at: datetime) -> None:
+        """Health checks about to be stored: an event for each tenant that turns expired,
+        starts failing or recovers (call before ``TenantRepository.record_health``)."""

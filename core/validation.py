@@ -185,6 +185,7 @@ class Validator:
         )
         async with s.uow() as uow:
             await uow.tenants.mark_validated(tenant.key, now)
+            await uow.webhooks.emit("tenant.validated", tenant, now)
             await uow.commit()
         return renewal
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -29,6 +29,7 @@ from adapters.identity.http import METADATA, HttpStatusError, LoopHttpClient
 from core.errors import IdentityProviderError
 from core.model import DeviceCode, Tenant
 from core.ports import (
+    AccessToken,
     Clock,
     DirectoryCheck,
     PollPending,
@@ -285,3 +286,87 @@ class MsalIdentityProvider:
             }
         )
         return f"{self._host}/{tenant.tenant_id}/v2.0/adminconsent?{query}"
+
+    # -- the token API (issue 15) ---------------------------------------------------------------
+
+    def _stored_token(
+        self, app: Any, scopes: list[str], account: dict[str, Any], min_left: timedelta
+    ) -> dict[str, Any] | None:
+        """The cached access token for ``scopes`` living longer than ``min_left``, looked up
+        the way MSAL's own silent call does (same query and target match), with no request."""
+        query = {"client_id": self._client_id, "home_account_id": account.get("home_account_id")}
+        now = self._clock.now().timestamp()
+        for entry in app.token_cache.search(
+            msal.TokenCache.CredentialType.ACCESS_TOKEN, target=scopes, query=query
+        ):
+            if int(entry["expires_on"]) - now > min_left.total_seconds():
+                return {
+                    "access_token": entry["secret"],
+                    "expires_on": int(entry["expires_on"]),
+                    "scope": entry.get("target", ""),
+                }
+        return None
+
+    async def _access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta, refresh: bool
+    ) -> AccessToken | None:
+        scopes = self.scopes(tenant, token_set)
+        refreshed = False
+
+        def work(cache: msal.SerializableTokenCache) -> dict[str, Any] | None:
+            nonlocal refreshed
+            app = self._app(tenant, cache)
+            accounts = app.get_accounts()
+            if not accounts:
+                return {"error": "no_account", "error_description": "no signed-in account"}
+            found = self._stored_token(app, scopes, accounts[0], min_left)
+            if not refresh:
+                # MSAL's search drops expired tokens from the cache it holds; a read must not
+                # save that copy over what another replica is refreshing right now.
+                cache.has_state_changed = False
+            if found is not None or not refresh:
+                return found and {**found, "username": accounts[0].get("username", "")}
+            got = app.acquire_token_silent_with_error(
+                scopes, account=accounts[0], force_refresh=True
+            )
+            if not got or "access_token" not in got:
+                return got or {"error": "no_token", "error_description": "no refresh token"}
+            refreshed = True
+            expires = int(self._clock.now().timestamp()) + int(got.get("expires_in", 0))
+            return {
+                "access_token": got["access_token"],
+                "expires_on": expires,
+                "scope": str(got.get("scope") or " ".join(scopes)),
+                "username": accounts[0].get("username", ""),
+            }
+
+        result = await self._with_cache(tenant, work)
+        if result is None:
+            return None
+        if "access_token" not in result:
+            raise to_error(result)
+        return AccessToken(
+            token=result["access_token"],
+            expires_at=datetime.fromtimestamp(result["expires_on"], UTC),
+            scopes=tuple(str(result["scope"]).split()),
+            tenant_id=tenant.tenant_id,
+            account=str(result["username"]),
+            refreshed=refreshed,
+        )
+
+    async def cached_access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken | None:
+        """The tenant's stored token for the set if it lives longer than ``min_left``; no
+        request to Microsoft (a tenant with no account raises ``no_tokens``)."""
+        return await self._access_token(tenant, token_set, min_left, refresh=False)
+
+    async def access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken:
+        """The stored token if still good (re-read under the tenant's lock: another replica may
+        have just refreshed it), else one redeemed with the refresh token; the rotated refresh
+        token is saved with the cache, once."""
+        token = await self._access_token(tenant, token_set, min_left, refresh=True)
+        assert token is not None, "a refresh answers a token or raises"
+        return token

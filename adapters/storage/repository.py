@@ -28,6 +28,7 @@ from adapters.storage.tables import (
     tenants,
     token_caches,
 )
+from adapters.storage.webhooks import SqlWebhookOutbox
 from core.batching import Coalescer
 from core.errors import (
     ConcurrencyError,
@@ -532,6 +533,7 @@ class SqlUnitOfWork:
     identity_errors: SqlIdentityErrorLog
     jobs: SqlJobRuns
     outbox: SqlOutbox
+    webhooks: SqlWebhookOutbox
 
     def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
@@ -560,6 +562,7 @@ class SqlUnitOfWork:
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
         self.outbox = SqlOutbox(self.conn, self.box)
+        self.webhooks = SqlWebhookOutbox(self.conn)
         return self
 
     def _release(self) -> None:

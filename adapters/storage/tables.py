@@ -184,7 +184,7 @@ outbox = Table(
     Column("kind", String(16), nullable=False),  # post | status | announce
     Column("platform", String(20), nullable=False),
     Column("thread_key", Text),
-    Column("body", Text, nullable=False),  # the message as JSON (no secrets: what chat shows)
+    Column("body", Text, nullable=False),  # the message as JSON, encrypted (the Auth URL)
     Column("state", String(10), nullable=False),  # pending | failed
     Column("attempts", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -202,4 +202,81 @@ outbox_leases = Table(
     Column("lease_until", UTCDateTime),
     Column("not_before", UTCDateTime),
     Column("error", String(200)),
+)
+
+# -- the token API (migration 0010) ------------------------------------------------------------
+
+service_keys = Table(
+    "service_keys",
+    metadata,
+    Column("key_id", String(16), primary_key=True),
+    Column("service", String(100), nullable=False),
+    Column("secret_hash", String(64), nullable=False),  # SHA-256 of the secret part only
+    Column("tenants", Text, nullable=False),  # JSON list of tenant keys; empty: every tenant
+    Column("token_sets", Text, nullable=False),  # JSON list of set names; empty: every set
+    Column("rate_per_minute", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+token_refresh_leases = Table(  # single flight of a token set's refresh across replicas
+    "token_refresh_leases",
+    metadata,
+    Column("tenant_id", String(64), primary_key=True),
+    Column("token_set", String(64), primary_key=True),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime),
+)
+
+token_issues = Table(  # the audit of every issued token: never the token itself
+    "token_issues",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("key_id", String(16), nullable=False),
+    Column("service", String(100), nullable=False),
+    Column("tenant_key", String(36), nullable=False),
+    Column("token_set", String(64), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("refreshed", Boolean, nullable=False),
+    Index("ix_token_issues_tenant_at", "tenant_key", "at"),
+)
+
+# -- webhooks (migration 0011) -----------------------------------------------------------------
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", String(40), primary_key=True),  # the webhook-id header
+    Column("kind", String(40), nullable=False),
+    Column("tenant_key", String(36)),
+    Column("body", Text, nullable=False),  # signed byte for byte as stored
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("fanned_out", Boolean, nullable=False, server_default=false()),
+    Index("ix_webhook_events_fanned", "fanned_out"),
+)
+
+webhook_tenants = Table(  # the last event sent per tenant ("starts failing" is a change)
+    "webhook_tenants",
+    metadata,
+    Column("tenant_key", String(36), primary_key=True),
+    Column("last_kind", String(40), nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(40), ForeignKey("webhook_events.id"), nullable=False),
+    Column("endpoint", String(500), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(64)),  # lease: which process is sending it
+    Column("lease_until", UTCDateTime),
+    Column("delivered_at", UTCDateTime),
+    Column("last_status", Integer),
+    Column("last_error", String(200)),
+    Index("uq_webhook_deliveries_event_endpoint", "event_id", "endpoint", unique=True),
+    Index("ix_webhook_deliveries_due", "delivered_at", "next_attempt_at"),
 )

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from core import webhooks
 from core.errors import (
     ChatDeliveryError,
     ConcurrencyError,
@@ -17,6 +18,7 @@ from core.errors import (
 )
 from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
 from core.ports import (
+    AccessToken,
     AuditEntry,
     DirectoryCheck,
     HealthRecord,
@@ -58,6 +60,7 @@ class Store:
         default_factory=dict
     )
     outbox_ids: int = 0
+    webhook_events: list[tuple[str, str, str]] = field(default_factory=list)  # kind, key, body
 
 
 class _Tenants:
@@ -328,6 +331,26 @@ class _Outbox:
         return {"pending": len(self.s.outbox), "failed": len(self.s.outbox_failed)}
 
 
+class _Webhooks:
+    """The webhook outbox: events appended at once (the fake has no transactions for them)."""
+
+    def __init__(self, store: Store) -> None:
+        self.s = store
+
+    async def emit(self, kind: str, tenant: Tenant, at: datetime, reason: str = "") -> None:
+        state = webhooks.state_after(kind)
+        self.s.webhook_events.append((kind, tenant.key, webhooks.body(kind, tenant, at, state)))
+
+    async def health(self, records: Sequence[HealthRecord], at: datetime) -> None:
+        for r in records:
+            last = next((k for k, key, _ in reversed(self.s.webhook_events) if key == r.key), None)
+            tenant = self.s.tenants[r.key]
+            kind = webhooks.health_event(tenant.auth_state, r, last)
+            if kind is not None:
+                body = webhooks.body(kind, tenant, at, r.state)
+                self.s.webhook_events.append((kind, r.key, body))
+
+
 class InMemoryUnitOfWork:
     """Renewals are staged until commit, like a transaction; audit writes are immediate."""
 
@@ -340,6 +363,7 @@ class InMemoryUnitOfWork:
         self.identity_errors = _Errors(store)
         self.jobs = _Jobs(store)
         self.outbox = _Outbox(store)
+        self.webhooks = _Webhooks(store)
         self.committed = False
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
@@ -415,6 +439,8 @@ class FakeIdentityProvider:
         self.refreshed: list[str] = []
         self.stored: dict[str, bytes] = {}  # tenant id -> its promoted tokens
         self.directory_checked_with: list[bytes | None] = []
+        self.tokens: dict[tuple[str, str], AccessToken] = {}  # (tenant id, set): stored token
+        self.token_refreshes: list[tuple[str, str]] = []
 
     def token_set_names(self) -> Sequence[str]:
         return self.sets
@@ -469,6 +495,38 @@ class FakeIdentityProvider:
             is_global_admin=True,
             tenant_wide_consent=True,
         )
+
+    async def cached_access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken | None:
+        error = self.refresh_errors.get(tenant.slug)
+        held = self.tokens.get((tenant.tenant_id, token_set))
+        if held is not None and held.expires_at - self.clock.now() > min_left:
+            return held
+        if error and not isinstance(error, IdentityProviderError):
+            raise error  # unreadable stored tokens fail the read as well
+        return None
+
+    async def access_token(
+        self, tenant: Tenant, token_set: str, min_left: timedelta
+    ) -> AccessToken:
+        held = await self.cached_access_token(tenant, token_set, min_left)
+        if held is not None:
+            return held
+        error = self.refresh_errors.get(tenant.slug)
+        if error:
+            raise error
+        self.token_refreshes.append((tenant.slug, token_set))
+        token = AccessToken(
+            f"at-{uuid.uuid4().hex}",
+            self.clock.now() + timedelta(hours=1),
+            (f"{token_set}/.default",),
+            tenant.tenant_id,
+            tenant.admin_upn,
+            refreshed=True,
+        )
+        self.tokens[(tenant.tenant_id, token_set)] = token
+        return token
 
 
 def slow_down(code: DeviceCode) -> PollPending:

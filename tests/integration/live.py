@@ -162,6 +162,7 @@ async def live_bot(
     port: int | None = None,
     key: str | None = None,
     seed: bool = True,
+    more: dict[str, Any] | None = None,
 ) -> AsyncIterator[Live]:
     """A running bot. Pass ``sandbox``, ``port``, ``key`` and ``seed=False`` to restart one."""
     own_sandbox = sandbox is None
@@ -192,6 +193,7 @@ async def live_bot(
         teams=teams or {},
         access=access or {},
         monitor=monitor or {"enabled": False},
+        **(more or {}),  # further setting groups (tokens, webhooks)
     )
     chat = RecordingChatThreads()
     try:

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,18 @@ import pytest
 
 import tests.servers.slack as slack_server
 from adapters.storage.crypto import generate_key
+from adapters.storage.database import make_engine
+from adapters.storage.tokens import SqlTokenGrants
 from bot.sandbox.directory import DEFAULT_CLIENT_ID, demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
+from core.tokens import new_key
 from tests.integration.live import T_CONTOSO, until
 from tests.integration.test_slack import command_body, signed
 from tests.servers.bot_connector import BotConnectorStandIn
 from tests.servers.postgres import fresh_database
 from tests.servers.slack import SlackStandIn
+from tests.servers.webhooks import WebhookReceiver
+from tests.servers.webhooks import secret as webhook_secret
 
 pytestmark = pytest.mark.postgres
 BASE_ENV = {k: v for k, v in os.environ.items() if not k.startswith("RENEWBOT_")}
@@ -117,6 +123,7 @@ async def test_debug_renewal_leaks_no_canary_secret(
     base = f"http://127.0.0.1:{port}"
     key = generate_key()
     database = await fresh_database(postgres_url)
+    receiver = await WebhookReceiver(webhook_secret()).start()
     env = {
         **BASE_ENV,
         "PYTHONUNBUFFERED": "1",
@@ -135,6 +142,8 @@ async def test_debug_renewal_leaks_no_canary_secret(
         "RENEWBOT_SLACK__API_URL": slack.api_url,
         "RENEWBOT_SLACK__ALERT_CHANNEL": "C-alerts",
         **{f"RENEWBOT_TEAMS__{k.upper()}": v for k, v in connector.settings().items()},
+        "RENEWBOT_WEBHOOKS__ENDPOINTS": json.dumps([receiver.url]),
+        "RENEWBOT_WEBHOOKS__SECRETS": receiver.secret,
     }
     run = Run(tmp_path / "run", env)
     inbound = connector.token()
@@ -144,8 +153,16 @@ async def test_debug_renewal_leaks_no_canary_secret(
         await run.run(
             "tenants", "add", *tenant, "--domain", "contoso.com", "--admin", "admin@contoso.com"
         )
+        service_key = await add_service_key(database)
         async with serving(run), aiohttp.ClientSession() as http:
             auth_url = await renew_through_slack(http, base, slack, sandbox, signing_secret)
+            async with http.get(
+                f"{base}/api/tokens/contoso/exchange",
+                headers={"Authorization": f"Bearer {service_key}"},
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                api_token = str((await resp.json())["access_token"])
+            await until(lambda: "tenant.validated" in receiver.kinds(), 30)
             activity = connector.activity("renew-token validate contoso")
             async with http.post(
                 f"{base}/api/messages",
@@ -157,6 +174,7 @@ async def test_debug_renewal_leaks_no_canary_secret(
         ciphertexts = await stored_ciphertexts(database)
     finally:
         await sandbox.stop()
+        await receiver.stop()
         await connector.stop()
         await slack.stop()
 
@@ -174,6 +192,9 @@ async def test_debug_renewal_leaks_no_canary_secret(
         "Teams app password": [connector.password],
         "Teams tokens": [inbound, *outbound],
         "sealed token cache": ciphertexts,
+        "token API service key": [service_key],
+        "token from the token API": [api_token],
+        "webhook signing secret": [receiver.secret, receiver.secret.removeprefix("whsec_")],
     }
     assert all(canaries.values()), {k: len(v) for k, v in canaries.items()}
     assert len(canaries["refresh token"]) >= 3  # three token sets, then a re-validation
@@ -218,6 +239,17 @@ async def renew_through_slack(
     await sign_in(http, sandbox, code, "admin@contoso.com")
     await until(lambda: any(t.startswith("Validated") for t in posts()), 60)
     return auth_url
+
+
+async def add_service_key(url: str) -> str:
+    """A token API key, stored as `keys service add` stores it (its hash only)."""
+    engine = make_engine(url)
+    try:
+        key, presented = new_key("canary", (), (), 600, datetime.now(UTC))
+        await SqlTokenGrants(engine).add_key(key)
+    finally:
+        await engine.dispose()
+    return presented
 
 
 async def stored_ciphertexts(url: str) -> list[str]:

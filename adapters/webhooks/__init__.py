@@ -1,0 +1,1 @@
+"""Webhooks to the platform's services, signed as the Standard Webhooks specification says."""
