@@ -23,6 +23,8 @@ from typing import Any, TextIO
 
 import structlog
 
+from core import logcontext
+
 SECRET_KEYS = frozenset(
     {
         "access_token",
@@ -170,6 +172,13 @@ def install_record_redaction() -> None:
         logging.setLogRecordFactory(_RedactingFactory(current))
 
 
+def merge_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """The ids an entry point bound (core.logcontext): request, platform, tenant, renewal."""
+    for key, value in logcontext.current().items():
+        event_dict.setdefault(key, value)
+    return event_dict
+
+
 def _extra_to_event(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -195,6 +204,7 @@ def configure(
     install_record_redaction()
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        merge_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -25,6 +25,7 @@ from adapters.web.ratelimit import ClientAddress
 from adapters.web.tokens import TokenEndpoint
 from bot import metrics as bot_metrics
 from bot.bootstrap import Runtime
+from core import logcontext
 from core.errors import StorageError
 
 log = logging.getLogger("renewbot.web")
@@ -62,6 +63,7 @@ def _secure(headers: CIMultiDict[str]) -> None:
 @web.middleware
 async def security_headers(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Security headers on every answer; an unexpected error is a 500 with a reference only."""
+    logcontext.bind(request_id=uuid.uuid4().hex[:12])  # aiohttp serves each request in a task
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from core import commands, messages
+from core import commands, logcontext, messages
 from core.access import AccessPolicy, permission_for
 from core.bulk import BulkRenewals
 from core.errors import (
@@ -73,11 +73,12 @@ class Desk:
 
     async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
         """Parse and execute what a person typed."""
-        try:
-            cmd = commands.parse(text, origin, actor)
-        except CommandSyntaxError as exc:
-            return Reply(exc.reply)
-        return await self.execute(cmd, origin, actor)
+        with logcontext.bound(platform=origin.platform):  # and what the command binds, until done
+            try:
+                cmd = commands.parse(text, origin, actor)
+            except CommandSyntaxError as exc:
+                return Reply(exc.reply)
+            return await self.execute(cmd, origin, actor)
 
     async def execute(self, cmd: commands.Command, origin: Origin, actor: Actor) -> Reply:
         """Check the person's rights, then run the command (typed or from a button)."""

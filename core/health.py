@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from core import identity_codes, messages, registration
+from core import identity_codes, logcontext, messages, registration
 from core.batching import Coalescer
 from core.commands import ALL
 from core.errors import IdentityProviderError, TokenCacheUnreadableError
@@ -161,6 +161,16 @@ class HealthMonitor:
         return result
 
     async def check(
+        self,
+        tenant: Tenant,
+        result: SweepResult | None = None,
+        changes: list[Change] | None = None,
+    ) -> AuthState:
+        """Refresh one tenant's tokens and record what that says (see ``_check``)."""
+        with logcontext.bound(tenant=tenant.slug):
+            return await self._check(tenant, result, changes)
+
+    async def _check(
         self,
         tenant: Tenant,
         result: SweepResult | None = None,

@@ -13,6 +13,8 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
+from core import logcontext
+
 log = logging.getLogger("renewbot.scheduler")
 
 Poll = Callable[[str], Awaitable[float | None]]
@@ -84,6 +86,7 @@ class DeviceFlowScheduler:
 
     async def _one(self, renewal_id: str) -> None:
         delay: float | None = None
+        logcontext.bind(renewal_id=renewal_id)  # this task's own context: every line of the step
         try:
             async with self._limit:
                 delay = await self._poll(renewal_id)

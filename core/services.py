@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from core import commands, messages, registration
+from core import commands, logcontext, messages, registration
 from core.errors import (
     IdentityProviderError,
     InvalidTransitionError,
@@ -132,7 +132,8 @@ class RenewalService:
             if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
                 await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
-        log.info("renewal.requested", extra={"renewal_id": renewal.id, "tenant": tenant.slug})
+        logcontext.bind(renewal_id=renewal.id, tenant=tenant.slug)
+        log.info("renewal.requested")
         if renewal.awaiting_thread:
             renewal = await self._open_thread(tenant, renewal)
         await self.notifier.flush()
