@@ -11,7 +11,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,6 +42,25 @@ def available() -> str | None:
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield an asyncpg URL of a fresh server on 127.0.0.1; stop and delete it afterwards."""
+    with restartable_server() as (url, _):
+        yield url
+
+
+def restart(data: Path, log: Path) -> None:
+    """Restart the server whose data directory is ``data`` (connections are dropped); it keeps
+    the options it was started with (pg_ctl reads them from postmaster.opts)."""
+    subprocess.run(
+        _as_postgres(
+            [str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(log), "-m", "fast", "-w", "restart"]
+        ),
+        check=True,
+        capture_output=True,
+    )
+
+
+@contextmanager
+def restartable_server() -> Iterator[tuple[str, Callable[[], None]]]:
+    """A fresh server of one's own, and a function that restarts it."""
     base = Path(tempfile.mkdtemp(prefix="renewbot-pg-"))
     base.chmod(0o755)
     data = base / "data"
@@ -83,7 +102,7 @@ def postgres_server() -> Iterator[str]:
         capture_output=True,
     )
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres"
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/postgres", lambda: restart(data, log)
     finally:
         subprocess.run(
             _as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
