@@ -19,6 +19,7 @@ from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork, audit_since
 from adapters.storage.tables import renewals, token_caches
 from bot.bootstrap import ConfigurationError, Runtime, runtime, secret_box
+from bot.check import schema_gap
 from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox
 from bot.settings import Settings
@@ -98,6 +99,11 @@ async def manage(settings: Settings, args: argparse.Namespace) -> int:
             await upgrade(engine)
             print("database is up to date")
             return 0
+        if args.command != "keys" or args.action != "generate":
+            gap = await schema_gap(engine, settings.database.url)
+            if gap:
+                print(f"renewbot: {gap}", file=sys.stderr)
+                return 2
         if args.command == "audit":
             return await export_audit(engine, args.since, args.format, sys.stdout)
         if args.command == "keys":
