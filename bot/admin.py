@@ -40,6 +40,7 @@ async def serve(settings: Settings) -> int:
         try:
             await asyncio.Event().wait()
         finally:
+            rt.stopping.set()  # readyz answers 503 while requests finish and workers drain
             await runner.cleanup()
     return 0
 
