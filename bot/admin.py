@@ -73,9 +73,17 @@ async def _mark_unreadable(rt: Runtime, tenant_ids: set[str]) -> None:
 
 
 async def sandbox(
-    https_port: int, http_port: int, interval: int = 5, extra: int = 0, latency: float = 0.0
+    https_port: int,
+    http_port: int,
+    interval: int = 5,
+    extra: int = 0,
+    latency: float = 0.0,
+    workdir: str | None = None,
 ) -> int:
-    sb = await Sandbox(demo_directory(interval=interval, extra_tenants=extra)).start(
+    where = Path(workdir) if workdir else None
+    if where is not None:
+        where.mkdir(parents=True, exist_ok=True)
+    sb = await Sandbox(demo_directory(interval=interval, extra_tenants=extra), where).start(
         https_port, http_port, latency
     )
     print(f"sandbox identity provider: {sb.authority_host}")

@@ -211,6 +211,8 @@ async def _authority(settings: Settings) -> Finding:
                 status = resp.status
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         reason = type(exc).__name__
+        if isinstance(exc, aiohttp.ClientConnectorError) and exc.os_error.strerror:
+            reason = exc.os_error.strerror.lower()
         if isinstance(exc, aiohttp.ClientConnectorCertificateError):
             reason = "its TLS certificate is not trusted (RENEWBOT_IDENTITY__CA_BUNDLE?)"
         return Finding("error", f"identity: cannot reach {host}: {reason}")

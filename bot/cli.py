@@ -45,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--interval", type=int, default=5, help="device-code polling interval (s)")
     sb.add_argument("--extra-tenants", type=int, default=0, help="plain tenants for load tests")
     sb.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    sb.add_argument("--workdir", help="folder for its CA certificate (ca.pem); default: a new one")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     tenants = sub.add_parser("tenants", help="manage tenants")
@@ -98,7 +99,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
         bot_logging.configure()
         return await _until_signal(
             admin.sandbox(
-                args.https_port, args.http_port, args.interval, args.extra_tenants, args.latency
+                args.https_port,
+                args.http_port,
+                args.interval,
+                args.extra_tenants,
+                args.latency,
+                args.workdir,
             )
         )
     if args.command == "manifests":

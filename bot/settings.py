@@ -37,7 +37,8 @@ _DRIVERS = {"postgresql": "postgresql+asyncpg://", "postgres": "postgresql+async
 
 
 class DatabaseSettings(BaseModel):
-    url: str = DEFAULT_DATABASE_URL
+    # holds the password: RENEWBOT_DATABASE__URL_FILE reads it from a mounted secret
+    url: str = Field(default=DEFAULT_DATABASE_URL, json_schema_extra={"secret": True})
 
     @field_validator("url")
     @classmethod

@@ -78,11 +78,21 @@ def _environ() -> dict[str, str]:
     return {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(PREFIX)}
 
 
+def is_secret(info: FieldInfo) -> bool:
+    """SecretStr settings, and plain ones marked ``json_schema_extra={"secret": True}`` (a
+    database URL holds a password but is a str for SQLAlchemy)."""
+    extra = info.json_schema_extra
+    return _holds(info.annotation, SecretStr) or (
+        isinstance(extra, dict) and bool(extra.get("secret"))
+    )
+
+
 class SecretFiles(PydanticBaseSettingsSource):
     """``RENEWBOT_<GROUP>__<SECRET>_FILE``: the secret's value read from a mounted file.
 
-    Trailing whitespace (the newline most editors and ``echo`` add) is dropped. Setting both the
-    variable and its ``_FILE`` variant is refused, as is a file that cannot be read.
+    Trailing whitespace (the newline most editors and ``echo`` add) is dropped; an empty file
+    counts as unset. Setting both the variable and its ``_FILE`` variant is refused, as is a file
+    that cannot be read.
     """
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
@@ -96,7 +106,7 @@ class SecretFiles(PydanticBaseSettingsSource):
         found: dict[str, Any] = {}
         problems = []
         for path, info in fields(self.settings_cls):
-            if not _holds(info.annotation, SecretStr):
+            if not is_secret(info):
                 continue
             name = variable(path)
             file_var = name + "_FILE"
@@ -111,6 +121,8 @@ class SecretFiles(PydanticBaseSettingsSource):
             except (OSError, UnicodeDecodeError) as exc:
                 reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
                 problems.append(f"{file_var} names {where}, which cannot be read ({reason})")
+                continue
+            if not value:  # an empty mounted file: as if unset (compose needs every file)
                 continue
             node = found
             for part in path[:-1]:

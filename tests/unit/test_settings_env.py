@@ -8,31 +8,44 @@ import pytest
 from pydantic import SecretStr
 
 from bot import settings as bot_settings
-from bot.settings_env import _holds, fields, variable
+from bot.settings_env import fields, is_secret, variable
 
 
 def secret_paths() -> list[tuple[str, ...]]:
-    return [
-        path for path, info in fields(bot_settings.Settings) if _holds(info.annotation, SecretStr)
-    ]
+    return [path for path, info in fields(bot_settings.Settings) if is_secret(info)]
 
 
 def test_every_secret_has_a_file_variant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each SecretStr setting, today's and any added later, reads from NAME_FILE (a mounted
     Docker or Kubernetes secret); the trailing newline of the file is not part of the value."""
     paths = secret_paths()
-    assert ("slack", "bot_token") in paths and ("security", "encryption_keys") in paths
+    assert {("slack", "bot_token"), ("security", "encryption_keys"), ("database", "url")} <= set(
+        paths
+    )
     for i, path in enumerate(paths):
         file = tmp_path / f"secret{i}"
-        file.write_text(f"value-{i}-from-file\n")
+        value = f"value-{i}-from-file"
+        if path == ("database", "url"):
+            value = f"sqlite+aiosqlite:///{tmp_path}/{value}"
+        file.write_text(value + "\n")
         monkeypatch.setenv(variable(path) + "_FILE", str(file))
     loaded = bot_settings.load()
     for i, path in enumerate(paths):
         value: object = loaded
         for part in path:
             value = getattr(value, part)
-        assert isinstance(value, SecretStr), path
-        assert value.get_secret_value() == f"value-{i}-from-file", path
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        assert isinstance(value, str) and value.endswith(f"value-{i}-from-file"), path
+
+
+def test_empty_secret_file_counts_as_unset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Compose mounts every declared secret: an empty file for an unused platform must not
+    turn that platform on with an empty token."""
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    monkeypatch.setenv("RENEWBOT_SLACK__BOT_TOKEN_FILE", str(empty))
+    assert bot_settings.load().slack.bot_token is None
 
 
 def test_variable_and_file_together_are_refused(
