@@ -7,7 +7,7 @@ NODE_TOOLS := tests/node/node_modules/.installed
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint install
+.PHONY: demo test bench lint install image-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,8 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check core adapters bot tests
 	$(BIN)/mypy
+
+# Build the container image, run compose (PostgreSQL, two replicas, the sandbox) and drive a
+# renewal through it, killing one replica on the way. Root and docker needed; not part of `test`.
+image-check: $(STAMP)
+	PY=$(BIN)/python deploy/image-check.sh

@@ -19,6 +19,7 @@ from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork, audit_since
 from adapters.storage.tables import outbox, renewals, token_caches
 from bot.bootstrap import ConfigurationError, Runtime, runtime, secret_box
+from bot.check import schema_gap
 from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox
 from bot.settings import Settings
@@ -39,6 +40,7 @@ async def serve(settings: Settings) -> int:
         try:
             await asyncio.Event().wait()
         finally:
+            rt.stopping.set()  # readyz answers 503 while requests finish and workers drain
             await runner.cleanup()
     return 0
 
@@ -71,9 +73,17 @@ async def _mark_unreadable(rt: Runtime, tenant_ids: set[str]) -> None:
 
 
 async def sandbox(
-    https_port: int, http_port: int, interval: int = 5, extra: int = 0, latency: float = 0.0
+    https_port: int,
+    http_port: int,
+    interval: int = 5,
+    extra: int = 0,
+    latency: float = 0.0,
+    workdir: str | None = None,
 ) -> int:
-    sb = await Sandbox(demo_directory(interval=interval, extra_tenants=extra)).start(
+    where = Path(workdir) if workdir else None
+    if where is not None:
+        where.mkdir(parents=True, exist_ok=True)
+    sb = await Sandbox(demo_directory(interval=interval, extra_tenants=extra), where).start(
         https_port, http_port, latency
     )
     print(f"sandbox identity provider: {sb.authority_host}")
@@ -98,6 +108,11 @@ async def manage(settings: Settings, args: argparse.Namespace) -> int:
             await upgrade(engine)
             print("database is up to date")
             return 0
+        if args.command != "keys" or args.action != "generate":
+            gap = await schema_gap(engine, settings.database.url)
+            if gap:
+                print(f"renewbot: {gap}", file=sys.stderr)
+                return 2
         if args.command == "audit":
             return await export_audit(engine, args.since, args.format, sys.stdout)
         if args.command == "keys" and args.action == "service":

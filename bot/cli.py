@@ -1,6 +1,7 @@
-"""The `renewbot` command line: serve, demo, sandbox, db, tenants, keys.
+"""The `renewbot` command line: serve, check, demo, sandbox, db, tenants, keys.
 
-Settings come from RENEWBOT_* variables. Errors are printed in plain words with an exit status;
+Settings come from RENEWBOT_* variables (and *_FILE files for secrets). A setting or a start-up
+failure the operator can fix is one line naming the variable, exit status 2, no traceback;
 secrets are never printed.
 """
 
@@ -12,11 +13,17 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from importlib import metadata
 from typing import Any
 
-from pydantic import ValidationError
+from bot import settings as bot_settings
 
-from bot.settings import Settings
+
+def version() -> str:
+    try:
+        return metadata.version("renewbot")
+    except metadata.PackageNotFoundError:  # running from a checkout that was never installed
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -24,8 +31,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="renewbot",
         description="Renew expired Microsoft 365 tokens from Slack, Teams or the console.",
     )
+    p.add_argument("--version", action="version", version=f"renewbot {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("serve", help="web server and background workers (production)")
+    sub.add_parser("check", help="diagnose the configuration without starting")
     demo = sub.add_parser("demo", help="console chat with a sandbox identity provider")
     demo.add_argument("--scripted", action="store_true", help="run one renewal unattended")
     demo.add_argument("--tenant", default="contoso", help="demo tenant for --scripted")
@@ -36,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--interval", type=int, default=5, help="device-code polling interval (s)")
     sb.add_argument("--extra-tenants", type=int, default=0, help="plain tenants for load tests")
     sb.add_argument("--latency", type=float, default=0.0, help="seconds added to each request")
+    sb.add_argument("--workdir", help="folder for its CA certificate (ca.pem); default: a new one")
     db = sub.add_parser("db", help="database schema")
     db.add_argument("action", choices=["upgrade"])
     tenants = sub.add_parser("tenants", help="manage tenants")
@@ -103,7 +113,12 @@ async def _dispatch(args: argparse.Namespace) -> int:
         bot_logging.configure()
         return await _until_signal(
             admin.sandbox(
-                args.https_port, args.http_port, args.interval, args.extra_tenants, args.latency
+                args.https_port,
+                args.http_port,
+                args.interval,
+                args.extra_tenants,
+                args.latency,
+                args.workdir,
             )
         )
     if args.command == "manifests":
@@ -131,33 +146,52 @@ async def _dispatch(args: argparse.Namespace) -> int:
         print("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode())
         return 0
     try:
-        settings = Settings()
-    except ValidationError as exc:
-        for problem in invalid_settings(exc):
-            print(f"renewbot: {problem}", file=sys.stderr)
-        return 2
+        settings = bot_settings.load()
+    except bot_settings.SettingsError as exc:
+        return _said(exc.problems)
     bot_logging.configure(
         json=settings.log.format == "json",
         level=logging.getLevelNamesMapping()[settings.log.level],
     )
     bot_logging.log_uncaught()
-    if args.command == "serve":
-        problems = settings.problems()
-        if problems:
-            for problem in problems:
-                print(f"renewbot: {problem}", file=sys.stderr)
-            return 2
-        return await _until_signal(admin.serve(settings))
-    return await admin.manage(settings, args)
+    from bot import check
+
+    try:
+        if args.command == "check":
+            return await _check(settings)
+        if args.command == "serve":
+            problems = settings.problems()
+            if problems:
+                return _said(problems)
+            for warning in settings.warnings():
+                print(f"renewbot: warning: {warning}", file=sys.stderr)
+            return await _until_signal(admin.serve(settings))
+        return await admin.manage(settings, args)
+    except Exception as exc:
+        said = check.explain(exc, settings.database.url)
+        if said is None:
+            raise
+        return _said([said])
 
 
-def invalid_settings(exc: ValidationError) -> list[str]:
-    """One line per bad setting, naming its variable and never its value."""
-    lines = []
-    for error in exc.errors():
-        path = "__".join(str(part).upper() for part in error["loc"] if isinstance(part, str))
-        lines.append(f"RENEWBOT_{path} is invalid: {error['msg']}")
-    return lines
+def _said(problems: list[str]) -> int:
+    for problem in problems:
+        print(f"renewbot: {problem}", file=sys.stderr)
+    return 2
+
+
+async def _check(settings: bot_settings.Settings) -> int:
+    from bot import check
+
+    print(f"renewbot {version()}: checking the {settings.environment} configuration")
+    findings = await check.diagnose(settings)
+    for finding in findings:
+        print(finding)
+    errors = sum(f.level == "error" for f in findings)
+    warnings = sum(f.level == "warn" for f in findings)
+    verdict = "ready to serve" if not errors else "fix the [error] lines before `renewbot serve`"
+    print(f"{errors} error(s), {warnings} warning(s): {verdict}")
+    return 2 if errors else 0
 
 
 async def _until_signal(coro: Coroutine[Any, Any, int]) -> int:

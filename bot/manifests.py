@@ -11,7 +11,8 @@ from string import Template
 from typing import Any
 from urllib.parse import urlsplit
 
-MANIFESTS = Path(__file__).resolve().parent.parent / "manifests"
+# bot/manifest_templates links to the checkout's manifests/ and is a real folder in a wheel.
+MANIFESTS = Path(__file__).resolve().parent / "manifest_templates"
 
 
 class ManifestError(ValueError):

@@ -1,8 +1,11 @@
 """Settings from the environment: prefix RENEWBOT_, groups separated by "__".
 
 Every external base URL defaults to the real service; tests and the demo point them at loopback
-stand-ins. Secrets are SecretStr and are unwrapped only in bot.bootstrap. Only bot/ reads the
-environment.
+stand-ins. Secrets are SecretStr and are unwrapped only in bot.bootstrap; each has a ``*_FILE``
+variant read from a mounted file (bot.settings_env). Only bot/ reads the environment.
+
+``load()`` is how the CLI reads them: a bad value becomes one line naming the variable, never
+its value. ``problems()`` refuses a production start, ``warnings()`` only warns.
 """
 
 from __future__ import annotations
@@ -11,8 +14,23 @@ import ipaddress
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as SourceError
+
+from bot.settings_env import SecretFiles, describe, unparsable_json
+from bot.settings_env import SettingsError as SettingsError
 
 DEFAULT_TOKEN_SETS: dict[str, list[str]] = {
     "graph": ["https://graph.microsoft.com/.default"],
@@ -21,8 +39,33 @@ DEFAULT_TOKEN_SETS: dict[str, list[str]] = {
 }
 
 
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./renewbot.db"
+_DRIVERS = {"postgresql": "postgresql+asyncpg://", "postgres": "postgresql+asyncpg://"}
+
+
 class DatabaseSettings(BaseModel):
-    url: str = "sqlite+aiosqlite:///./renewbot.db"
+    # holds the password: RENEWBOT_DATABASE__URL_FILE reads it from a mounted secret
+    url: str = Field(default=DEFAULT_DATABASE_URL, json_schema_extra={"secret": True})
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        # The message may show the scheme, never the rest (it holds the password).
+        scheme = value.split("://", 1)[0].strip().lower() if "://" in value else ""
+        if scheme in ("postgresql+asyncpg", "sqlite+aiosqlite"):
+            return value
+        base = scheme.split("+", 1)[0]
+        if base in _DRIVERS:
+            raise ValueError(
+                f"must start with postgresql+asyncpg:// (renewbot talks to PostgreSQL through "
+                f"asyncpg), not {scheme}://"
+            )
+        if base == "sqlite":
+            raise ValueError("must start with sqlite+aiosqlite:/// for SQLite, not sqlite://")
+        raise ValueError(
+            "must be a postgresql+asyncpg://user:password@host:5432/database URL "
+            "(or sqlite+aiosqlite:///path/renewbot.db for one process)"
+        )
 
 
 class WebSettings(BaseModel):
@@ -171,6 +214,28 @@ class Settings(BaseSettings):
     tokens: TokenApiSettings = Field(default_factory=lambda: TokenApiSettings())
     webhooks: WebhookSettings = Field(default_factory=lambda: WebhookSettings())
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Earlier sources win: explicit arguments, then variables, then *_FILE secrets.
+        return (
+            init_settings,
+            env_settings,
+            SecretFiles(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
+
+    @property
+    def has_chat(self) -> bool:
+        return self.slack.bot_token is not None or self.teams.enabled
+
     def problems(self) -> list[str]:
         """What stops a production start, each naming the variable and never its value."""
         found = []
@@ -218,7 +283,57 @@ class Settings(BaseSettings):
                 )
             if not self.web.public_url.startswith("https://"):
                 found.append("RENEWBOT_WEB__PUBLIC_URL must be an https:// URL in production")
+            found.extend(self._production_gaps())
         return found
+
+    def _production_gaps(self) -> list[str]:
+        """A production start that would run but do nothing useful, or lose its data."""
+        found = []
+        if "url" not in self.database.model_fields_set:
+            found.append(
+                "RENEWBOT_DATABASE__URL is not set: production keeps its tokens in PostgreSQL "
+                "(postgresql+asyncpg://user:password@host:5432/renewbot), not in ./renewbot.db"
+            )
+        if not self.has_chat:
+            found.append(
+                "neither Slack nor Teams is configured: set RENEWBOT_SLACK__BOT_TOKEN (and "
+                "RENEWBOT_SLACK__SIGNING_SECRET or RENEWBOT_SLACK__APP_TOKEN) or "
+                "RENEWBOT_TEAMS__APP_ID and RENEWBOT_TEAMS__APP_PASSWORD"
+            )
+        elif not (
+            (self.slack.bot_token is not None and self.slack.alert_channel)
+            or (self.teams.enabled and self.teams.alert_conversation)
+        ):
+            found.append(
+                "no alert channel: set RENEWBOT_SLACK__ALERT_CHANNEL (a channel id such as "
+                "C0123456789) or RENEWBOT_TEAMS__ALERT_CONVERSATION (19:...@thread.tacv2), "
+                "where expired tenants and results are announced"
+            )
+        return found
+
+    def warnings(self) -> list[str]:
+        """What a production start allows but an operator should know."""
+        found = []
+        explicit_sqlite = "url" in self.database.model_fields_set and self.database.url.startswith(
+            "sqlite"
+        )
+        if explicit_sqlite and self.environment == "production":
+            found.append(
+                "RENEWBOT_DATABASE__URL is SQLite: one process only; run more than one replica "
+                "on PostgreSQL"
+            )
+        return found
+
+
+def load() -> Settings:
+    """Settings from the environment, or SettingsError with one line per bad variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise SettingsError(describe(exc, Settings)) from None
+    except SourceError as exc:
+        lines = unparsable_json(Settings)
+        raise SettingsError(lines or [f"a RENEWBOT_ variable cannot be read: {exc}"]) from None
 
 
 def _is_loopback(url: str) -> bool:

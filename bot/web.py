@@ -116,6 +116,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     rt = request.app[RUNTIME]
+    if rt.stopping.is_set():  # SIGTERM: take no new traffic; the other replicas have it
+        return web.json_response({"status": "stopping"}, status=503)
     try:
         async with asyncio.timeout(3):
             async with rt.engine.connect() as conn:
@@ -252,9 +254,18 @@ async def _webhook_worker(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+# SIGTERM: requests in progress get this long to finish (the onboarding page's live status
+# holds a connection open), then background work drains (15 s): within Kubernetes' default 30 s
+# grace period. Renewals in flight keep their leases; another replica adopts them.
+SHUTDOWN_SECONDS = 10.0
+
+
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
     runner = web.AppRunner(
-        app, access_log_class=RedactingAccessLogger, access_log=logging.getLogger("renewbot.access")
+        app,
+        access_log_class=RedactingAccessLogger,
+        access_log=logging.getLogger("renewbot.access"),
+        shutdown_timeout=SHUTDOWN_SECONDS,
     )
     await runner.setup()
     await web.TCPSite(runner, host, port).start()

@@ -19,6 +19,8 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Insert, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -111,4 +113,23 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
         command.upgrade(cfg, revision)
 
     async with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            # Replicas starting together (and the migration job) upgrade one after the other;
+            # the later ones find the schema current. Released at commit.
+            await conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_UPGRADE_LOCK})")
         await conn.run_sync(_run)
+
+
+_UPGRADE_LOCK = 0x72656E6577  # "renew": any constant shared by every renewbot process
+
+
+async def schema_revision(engine: AsyncEngine) -> tuple[str | None, str]:
+    """(the database's migration revision, or None before the first upgrade; the latest)."""
+
+    def _current(conn: Connection) -> str | None:
+        return MigrationContext.configure(conn).get_current_revision()
+
+    async with engine.connect() as conn:
+        current = await conn.run_sync(_current)
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    return current, head or ""
