@@ -71,7 +71,7 @@ def status_of(renewal: Renewal, tenant: Tenant) -> dict[str, Any]:
     elif s is RenewalState.INVITED and problem:
         message = problem.customer
     elif s is RenewalState.INVITED:
-        message = "Check the admin username, then press Start authentication."
+        message = "Check the admin username, then sign in."
     elif s is RenewalState.FAILED and problem:
         message = problem.customer
     else:
@@ -89,16 +89,24 @@ def status_of(renewal: Renewal, tenant: Tenant) -> dict[str, Any]:
         "done": done,
         "final": s.is_terminal,
         "can_start": s is RenewalState.INVITED and not problem,
+        "can_browser": renewal.can_sign_in_with_browser and not signing_in,
         "can_new_code": (s is RenewalState.INVITED and bool(problem))
         or (s is RenewalState.CODE_ISSUED and not signing_in),
     }
 
 
 class OnboardingPage:
-    def __init__(self, service: RenewalService, csrf_key: bytes, public_url: str) -> None:
+    def __init__(
+        self,
+        service: RenewalService,
+        csrf_key: bytes,
+        public_url: str,
+        choices: page.SignInChoices | None = None,
+    ) -> None:
         self.service = service
         self.csrf_key = csrf_key
         self.public_origin = _origin(public_url)
+        self.choices = choices or page.SignInChoices()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -157,6 +165,7 @@ class OnboardingPage:
                 csrf=self.csrf_for(token),
                 status=status,
                 nonce=nonce,
+                choices=self.choices,
             ),
         )
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +19,7 @@ from core.errors import (
 from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
 from core.ports import (
     AuditEntry,
+    BrowserSignInStart,
     DirectoryCheck,
     HealthRecord,
     IdentityErrorRecord,
@@ -337,6 +339,9 @@ class FakeIdentityProvider:
         self.refreshed: list[str] = []
         self.stored: dict[str, bytes] = {}  # tenant id -> its promoted tokens
         self.directory_checked_with: list[bytes | None] = []
+        self.browser_starts: list[tuple[str, str, str, str]] = []
+        self.browser_finishes: list[dict[str, str]] = []
+        self.browser_results: list[SignedIn | IdentityProviderError] = []
 
     def token_set_names(self) -> Sequence[str]:
         return self.sets
@@ -382,6 +387,34 @@ class FakeIdentityProvider:
         if isinstance(d, IdentityProviderError):
             raise d
         return d or DirectoryCheck(tenant.tenant_id, tenant.display_name)
+
+    # -- the browser sign-in: scripted like ``polls`` -------------------------------------------
+
+    async def begin_browser_sign_in(
+        self, tenant: Tenant, *, login_hint: str, redirect_uri: str, state: str
+    ) -> BrowserSignInStart:
+        if self.start_error:
+            raise self.start_error
+        self.browser_starts.append((tenant.tenant_id, login_hint, redirect_uri, state))
+        url = f"https://login.test/{tenant.tenant_id}/oauth2/v2.0/authorize?state={state}"
+        return BrowserSignInStart(url, json.dumps({"state": state}).encode())
+
+    async def finish_browser_sign_in(
+        self, tenant: Tenant, flow_state: bytes, response: Mapping[str, str]
+    ) -> SignedIn:
+        """The next scripted result, after the checks MSAL makes (the state must match)."""
+        if json.loads(flow_state)["state"] != response.get("state"):
+            raise IdentityProviderError("state_mismatch", "state_mismatch")
+        self.browser_finishes.append(dict(response))
+        if response.get("error"):
+            code = str(response.get("error_description", "")).split(":")[0]
+            raise IdentityProviderError(code or response["error"], response["error"])
+        result = self.browser_results.pop(0) if self.browser_results else None
+        if isinstance(result, IdentityProviderError):
+            raise result
+        return result or SignedIn(
+            tenant.admin_upn, tenant.tenant_id, "oid-browser", staged=StagedTokens(b"browser")
+        )
 
 
 def slow_down(code: DeviceCode) -> PollPending:

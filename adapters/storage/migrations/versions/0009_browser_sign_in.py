@@ -1,0 +1,33 @@
+"""A browser sign-in in progress ("Sign in with Microsoft": authorization code with PKCE).
+
+- ``signin_state_hash``: SHA-256 of the ``state`` sent to Microsoft (the return must present it).
+- ``signin_expires_at``: after this the return is refused.
+- ``signin_flow``: the identity adapter's flow (PKCE verifier, nonce), encrypted like
+  ``flow_state``; cleared when the return is handled (single use).
+
+Revision ID: 0009
+Revises: 0007 (0008 is taken by a parallel branch; the lead renumbers on merge)
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from adapters.storage.tables import UTCDateTime
+
+revision = "0009"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("renewals") as batch:
+        batch.add_column(sa.Column("signin_state_hash", sa.String(64), nullable=True))
+        batch.add_column(sa.Column("signin_expires_at", UTCDateTime, nullable=True))
+        batch.add_column(sa.Column("signin_flow", sa.LargeBinary, nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("renewals") as batch:
+        for name in ("signin_flow", "signin_expires_at", "signin_state_hash"):
+            batch.drop_column(name)
