@@ -32,6 +32,7 @@ from core.errors import (
     SignInStateError,
     StorageError,
 )
+from core.model import RenewalState
 from core.services import RenewalService
 
 log = logging.getLogger("renewbot.web")
@@ -180,9 +181,25 @@ class BrowserSignInRoutes:
             "onboarding.browser_returned",
             extra={"renewal_id": renewal.id, "renewal_state": renewal.state.value},
         )
-        redirect = web.HTTPSeeOther(f"/onboard/{token}")
+        if renewal.state in {RenewalState.TOKENS_ACQUIRED, RenewalState.VALIDATED}:
+            # Done before the browser got here: say so on this answer (the page itself would
+            # call the link used), and take the spent code out of the address bar.
+            _, tenant = await self.service.lookup_invitation(token)
+            done = self.page._html(request, lambda nonce: _finished(tenant.display_name, nonce))
+            done.del_cookie(COOKIE, path=CALLBACK)
+            return done
+        redirect = web.HTTPSeeOther(f"/onboard/{token}")  # the page shows where it stands
         redirect.del_cookie(COOKIE, path=CALLBACK)
         raise redirect
+
+
+def _finished(tenant_name: str, nonce: str) -> str:
+    body = (
+        f"<main><h1>Signed in for {page._e(tenant_name)}</h1>"
+        f"<p id=status class=ok role=status>{page._e(messages.ALL_TOKENS)}</p></main>"
+        f"<script nonce='{nonce}'>history.replaceState(null,'','{CALLBACK}');</script>"
+    )
+    return page.document(f"Signed in for {tenant_name}", body, nonce)
 
 
 def _same(given: str, expected: str) -> bool:
