@@ -103,7 +103,7 @@ async def test_late_return_is_refused_and_used_up(world: World) -> None:
 async def test_declined_at_microsoft_is_explained_and_offered_again(world: World) -> None:
     """An error sent back (declined consent) is said on the page and in the thread; the
     customer can press Sign in with Microsoft again."""
-    rid, token, state = await begin(world)
+    _rid, token, state = await begin(world)
     response = {"error": "access_denied", "error_description": "AADSTS65004: no", "state": state}
     renewal = await world.service.finish_browser_sign_in(token, state, response)
     assert renewal.state is RenewalState.INVITED and renewal.failure_code == "AADSTS65004"
@@ -115,7 +115,7 @@ async def test_declined_at_microsoft_is_explained_and_offered_again(world: World
 
 async def test_managed_device_policy_in_the_browser_fails_the_renewal(world: World) -> None:
     """Conditional Access that blocks the browser too cannot be fixed by trying again."""
-    rid, token, state = await begin(world)
+    _rid, token, state = await begin(world)
     response = {"error": "access_denied", "error_description": "AADSTS530033: x", "state": state}
     renewal = await world.service.finish_browser_sign_in(token, state, response)
     assert renewal.state is RenewalState.FAILED
@@ -125,7 +125,7 @@ async def test_managed_device_policy_in_the_browser_fails_the_renewal(world: Wor
 
 async def test_account_of_another_tenant_is_refused_and_tokens_untouched(world: World) -> None:
     """The same tenant check as the device code path: nothing of the stranger is kept."""
-    rid, token, state = await begin(world)
+    _rid, token, state = await begin(world)
     world.identity.browser_results = [
         SignedIn(
             "x@other.example",
