@@ -49,6 +49,25 @@ async def test_northwind_renews_through_the_browser(tmp_path: Path) -> None:
             assert resp.status == 410  # the link is used up
 
 
+async def test_device_code_blocked_then_the_browser_renews(tmp_path: Path) -> None:
+    """The customer tries the device code first; Conditional Access blocks it (AADSTS53003).
+    The page says to use Sign in with Microsoft, support hears why, and the browser renews."""
+    async with live_bot(tmp_path) as live, browser() as http:
+        auth_url = await open_link(live, "northwind")
+        status = await live.press(auth_url)
+        await live.sign_in(str(status["user_code"]), "admin@northwind.com")
+        renewal = await live.wait_for("northwind", lambda r: r.failure_code == "AADSTS53003")
+        assert renewal.state is S.INVITED
+        await live.wait_text("Conditional Access blocked the sign-in")
+        async with http.get(f"{auth_url}/status") as resp:
+            page = await resp.json()
+        assert "Use 'Sign in with Microsoft'" in page["message"] and page["can_browser"]
+        back = await browser_sign_in(http, auth_url, "admin@northwind.com")
+        async with http.get(back) as resp:
+            assert resp.status == 200
+        await live.wait_state("northwind", S.VALIDATED)
+
+
 async def test_replayed_callback_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     """The same return opened twice: the second is refused, nothing is redeemed again."""
     async with live_bot(tmp_path) as live, browser() as http:
