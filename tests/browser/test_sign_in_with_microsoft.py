@@ -121,7 +121,7 @@ async def test_conditional_access_in_the_browser_ends_with_a_plain_page(
 async def test_device_code_fallback_still_works_on_the_same_page(
     tmp_path: Path, browser: Any
 ) -> None:
-    """"Signing in on another device?": Start authentication still shows a code."""
+    """ "Signing in on another device?": Start authentication still shows a code."""
     async with live_bot(tmp_path) as live:
         await live.say("contoso")
         page = await browser.new_page()
