@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
-import json
 import sys
 from collections.abc import Coroutine
 from typing import Any
