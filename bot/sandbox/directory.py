@@ -225,6 +225,7 @@ class Directory:
         self.auth_requests: dict[str, AuthRequest] = {}
         self.auth_codes: dict[str, AuthCode] = {}
         self.redeemed_codes: set[str] = set()
+        self.verifiers: list[str] = []  # every PKCE verifier received (for tests: never logged)
         self.consumers = SandboxTenant(CONSUMERS_TENANT, "Microsoft accounts", "live.com")
 
     def tenant(self, key: str) -> SandboxTenant | None:

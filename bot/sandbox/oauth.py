@@ -353,6 +353,7 @@ def _redeem(request: web.Request, form: Any, tid: str, registration: Registratio
             )
         return oauth_error("invalid_grant", "The provided value for 'code' is not valid.", 70000)
     d.redeemed_codes.add(code)
+    d.verifiers.append(str(form.get("code_verifier", "")))
     if held.tenant_id != tid or held.client_id != str(form.get("client_id", "")):
         return oauth_error("invalid_grant", "The provided value for 'code' is not valid.", 70000)
     if time.monotonic() >= held.expires_at:
