@@ -254,9 +254,9 @@ async def _interactive(chat: ConsoleChat, sandbox: Sandbox, out: TextIO) -> None
         "renewbot demo: a console chat with a sandbox identity provider on 127.0.0.1.\n"
         "Demo tenants:\n"
         + "".join(f"  {slug:10} {what}\n" for slug, what in CASES.items())
-        + "Type `/renew-token contoso`, open the Auth URL in a browser, press Start, then sign in\n"
-        f"at the sandbox login page ({sandbox.login_url}/devicelogin). `help` lists commands,\n"
-        "`quit` ends the demo.\n"
+        + "Type `/renew-token contoso`, open the Auth URL in a browser and press Sign in with\n"
+        "Microsoft (the sandbox's account picker), or Start authentication for a device code to\n"
+        f"enter at {sandbox.login_url}/devicelogin. `help` lists commands, `quit` ends the demo.\n"
     )
     out.flush()
     stdin = ThreadPoolExecutor(1, thread_name_prefix="stdin")
