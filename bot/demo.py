@@ -170,7 +170,8 @@ async def _wait_final(rt: Runtime, tenant_key: str, timeout: float = 30.0) -> Re
             found = await uow.renewals.for_tenant(tenant_key, limit=1)
         if found:
             state = found[0].state
-            if state.is_terminal:
+            # ended, or back to the invitation with the reason: nobody tries again unattended
+            if state.is_terminal or (state is RenewalState.INVITED and found[0].failure_code):
                 return state
         await asyncio.sleep(0.2)
     return state
