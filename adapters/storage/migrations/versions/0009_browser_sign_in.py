@@ -21,10 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("renewals") as batch:
-        batch.add_column(sa.Column("signin_state_hash", sa.String(64), nullable=True))
-        batch.add_column(sa.Column("signin_expires_at", UTCDateTime, nullable=True))
-        batch.add_column(sa.Column("signin_flow", sa.LargeBinary, nullable=True))
+    # Nullable columns: a plain ADD COLUMN on SQLite too (no table copy in batch mode).
+    op.add_column("renewals", sa.Column("signin_state_hash", sa.String(64), nullable=True))
+    op.add_column("renewals", sa.Column("signin_expires_at", UTCDateTime, nullable=True))
+    op.add_column("renewals", sa.Column("signin_flow", sa.LargeBinary, nullable=True))
 
 
 def downgrade() -> None:
