@@ -10,7 +10,7 @@ import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import approve, flows, health, slack, teams
+from bench import approve, flows, health, signin, slack, teams
 
 
 def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
@@ -52,6 +52,7 @@ def main() -> None:
     # long enough that every one of the many flows is polled at least twice
     many = asyncio.run(flows.goal(args.goal_flows, max(args.window, 45.0), args.interval))
     approvals = asyncio.run(approve.main(args.repeats))
+    sign_ins = asyncio.run(signin.main())
     now = datetime.now(UTC)
     text = (
         f"# renewbot benchmarks, {now:%Y-%m-%d %H:%M} UTC\n\n"
@@ -77,7 +78,9 @@ def main() -> None:
         + "\n".join("| " + " | ".join(r) + " |" for r in scale)
         + "\n\n"
         f"## Pending device flows ({args.flows})\n\n"
-        f"{table(rows, 'MSAL blocking loop, thread per flow', 'renewbot scheduler')}\n"
+        f"{table(rows, 'MSAL blocking loop, thread per flow', 'renewbot scheduler')}\n\n"
+        f"## Customer's sign-in -> 'Validated', both ways (issue 14)\n\n"
+        f"{signin.table(sign_ins)}\n"
     )
     print(text)
     out = Path(__file__).parent / "results" / f"{now:%Y-%m-%d}.md"

@@ -249,6 +249,8 @@ async def runtime(
         public_url=settings.web.public_url,
         invitation_ttl=timedelta(hours=settings.security.invitation_ttl_hours),
         poll_lease=timedelta(seconds=settings.identity.poll_lease_seconds),
+        browser_sign_in=settings.signin.browser,
+        browser_sign_in_ttl=timedelta(minutes=settings.signin.ttl_minutes),
     )
     core = compose(
         uow=functools.partial(SqlUnitOfWork, engine, box),

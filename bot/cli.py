@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -68,6 +69,8 @@ def _parser() -> argparse.ArgumentParser:
     teams.add_argument("--public-url", required=True, help="https URL where renewbot serves")
     teams.add_argument("--out", required=True, help="where to write the zip, e.g. renewbot.zip")
     teams.add_argument("--version", default="1.0.0", help="app version (raise it on each upload)")
+    entra = msub.add_parser("entra", help="print the Entra app registration settings (JSON)")
+    entra.add_argument("--public-url", required=True, help="https URL where renewbot serves")
     audit = sub.add_parser("audit", help="the audit trail")
     asub = audit.add_subparsers(dest="action", required=True)
     export = asub.add_parser("export", help="write audit entries as CSV or JSON lines")
@@ -128,6 +131,8 @@ async def _dispatch(args: argparse.Namespace) -> int:
             if args.platform == "teams":
                 manifests.write_teams_package(args.out, args.app_id, args.public_url, args.version)
                 print(f"Wrote {args.out}: upload it in Teams (Apps > Manage your apps).")
+            elif args.platform == "entra":
+                print(json.dumps(manifests.entra(args.public_url), indent=2))
             else:
                 print(manifests.slack(args.public_url, args.socket_mode), end="")
         except manifests.ManifestError as exc:

@@ -41,7 +41,7 @@ CASES = {
     "contoso": "the happy path (sign in as admin@contoso.com)",
     "fabrikam": "Enterprise Application deleted: consent needed (it@fabrikam.com is Global "
     "Administrator, user@fabrikam.com is not)",
-    "northwind": "Conditional Access blocks device code sign-in",
+    "northwind": "Conditional Access blocks device code sign-in: Sign in with Microsoft works",
     "tailspin": "the happy path, second tenant",
 }
 
@@ -116,6 +116,52 @@ async def scripted_customer(
         raise TimeoutError("the renewal did not finish in time")
 
 
+async def browser_sign_in(
+    http: aiohttp.ClientSession, auth_url: str, account: str, *, org_consent: bool = True
+) -> str:
+    """Do what a customer does in a browser, over HTTP: press Sign in with Microsoft, pick the
+    account at the sandbox, consent where asked. Returns the URL the sandbox sends the browser
+    back to (the callback, not yet opened). ``http`` must keep cookies for 127.0.0.1
+    (``aiohttp.CookieJar(unsafe=True)``)."""
+    async with http.get(auth_url) as resp:
+        match = re.search(r"name=csrf value='([0-9a-f]+)'", await resp.text())
+    if not match:
+        raise RuntimeError("no sign-in button on the page")
+    async with http.post(
+        f"{auth_url}/sign-in",
+        data={"csrf": match.group(1), "admin_upn": account},
+        headers={"Accept": "application/json", "Origin": auth_url.split("/onboard/")[0]},
+    ) as resp:
+        authorize = (await resp.json())["authorize_url"]
+    async with http.get(authorize) as resp:
+        page = await resp.text()
+        target = str(resp.url).split("?")[0] + "/signin"
+    txn = re.search(r"name=txn value='([^']+)'", page)
+    if txn is None:
+        raise RuntimeError(f"the sandbox refused the sign-in: {page[-300:]}")
+    form = {"txn": txn.group(1), "upn": account}
+    async with http.post(target, data=form, allow_redirects=False) as resp:
+        if resp.status == 302:
+            return resp.headers["Location"]
+        page = await resp.text()
+    if "/authorize/consent" not in page:
+        raise RuntimeError("the sandbox neither signed in nor asked for consent")
+    consent = target.rsplit("/", 1)[0] + "/consent"
+    form = {**form, "decision": "accept", **({"org": "1"} if org_consent else {})}
+    async with http.post(consent, data=form, allow_redirects=False) as resp:
+        return resp.headers["Location"]
+
+
+async def scripted_browser_customer(auth_url: str, account: str) -> None:
+    """The customer of a tenant that blocks the device code: Sign in with Microsoft."""
+    jar = aiohttp.CookieJar(unsafe=True)  # cookies for 127.0.0.1
+    timeout = aiohttp.ClientTimeout(total=15)
+    async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout) as http:
+        back = await browser_sign_in(http, auth_url, account)
+        async with http.get(back) as resp:
+            await resp.read()
+
+
 async def _wait_final(rt: Runtime, tenant_key: str, timeout: float = 30.0) -> RenewalState:
     deadline = asyncio.get_running_loop().time() + timeout
     state = RenewalState.REQUESTED
@@ -124,7 +170,8 @@ async def _wait_final(rt: Runtime, tenant_key: str, timeout: float = 30.0) -> Re
             found = await uow.renewals.for_tenant(tenant_key, limit=1)
         if found:
             state = found[0].state
-            if state.is_terminal:
+            # ended, or back to the invitation with the reason: nobody tries again unattended
+            if state.is_terminal or (state is RenewalState.INVITED and found[0].failure_code):
                 return state
         await asyncio.sleep(0.2)
     return state
@@ -204,7 +251,10 @@ async def _scripted(
         f"(scripted customer opens the Auth URL and signs in as {account or tenant.admin_upn})\n"
     )
     try:
-        await scripted_customer(auth_url, account or tenant.admin_upn)
+        if slug == "northwind":  # Conditional Access blocks its device code: the browser way
+            await scripted_browser_customer(auth_url, account or tenant.admin_upn)
+        else:
+            await scripted_customer(auth_url, account or tenant.admin_upn)
     except (aiohttp.ClientError, RuntimeError, TimeoutError, KeyError) as exc:
         out.write(f"scripted customer stopped: {exc}\n")
     state = await _wait_final(rt, tenant.key)
@@ -218,9 +268,9 @@ async def _interactive(chat: ConsoleChat, sandbox: Sandbox, out: TextIO) -> None
         "renewbot demo: a console chat with a sandbox identity provider on 127.0.0.1.\n"
         "Demo tenants:\n"
         + "".join(f"  {slug:10} {what}\n" for slug, what in CASES.items())
-        + "Type `/renew-token contoso`, open the Auth URL in a browser, press Start, then sign in\n"
-        f"at the sandbox login page ({sandbox.login_url}/devicelogin). `help` lists commands,\n"
-        "`quit` ends the demo.\n"
+        + "Type `/renew-token contoso`, open the Auth URL in a browser and press Sign in with\n"
+        "Microsoft (the sandbox's account picker), or Start authentication for a device code to\n"
+        f"enter at {sandbox.login_url}/devicelogin. `help` lists commands, `quit` ends the demo.\n"
     )
     out.flush()
     stdin = ThreadPoolExecutor(1, thread_name_prefix="stdin")

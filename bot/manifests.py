@@ -75,3 +75,23 @@ def write_teams_package(out: str, app_id: str, public_url: str, version: str = "
         Path(out).write_bytes(package)
     except OSError as exc:
         raise ManifestError(f"cannot write {out}: {exc.strerror}") from None
+
+
+def entra(public_url: str) -> dict[str, Any]:
+    """The settings of the MSP's app registration in Microsoft Entra, as a fragment of its
+    application manifest (Entra admin center > App registrations > Manifest).
+
+    One public client serves both ways: the device code ("Allow public client flows",
+    ``isFallbackPublicClient``) and Sign in with Microsoft (the authorization code with PKCE,
+    its redirect URI under "Mobile and desktop applications", ``publicClient.redirectUris``, so
+    that no client secret is needed: a redirect URI under "Web" would make Entra demand one,
+    AADSTS7000218).
+    """
+    _https(public_url)
+    return {
+        "signInAudience": "AzureADMultipleOrgs",
+        "isFallbackPublicClient": True,
+        "publicClient": {"redirectUris": [f"{public_url.rstrip('/')}/onboard/callback"]},
+        "web": {"redirectUris": []},
+        "spa": {"redirectUris": []},
+    }

@@ -117,6 +117,35 @@ class IdentitySettings(BaseModel):
     poll_lease_seconds: float = Field(default=30.0, gt=0)
 
 
+class SignInSettings(BaseModel):
+    """How customers sign in on the onboarding page, and the names that help them trust it.
+
+    ``ways``: "both" (Sign in with Microsoft first, the device code as the fallback), "browser"
+    or "device_code". The device code stays available to support (`renew-token code`) whatever
+    this says. ``app_name`` and ``publisher`` are what Microsoft's sign-in and consent screens
+    show for the app registration; ``msp_name`` is who asks. The page names all three.
+    """
+
+    ways: Literal["both", "browser", "device_code"] = "both"
+    app_name: str = "renewbot"
+    publisher: str = ""
+    msp_name: str = ""
+    ttl_minutes: int = Field(default=10, ge=1, le=60)
+
+    @field_validator("ways", mode="before")
+    @classmethod
+    def _ways(cls, value: object) -> object:
+        return value.strip().lower().replace("-", "_") if isinstance(value, str) else value
+
+    @property
+    def browser(self) -> bool:
+        return self.ways in {"both", "browser"}
+
+    @property
+    def device_code(self) -> bool:
+        return self.ways in {"both", "device_code"}
+
+
 class SecuritySettings(BaseModel):
     encryption_keys: SecretStr | None = None
     invitation_ttl_hours: int = Field(default=168, ge=1, le=24 * 30)
@@ -211,6 +240,7 @@ class Settings(BaseSettings):
     access: AccessSettings = Field(default_factory=AccessSettings)
     monitor: MonitorSettings = Field(default_factory=lambda: MonitorSettings())
     log: LogSettings = Field(default_factory=LogSettings)
+    signin: SignInSettings = Field(default_factory=SignInSettings)
     tokens: TokenApiSettings = Field(default_factory=lambda: TokenApiSettings())
     webhooks: WebhookSettings = Field(default_factory=lambda: WebhookSettings())
 

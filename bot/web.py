@@ -13,14 +13,18 @@ import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
 from sqlalchemy import text
 
+from adapters.web.callback import BrowserSignInRoutes
 from adapters.web.intake import IntakeEndpoint
 from adapters.web.onboarding import OnboardingPage
+from adapters.web.page import SignInChoices
 from adapters.web.ratelimit import ClientAddress
 from adapters.web.tokens import TokenEndpoint
 from bot import metrics as bot_metrics
@@ -221,11 +225,36 @@ def csrf_key(rt: Runtime) -> bytes:
     return hashlib.sha256(b"renewbot-csrf:" + secret.encode()).digest()
 
 
+def sign_in_choices(rt: Runtime) -> SignInChoices:
+    conf = rt.settings.signin
+    return SignInChoices(
+        browser=conf.browser,
+        device_code=conf.device_code,
+        app_name=conf.app_name,
+        publisher=conf.publisher,
+        msp_name=conf.msp_name,
+        authority=urlsplit(rt.settings.identity.authority_host).netloc,
+    )
+
+
 def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Application:
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     app[RUNTIME] = rt
     client = ClientAddress(rt.settings.web.trusted_proxies)
-    page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url, client=client)
+    page = OnboardingPage(
+        rt.core.service,
+        csrf_key(rt),
+        rt.settings.web.public_url,
+        sign_in_choices(rt),
+        client=client,
+    )
+    sign_in = BrowserSignInRoutes(
+        rt.core.service,
+        page,
+        secure_cookie=rt.settings.web.public_url.startswith("https://"),
+        ttl=timedelta(minutes=rt.settings.signin.ttl_minutes),
+    )
+    app.add_routes(sign_in.routes())  # first: /onboard/callback is not an Auth URL token
     app.add_routes(page.routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
     app.router.add_get("/metrics", metrics)

@@ -7,7 +7,9 @@
     ├── InvalidTransitionError
     ├── InvitationError
     │   ├── InvitationNotFoundError (HTTP 404)
-    │   └── InvitationGoneError     (HTTP 410: used, cancelled or expired)
+    │   ├── InvitationGoneError     (HTTP 410: used, cancelled or expired)
+    │   └── SignInStateError        (HTTP 400: a browser sign-in's return that is not the one
+    │                                this invitation started: wrong, used or late ``state``)
     ├── ConcurrencyError            (someone else changed the renewal first)
     ├── CommandSyntaxError          (chat text we cannot read)
     ├── IdentityProviderError       (.code: AADSTS code or OAuth error; never a secret)
@@ -75,6 +77,14 @@ class InvitationGoneError(InvitationError):
     def __init__(self, why: str) -> None:
         super().__init__(why)
         self.why = why
+
+
+class SignInStateError(InvitationError):
+    """A return from Microsoft that does not match the invitation's pending browser sign-in."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"browser sign-in return refused: {why}")
+        self.why = why  # "unknown" (no such or another's state), "used", "late"
 
 
 class ConcurrencyError(RenewalError):

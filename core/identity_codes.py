@@ -218,6 +218,42 @@ CODES: dict[str, IdentityCode] = {
         "You approved the application for your own account only. A Global Administrator must "
         "approve it for your organization: open the approval link your support team sent.",
     ),
+    # -- the browser sign-in's return (authorization code flow, PKCE) -------------------------
+    "AADSTS54005": IdentityCode(
+        "The sign-in's code was already used",
+        "Microsoft had already redeemed this authorization code (a return replayed or sent "
+        "twice). Nothing changed; the customer presses Sign in with Microsoft again.",
+        "This sign-in was already used. Press Sign in with Microsoft to sign in again.",
+        new_code_helps=True,
+    ),
+    "AADSTS501481": IdentityCode(
+        "The sign-in's proof key did not match",
+        "Microsoft refused the authorization code because the PKCE verifier did not match (a "
+        "code from another sign-in). Nothing changed; the customer signs in again.",
+        "This sign-in could not be completed. Press Sign in with Microsoft to try again.",
+        new_code_helps=True,
+    ),
+    "state_mismatch": IdentityCode(
+        "The sign-in's return did not match the one we started",
+        "The return from Microsoft carried another sign-in's state. Nothing changed; the "
+        "customer signs in again from the Auth URL.",
+        "This sign-in could not be completed. Press Sign in with Microsoft to try again.",
+        new_code_helps=True,
+    ),
+    "nonce_mismatch": IdentityCode(
+        "The sign-in's ID token was not issued for this sign-in",
+        "The ID token's nonce did not match the one we sent: the token may have been replayed. "
+        "It was refused; start a new renewal and tell security if it recurs.",
+        "This sign-in could not be completed. Please contact your support team.",
+    ),
+    "AADSTS50011": IdentityCode(
+        "Our redirect URI is not registered",
+        "The app registration does not list the redirect URI renewbot sends "
+        "(<public URL>/onboard/callback, under Mobile and desktop applications; see "
+        "`renewbot manifests`). This affects every tenant's browser sign-in.",
+        _REGISTRATION,
+        scope=Scope.APP,
+    ),
     # -- refresh tokens that died -------------------------------------------------------------
     "AADSTS700082": IdentityCode(
         "The refresh token expired after 90 days without use",

@@ -2,16 +2,23 @@
 
 Only the transition methods change a renewal's state; each checks TRANSITIONS and records an
 event. Nothing here reads the clock, talks to a network or knows a chat platform.
+
+A browser sign-in ("Sign in with Microsoft", the authorization code with PKCE) needs no state of
+its own: while the customer is at Microsoft the renewal stays INVITED (or CODE_ISSUED, a device
+code still showing) and holds the pending sign-in (``browser_sign_in``, single use, short-lived);
+when Microsoft sends the customer back with a code, the renewal moves to CODE_ISSUED (a code, the
+authorization code, was issued) and continues exactly like a device-code sign-in.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
 from core import events
-from core.errors import InvalidTransitionError
+from core.errors import InvalidTransitionError, SignInStateError
 
 
 class RenewalState(StrEnum):
@@ -133,6 +140,20 @@ class DeviceCode:
     flow_state: bytes = field(repr=False)
 
 
+@dataclass(frozen=True)
+class BrowserSignIn:
+    """A browser sign-in in progress: the customer was sent to Microsoft's authorize endpoint.
+
+    Only a hash of ``state`` is kept (the return must present the state itself); ``flow_state`` is
+    the identity adapter's opaque state (it holds the PKCE verifier and the nonce: a secret, stored
+    encrypted, excluded from repr).
+    """
+
+    state_hash: str
+    expires_at: datetime
+    flow_state: bytes = field(repr=False)
+
+
 @dataclass
 class Renewal:
     """One attempt to renew a tenant's tokens, from the chat command to validation."""
@@ -166,6 +187,7 @@ class Renewal:
     # Written before its thread opens (the database decides which request wins, so replicas
     # never open two threads); cleared once the thread is open or the chat refused it.
     awaiting_thread: bool = False
+    browser_sign_in: BrowserSignIn | None = field(default=None, compare=False)
     events: list[events.Event] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -301,3 +323,58 @@ class Renewal:
         self.device_code = None
         self.staged_tokens = None
         self.events.append(events.RenewalCancelled(self.id, actor))
+
+    # -- the browser sign-in (authorization code with PKCE) ------------------------------------
+
+    @property
+    def can_sign_in_with_browser(self) -> bool:
+        """Waiting for the customer: invited, or a device code showing and nobody signed in."""
+        return self.state is S.INVITED or (self.state is S.CODE_ISSUED and not self.tokens_acquired)
+
+    def begin_browser_sign_in(self, pending: BrowserSignIn, now: datetime) -> None:
+        """The customer was sent to Microsoft; a later start replaces an earlier one."""
+        if not self.can_sign_in_with_browser:
+            raise InvalidTransitionError(self.state, S.CODE_ISSUED)
+        self.browser_sign_in = pending
+        self.updated_at = now
+
+    def take_browser_sign_in(self, state_hash: str, now: datetime) -> bytes:
+        """Consume the pending browser sign-in whose state hashes to ``state_hash`` (single use).
+
+        Raises:
+            SignInStateError: none pending, another state, or its time ran out.
+        """
+        pending = self.browser_sign_in
+        if pending is None or not self.can_sign_in_with_browser:
+            raise SignInStateError("used")
+        if not hmac.compare_digest(pending.state_hash, state_hash):
+            raise SignInStateError("unknown")
+        self.browser_sign_in = None
+        self.updated_at = now
+        if now >= pending.expires_at:
+            raise SignInStateError("late")
+        return pending.flow_state
+
+    def browser_returned(self, now: datetime) -> None:
+        """Microsoft sent the customer back with a code that was redeemed: the sign-in is in
+        progress, as after a device code (a showing device code is dropped)."""
+        if self.state is S.INVITED:
+            self._move(S.CODE_ISSUED, now)
+        elif not self.can_sign_in_with_browser:
+            raise InvalidTransitionError(self.state, S.CODE_ISSUED)
+        self.device_code = None
+        self.code_issued_at = now
+        self.failure_code = None
+        self.updated_at = now
+
+    def browser_refused(self, reason: str, now: datetime) -> None:
+        """Microsoft sent the customer back with an error a new try can fix: the page explains
+        it and offers both ways again; the thread hears it like a lapsed code."""
+        if self.state is S.CODE_ISSUED and not self.tokens_acquired:
+            self.code_lapsed(reason, now)
+            return
+        if self.state is not S.INVITED:
+            raise InvalidTransitionError(self.state, S.INVITED)
+        self.failure_code = reason
+        self.updated_at = now
+        self.events.append(events.CodeLapsed(self.id, reason))

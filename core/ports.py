@@ -6,7 +6,7 @@ or SQL here.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -70,6 +70,18 @@ class DirectoryCheck:
     unverified: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class BrowserSignInStart:
+    """Where to send the customer's browser, and the adapter's opaque state to keep meanwhile.
+
+    Both are secrets until used (the URL carries ``state``; ``flow_state`` the PKCE verifier and
+    the nonce): excluded from repr.
+    """
+
+    authorize_url: str = field(repr=False)
+    flow_state: bytes = field(repr=False)
+
+
 class IdentityProvider(Protocol):
     """Device-flow sign-in and tokens for a customer tenant (MSAL in production)."""
 
@@ -113,6 +125,21 @@ class IdentityProvider(Protocol):
         self, tenant: Tenant, token_set: str, min_left: timedelta
     ) -> AccessToken:
         """See TokenSource (the token API)."""
+
+    async def begin_browser_sign_in(
+        self, tenant: Tenant, *, login_hint: str, redirect_uri: str, state: str
+    ) -> BrowserSignInStart:
+        """Prepare an authorization-code sign-in (PKCE, nonce) at the tenant's own authority."""
+
+    async def finish_browser_sign_in(
+        self, tenant: Tenant, flow_state: bytes, response: Mapping[str, str]
+    ) -> SignedIn:
+        """Redeem the code Microsoft sent back (``response``: the redirect's query parameters).
+
+        Like ``poll``, a success leaves the tenant's stored tokens untouched (they are in
+        ``staged``). Raises IdentityProviderError for an error sent back, a refused code, a
+        ``state`` or nonce that does not match.
+        """
 
 
 Tone = Literal["info", "success", "warning", "error"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from core import commands, logcontext, messages, registration
+from core.browser import BrowserSignIns
 from core.errors import (
     IdentityProviderError,
     InvalidTransitionError,
@@ -24,7 +25,15 @@ from core.errors import (
     NoActiveRenewalError,
     RenewalInProgressError,
 )
-from core.model import SYSTEM, Actor, DeviceCode, Renewal, RenewalState, Tenant, ThreadRef
+from core.model import (
+    SYSTEM,
+    Actor,
+    DeviceCode,
+    Renewal,
+    RenewalState,
+    Tenant,
+    ThreadRef,
+)
 from core.notifications import Notifier
 from core.ports import (
     AuditEntry,
@@ -69,6 +78,10 @@ class ServiceConfig:
     invitation_ttl: timedelta = timedelta(days=7)
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     poll_lease: timedelta = timedelta(seconds=30)
+    # "Sign in with Microsoft" (the authorization code with PKCE) offered on the page, and how
+    # long the customer may take at Microsoft before the return is refused.
+    browser_sign_in: bool = True
+    browser_sign_in_ttl: timedelta = timedelta(minutes=10)
 
 
 @dataclass
@@ -331,7 +344,7 @@ class RenewalService:
                 log.warning("identity.poll_unavailable", extra={"renewal_id": renewal_id})
                 return float(code.interval)
             await self._record_error(tenant, exc)
-            if messages.explain(exc.code).retry_with_new_code:
+            if messages.explain(exc.code).retry_with_new_code or self._browser_helps(exc.code):
                 await self._lapse(renewal_id, exc.code)
             else:
                 await self._fail(renewal_id, exc.code)
@@ -368,6 +381,42 @@ class RenewalService:
         for r in overdue:
             await self._change(r.id, lambda r: r.expire(now), "renewal.expired")
         return len(overdue)
+
+    # -- the browser sign-in (authorization code with PKCE): steps in core.browser ----------
+
+    @property
+    def callback_url(self) -> str:
+        """The redirect URI registered for the app: where Microsoft sends the customer back."""
+        return f"{self.config.public_url.rstrip('/')}/onboard/callback"
+
+    def _browser_helps(self, code: str) -> bool:
+        """A device-code refusal the browser sign-in avoids (Conditional Access that blocks the
+        device code flow): the renewal stays open so the customer can use the browser."""
+        return self.config.browser_sign_in and code == "AADSTS53003"
+
+    async def start_browser_sign_in(
+        self, token: str, actor: Actor, admin_upn: str | None = None
+    ) -> str:
+        """The customer pressed "Sign in with Microsoft": where to send their browser.
+
+        Raises:
+            InvitationNotFoundError, InvitationGoneError: as ``open_invitation``.
+            InvalidTransitionError: already signed in, or the deployment does not offer it.
+            IdentityProviderError: the authority could not be reached or refused.
+        """
+        return await BrowserSignIns(self).start(token, actor, admin_upn)
+
+    async def finish_browser_sign_in(
+        self, token: str, state: str, response: dict[str, str]
+    ) -> Renewal:
+        """Microsoft sent the customer back (``response``: code or error, and ``state``).
+
+        Raises:
+            InvitationNotFoundError, InvitationGoneError: as ``open_invitation``.
+            SignInStateError: not this invitation's pending sign-in, already used or too late.
+            ConcurrencyError: the same return is being handled at this moment.
+        """
+        return await BrowserSignIns(self).finish(token, state, response)
 
     # -- shared steps ---------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 import msal
@@ -30,6 +30,7 @@ from core.errors import IdentityProviderError
 from core.model import DeviceCode, Tenant
 from core.ports import (
     AccessToken,
+    BrowserSignInStart,
     Clock,
     DirectoryCheck,
     PollPending,
@@ -49,6 +50,13 @@ def _skip_absent_msal_extensions() -> None:
     answers such an import with ImportError at once, which MSAL treats as "not installed"."""
     if "msal_extensions" not in sys.modules and importlib.util.find_spec("msal_extensions") is None:
         sys.modules["msal_extensions"] = None  # type: ignore[assignment]
+
+
+def _query_mode(url: str) -> str:
+    """``url`` with ``response_mode=query`` (the code comes back in the callback's query)."""
+    parts = urlsplit(url)
+    query = [(k, "query" if k == "response_mode" else v) for k, v in parse_qsl(parts.query)]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 class MsalIdentityProvider:
@@ -370,3 +378,62 @@ class MsalIdentityProvider:
         token = await self._access_token(tenant, token_set, min_left, refresh=True)
         assert token is not None, "a refresh answers a token or raises"
         return token
+
+    # -- the browser sign-in: authorization code with PKCE ("Microsoft identity platform and
+    # OAuth 2.0 authorization code flow"). MSAL makes the PKCE verifier and challenge (S256)
+    # and the nonce, and checks state and nonce on the way back; we keep its flow dict, sealed
+    # by storage, between the two halves. A public client: no secret is sent, the redirect URI is
+    # registered under "Mobile and desktop applications" (README).
+
+    async def begin_browser_sign_in(
+        self, tenant: Tenant, *, login_hint: str, redirect_uri: str, state: str
+    ) -> BrowserSignInStart:
+        first = self.scopes(tenant, next(iter(self._sets)))
+
+        def begin() -> dict[str, Any]:
+            # The query response mode: our redirect URI is a GET route (DESIGN.md 9) and the
+            # cookie binding the return to the browser is SameSite=Lax, which a cross-site
+            # form_post would not carry. MSAL warns on every non-form_post request (RFC 9700
+            # 4.3.1: codes in URLs leak through logs and Referer); ours is single use, bound to
+            # the PKCE verifier, never logged, and the callback answers with no-referrer. Asked
+            # as form_post and the mode set in the URL, MSAL stays quiet without a global filter.
+            flow: dict[str, Any] = self._app(tenant).initiate_auth_code_flow(
+                scopes=first,
+                redirect_uri=redirect_uri,
+                state=state,
+                login_hint=login_hint,
+                response_mode="form_post",
+            )
+            flow["auth_uri"] = _query_mode(str(flow["auth_uri"]))
+            return flow
+
+        flow = await self._run(begin, tenant)
+        return BrowserSignInStart(str(flow["auth_uri"]), json.dumps(flow).encode())
+
+    async def finish_browser_sign_in(
+        self, tenant: Tenant, flow_state: bytes, response: Mapping[str, str]
+    ) -> SignedIn:
+        flow = json.loads(flow_state)
+        staged = StagedTokens()  # as in poll: never the tenant's cache
+
+        def redeem(cache: msal.SerializableTokenCache) -> dict[str, Any]:
+            app = self._app(tenant, cache)
+            try:
+                result: dict[str, Any] = app.acquire_token_by_auth_code_flow(flow, dict(response))
+            except ValueError:  # MSAL: the state does not match, or neither code nor error
+                return {"error": "state_mismatch", "error_description": "state_mismatch"}
+            except RuntimeError:  # MSAL: the id_token's nonce is not ours
+                return {"error": "nonce_mismatch", "error_description": "nonce_mismatch"}
+            return result
+
+        result = await self._with_staged(tenant, staged, redeem)
+        if "access_token" not in result:
+            raise to_error(result)
+        claims = result.get("id_token_claims") or {}
+        return SignedIn(
+            account=str(claims.get("preferred_username", "")),
+            tenant_id=str(claims.get("tid", "")),
+            object_id=str(claims.get("oid", "")),
+            roles=frozenset(claims.get("wids") or ()),
+            staged=staged,
+        )

@@ -40,6 +40,7 @@ from core.model import (
     ACTIVE_STATES,
     Actor,
     AuthState,
+    BrowserSignIn,
     DeviceCode,
     Origin,
     Renewal,
@@ -243,6 +244,7 @@ class SqlRenewalRepository:
 
     def _values(self, r: Renewal) -> dict[str, Any]:
         code = r.device_code
+        browser = r.browser_sign_in if r.is_active else None
         return {
             "id": r.id,
             "tenant_key": r.tenant_key,
@@ -276,6 +278,10 @@ class SqlRenewalRepository:
             "version": r.version,
             "staged_tokens": self.box.seal(r.staged_tokens) if r.staged_tokens else None,
             "awaiting_thread": r.awaiting_thread,
+            # kept only while the renewal is open: an ended renewal holds no verifier
+            "signin_state_hash": browser.state_hash if browser else None,
+            "signin_expires_at": browser.expires_at if browser else None,
+            "signin_flow": self.box.seal(browser.flow_state) if browser else None,
         }
 
     def _renewal(self, row: Row[Any]) -> Renewal:
@@ -316,6 +322,11 @@ class SqlRenewalRepository:
             version=row.version,
             staged_tokens=self.box.open(row.staged_tokens) if row.staged_tokens else None,
             awaiting_thread=bool(row.awaiting_thread),
+            browser_sign_in=BrowserSignIn(
+                row.signin_state_hash, row.signin_expires_at, self.box.open(row.signin_flow)
+            )
+            if row.signin_flow is not None
+            else None,
         )
 
     async def _many(self, *where: Any, limit: int | None = None) -> list[Renewal]:

@@ -110,6 +110,11 @@ renewals = Table(
     Column("code_owner", String(64)),  # lease: which process is starting a device flow
     Column("code_claim_until", UTCDateTime),
     Column("awaiting_thread", Boolean, nullable=False, server_default=false()),
+    # a browser sign-in in progress: its state (hashed), deadline and flow (encrypted: PKCE
+    # verifier and nonce)
+    Column("signin_state_hash", String(64)),
+    Column("signin_expires_at", UTCDateTime),
+    Column("signin_flow", LargeBinary),
     Index("ix_renewals_batch", "batch_id"),
     Index(
         "uq_renewals_one_active_per_tenant",

@@ -81,7 +81,7 @@ def status_of(renewal: Renewal, tenant: Tenant) -> dict[str, Any]:
     elif s is RenewalState.INVITED and problem:
         message = problem.customer
     elif s is RenewalState.INVITED:
-        message = "Check the admin username, then press Start authentication."
+        message = "Check the admin username, then sign in."
     elif s is RenewalState.FAILED and problem:
         message = problem.customer
     else:
@@ -99,6 +99,7 @@ def status_of(renewal: Renewal, tenant: Tenant) -> dict[str, Any]:
         "done": done,
         "final": s.is_terminal,
         "can_start": s is RenewalState.INVITED and not problem,
+        "can_browser": renewal.can_sign_in_with_browser and not signing_in,
         "can_new_code": (s is RenewalState.INVITED and bool(problem))
         or (s is RenewalState.CODE_ISSUED and not signing_in),
     }
@@ -110,6 +111,7 @@ class OnboardingPage:
         service: RenewalService,
         csrf_key: bytes,
         public_url: str,
+        choices: page.SignInChoices | None = None,
         *,
         requests: TokenBuckets | None = None,
         misses: TokenBuckets | None = None,
@@ -121,6 +123,7 @@ class OnboardingPage:
         self.requests = requests or onboarding_requests()
         self.misses = misses or onboarding_misses()
         self.client = client or ClientAddress()
+        self.choices = choices or page.SignInChoices()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -211,6 +214,7 @@ class OnboardingPage:
                 csrf=self.csrf_for(token),
                 status=status,
                 nonce=nonce,
+                choices=self.choices,
             ),
         )
 

@@ -7,6 +7,7 @@ value is escaped; the script and style carry the response's CSP nonce.
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:34rem;margin:2rem auto;
@@ -22,14 +23,17 @@ input{font-size:1rem;padding:.5rem;width:100%;box-sizing:border-box}
 SCRIPT = """
 (function(){
   var root=document.getElementById('app'); if(!root) return;
-  var csrf=root.dataset.csrf, base=root.dataset.base;
+  var csrf=root.dataset.csrf, base=root.dataset.base, ways=root.dataset.ways||'device_code';
+  var browser=ways!=='device_code', device=ways!=='browser';
   function $(id){return document.getElementById(id);}
   function show(id,on){var e=$(id); if(e) e.hidden=!on;}
   function render(s){
     $('status').textContent=s.message;
     $('status').className=s.done?'ok':(s.error?'err':'');
-    show('start-form', s.can_start); show('code-box', !!s.user_code);
-    show('newcode-form', s.can_new_code);
+    show('start-form', s.can_start && device); show('code-box', !!s.user_code);
+    show('newcode-form', s.can_new_code && device);
+    show('browser-form', s.can_browser && browser);
+    show('other-device', s.can_browser && browser && device);
     if(s.user_code){$('user-code').textContent=s.user_code;
       $('verify-link').href=s.verification_uri; $('verify-link').textContent=s.verification_uri;}
     $('progress').textContent=s.total?(s.acquired+'/'+s.total+' tokens'):'';
@@ -52,6 +56,17 @@ SCRIPT = """
     });
   }
   post($('start-form'),'/start'); post($('newcode-form'),'/new-code');
+  var bf=$('browser-form');
+  if(bf) bf.addEventListener('submit',function(ev){
+    ev.preventDefault();
+    var upn=$('admin_upn'); if(upn) $('hint').value=upn.value;
+    bf.querySelector('button').disabled=true;
+    fetch(base+'/sign-in',{method:'POST',body:new URLSearchParams(new FormData(bf)),
+      headers:{'Accept':'application/json'}})
+      .then(function(r){return r.json();})
+      .then(function(s){ if(s.authorize_url){window.location.assign(s.authorize_url);}
+        else {render(s); bf.querySelector('button').disabled=false;} });
+  });
   $('copy').addEventListener('click',function(){
     var t=$('user-code').textContent;
     if(navigator.clipboard){navigator.clipboard.writeText(t).then(function(){
@@ -75,28 +90,94 @@ def document(title: str, body: str, nonce: str) -> str:
     )
 
 
+@dataclass(frozen=True)
+class SignInChoices:
+    """Which ways the page offers, and the names that let the customer check who asks.
+
+    ``app_name`` and ``publisher`` as Microsoft's screens show the app registration;
+    ``authority`` is the host of Microsoft's sign-in page; ``msp_name`` is the MSP that asks.
+    """
+
+    browser: bool = False
+    device_code: bool = True
+    app_name: str = "renewbot"
+    publisher: str = ""
+    msp_name: str = ""
+    authority: str = "login.microsoftonline.com"
+
+    @property
+    def ways(self) -> str:
+        if self.browser and self.device_code:
+            return "both"
+        return "browser" if self.browser else "device_code"
+
+
+def _browser_part(choices: SignInChoices, base: str, csrf: str, shown: bool) -> str:
+    """The first choice: Sign in with Microsoft, on Microsoft's own page."""
+    if not choices.browser:
+        return ""
+    return f"""
+<form id=browser-form method=post action='{_e(base)}/sign-in' class=box{"" if shown else " hidden"}>
+  <input type=hidden name=csrf value='{_e(csrf)}'><input type=hidden name=admin_upn id=hint>
+  <p><button type=submit id=sign-in>Sign in with Microsoft</button></p>
+  <p>You sign in on Microsoft's own page (<b>{_e(choices.authority)}</b>) and come back here
+  by yourself.</p>
+</form>"""
+
+
+def _anti_phishing(choices: SignInChoices, tenant: str) -> str:
+    """Who asks, as Microsoft will name it, and the one rule that defeats code phishing."""
+    publisher = choices.publisher or "an unverified publisher"
+    msp = choices.msp_name or "your IT support provider"
+    return f"""
+<section id=anti-phishing class=box>
+  <p>Microsoft will show the app as <b>{_e(choices.app_name)}</b>, published by
+  <b>{_e(publisher)}</b>. It is requested by <b>{_e(msp)}</b> for {_e(tenant)}.</p>
+  <p>No one will ever ask you to type a code you got by email, chat or a phone call. Only
+  type a code this page shows you, and only if you started the sign-in yourself.</p>
+</section>"""
+
+
 def onboarding(
-    *, tenant_name: str, admin_upn: str, base: str, csrf: str, status: dict[str, object], nonce: str
+    *,
+    tenant_name: str,
+    admin_upn: str,
+    base: str,
+    csrf: str,
+    status: dict[str, object],
+    nonce: str,
+    choices: SignInChoices | None = None,
 ) -> str:
     """The page a customer sees at the Auth URL."""
+    choices = choices or SignInChoices()
 
     def hidden(flag: str) -> str:
         return "" if status.get(flag) else " hidden"
+
+    can_browser = bool(status.get("can_browser")) and choices.browser
+    device_hidden = "" if choices.device_code else " hidden"
+    other = "" if can_browser and choices.device_code else " hidden"
 
     code = _e(status.get("user_code") or "")
     uri = _e(status.get("verification_uri") or "")
     progress = f"{status['acquired']}/{status['total']} tokens" if status.get("total") else ""
     body = f"""
-<main id=app data-csrf='{_e(csrf)}' data-base='{_e(base)}'>
+<main id=app data-csrf='{_e(csrf)}' data-base='{_e(base)}' data-ways='{choices.ways}'>
 <h1>Renew the Microsoft 365 connection for {_e(tenant_name)}</h1>
 <p>Your support team asked you to sign in once so their tools keep working. Sign in with a
 <b>Global Administrator</b> account of {_e(tenant_name)}.</p>
 <p id=status role=status aria-live=polite>{_e(status["message"])}</p>
 <p id=progress>{_e(progress)}</p>
-<form id=start-form method=post action='{_e(base)}/start' class=box{hidden("can_start")}>
+<p><label for=admin_upn>M365 admin username</label>
+  <input id=admin_upn name=admin_upn form=start-form value='{_e(admin_upn)}' maxlength=254
+  autocomplete=username></p>
+{_browser_part(choices, base, csrf, can_browser)}
+<h2 id=other-device{other}>Signing in on another device?</h2>
+<form id=start-form method=post action='{_e(base)}/start' class=box{
+        hidden("can_start") if choices.device_code else " hidden"
+    }>
   <input type=hidden name=csrf value='{_e(csrf)}'>
-  <label for=admin_upn>M365 admin username</label>
-  <input id=admin_upn name=admin_upn value='{_e(admin_upn)}' maxlength=254 autocomplete=username>
+  <p{other}>Get a code to type at Microsoft on your phone or another computer.</p>
   <p><button type=submit id=start>Start authentication</button></p>
 </form>
 <section id=code-box class=box{hidden("user_code")}>
@@ -107,8 +188,10 @@ def onboarding(
      paste the code and sign in. If you are asked, tick <i>Consent on behalf of your
      organization</i> and accept.</p>
   <p>3. Come back here: this page updates by itself.</p>
-</section>
-<form id=newcode-form method=post action='{_e(base)}/new-code'{hidden("can_new_code")}>
+</section>{_anti_phishing(choices, tenant_name)}
+<form id=newcode-form method=post action='{_e(base)}/new-code'{
+        hidden("can_new_code") or device_hidden
+    }>
   <input type=hidden name=csrf value='{_e(csrf)}'>
   <button type=submit id=new-code>New code</button>
 </form>

@@ -50,6 +50,12 @@ class Registration:
     public_client_flows: bool = True
     graph_permissions: tuple[str, ...] = DEFAULT_GRAPH_PERMISSIONS
     redirect_uris: tuple[str, ...] = ()  # empty: any redirect URI is accepted (sandbox ease)
+    # Where the redirect URIs are registered ("Redirect URI (reply URL) best practices"):
+    # "public" is "Mobile and desktop applications" (a code is redeemed with PKCE and no
+    # secret); "web" makes Entra treat the app as a confidential client, so redeeming a code
+    # without a client secret answers AADSTS7000218.
+    redirect_platform: str = "public"
+    publisher: str = "unverified"  # what Microsoft's consent screen shows under the app's name
 
     @property
     def emits_wids(self) -> bool:
@@ -76,6 +82,13 @@ class SandboxTenant:
     code_lifetime: int = 900
     interval: int = 5
     slow_down_polls: int = 0  # answer slow_down to the next n polls
+    # A Conditional Access policy that blocks browser sign-ins too ("53003", say one for
+    # untrusted locations); "conditional_access" above blocks only the device code flow, except
+    # "530033" (a managed device), which the sandbox's browser cannot prove either.
+    browser_conditional_access: str | None = None
+    # "Authorization codes are short lived, typically they expire after about 10 minutes"
+    # (authorization code flow, "Request an access token").
+    auth_code_lifetime: int = 600
 
     @property
     def initial(self) -> str:
@@ -145,6 +158,36 @@ class DeviceFlow:
 
 
 @dataclass
+class AuthRequest:
+    """A visit to the authorize endpoint, while the person picks an account and consents."""
+
+    tenant_id: str
+    client_id: str
+    redirect_uri: str
+    scopes: list[str]
+    state: str
+    nonce: str
+    code_challenge: str
+    code_challenge_method: str
+    login_hint: str
+
+
+@dataclass
+class AuthCode:
+    """An authorization code: single use, short-lived, bound to the PKCE challenge."""
+
+    account: SandboxAccount
+    tenant_id: str
+    client_id: str
+    redirect_uri: str
+    scopes: list[str]
+    nonce: str
+    code_challenge: str
+    code_challenge_method: str
+    expires_at: float
+
+
+@dataclass
 class Grant:
     """What a refresh token stands for."""
 
@@ -179,6 +222,10 @@ class Directory:
         self.polls: list[tuple[str, float]] = []  # (user code, monotonic time) of each poll
         self.issued_secrets: list[str] = []  # every device code and token handed out (for tests)
         self.registrations: dict[str, Registration] = {DEFAULT_CLIENT_ID: Registration()}
+        self.auth_requests: dict[str, AuthRequest] = {}
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.redeemed_codes: set[str] = set()
+        self.verifiers: list[str] = []  # every PKCE verifier received (for tests: never logged)
         self.consumers = SandboxTenant(CONSUMERS_TENANT, "Microsoft accounts", "live.com")
 
     def tenant(self, key: str) -> SandboxTenant | None:

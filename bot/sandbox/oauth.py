@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import time
 import uuid
@@ -23,7 +25,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from bot.sandbox import consent, graph
+from bot.sandbox import authorize, consent, graph
 from bot.sandbox.aadsts import (
     FAILURES,
     confidential_only,
@@ -34,6 +36,7 @@ from bot.sandbox.aadsts import (
 from bot.sandbox.directory import (
     CONSUMERS_TENANT,
     GLOBAL_ADMINISTRATOR,
+    AuthCode,
     DeviceFlow,
     Directory,
     Grant,
@@ -83,7 +86,7 @@ async def discovery(request: web.Request) -> web.Response:
     tenant, err = _tenant_or_error(request)
     if err:
         return err
-    base = request.app[URLS_KEY]["https"]
+    base, login = request.app[URLS_KEY]["https"], request.app[URLS_KEY]["http"]
     tid = tenant.tenant_id
     return web.json_response(
         {
@@ -102,7 +105,10 @@ async def discovery(request: web.Request) -> web.Response:
             "issuer": f"{base}/{tid}/v2.0",
             "request_uri_parameter_supported": False,
             "userinfo_endpoint": f"{base}/oidc/userinfo",
-            "authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/authorize",
+            # On the login listener (plain HTTP, like the device login page), so a person's
+            # browser in the demo needs no trust in the sandbox's test CA; it is served on this
+            # host too, where Entra has it.
+            "authorization_endpoint": f"{login}/{tid}/oauth2/v2.0/authorize",
             "device_authorization_endpoint": f"{base}/{tid}/oauth2/v2.0/devicecode",
             "http_logout_supported": True,
             "frontchannel_logout_supported": True,
@@ -169,7 +175,9 @@ def _delegated(wanted: list[str], registration: Registration) -> frozenset[str]:
     return frozenset(names)
 
 
-def _claims(request: web.Request, holder: Any, registration: Registration) -> dict[str, Any]:
+def _claims(
+    request: web.Request, holder: Any, registration: Registration, nonce: str = ""
+) -> dict[str, Any]:
     """id_token claims ("Access token claims reference", "ID token claims reference")."""
     account, tid = holder.account, holder.tenant_id
     now = int(time.time())
@@ -189,6 +197,8 @@ def _claims(request: web.Request, holder: Any, registration: Registration) -> di
         "ver": "2.0",
         "uti": uuid.uuid4().hex,
     }
+    if nonce:  # OpenID Connect: the authorize request's nonce comes back in the id_token
+        claims["nonce"] = nonce
     if account.home_tenant_id and account.home_tenant_id != tid:
         # idp: the home tenant's issuer for guests ("live.com" style for personal accounts)
         claims["idp"] = f"https://sts.windows.net/{account.home_tenant_id}/"
@@ -199,7 +209,9 @@ def _claims(request: web.Request, holder: Any, registration: Registration) -> di
     return claims
 
 
-def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str]) -> web.Response:
+def _token_response(
+    request: web.Request, flow_or_grant: Any, scopes: list[str], nonce: str = ""
+) -> web.Response:
     d = request.app[DIRECTORY_KEY]
     account = flow_or_grant.account
     tid = flow_or_grant.tenant_id
@@ -214,7 +226,7 @@ def _token_response(request: web.Request, flow_or_grant: Any, scopes: list[str])
         return invalid_resource(resource, tenant)
     at, rt = d.issue(account, tid, flow_or_grant.client_id, resource)
     d.access_tokens[at].scopes = _delegated(wanted, registration)
-    id_token = request.app[SIGNER_KEY].sign(_claims(request, flow_or_grant, registration))
+    id_token = request.app[SIGNER_KEY].sign(_claims(request, flow_or_grant, registration, nonce))
     d.issued_secrets.append(id_token)
     return web.json_response(
         {
@@ -282,6 +294,8 @@ async def token(request: web.Request) -> web.Response:
     registration = d.registrations.get(str(form.get("client_id", "")))
     if grant_type and registration is None:
         return unknown_client(str(form.get("client_id", "")), tenant)
+    if grant_type == "authorization_code" and registration is not None:
+        return _redeem(request, form, tenant.tenant_id, registration)
     if registration is not None and not registration.public_client_flows:
         # the client is authenticated before the grant is looked at: every poll and refresh
         return confidential_only()
@@ -306,6 +320,65 @@ async def token(request: web.Request) -> web.Response:
         f"'grant_type' is not valid: {grant_type[:40]!r}.",
         70003,
     )
+
+
+def _pkce_ok(held: AuthCode, verifier: str) -> bool:
+    """ "Proof Key for Code Exchange" (RFC 7636 4.6): S256 is BASE64URL(SHA256(verifier))."""
+    if held.code_challenge_method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+        return hmac.compare_digest(
+            base64.urlsafe_b64encode(digest).decode().rstrip("="), held.code_challenge
+        )
+    return hmac.compare_digest(verifier, held.code_challenge)
+
+
+def _redeem(request: web.Request, form: Any, tid: str, registration: Registration) -> web.Response:
+    """The authorization_code grant ("Microsoft identity platform and OAuth 2.0 authorization
+    code flow", "Redeem a code for an access token"): a code is single use (a second redemption
+    is AADSTS54005) and short-lived (AADSTS70008); redirect_uri must be the authorize request's;
+    the PKCE verifier must match the challenge (AADSTS501481). A redirect URI registered as "web"
+    makes the app confidential: no secret, AADSTS7000218."""
+    d = request.app[DIRECTORY_KEY]
+    if registration.redirect_platform == "web" and not form.get("client_secret"):
+        return confidential_only()
+    code = str(form.get("code", ""))
+    held = d.auth_codes.pop(code, None)  # popped on any try: a code is never redeemed twice
+    if held is None:
+        if code in d.redeemed_codes:
+            return oauth_error(
+                "invalid_grant",
+                "OAuth2 Authorization code was already redeemed, please retry with a new valid "
+                "code or use an existing refresh token.",
+                54005,
+            )
+        return oauth_error("invalid_grant", "The provided value for 'code' is not valid.", 70000)
+    d.redeemed_codes.add(code)
+    d.verifiers.append(str(form.get("code_verifier", "")))
+    if held.tenant_id != tid or held.client_id != str(form.get("client_id", "")):
+        return oauth_error("invalid_grant", "The provided value for 'code' is not valid.", 70000)
+    if time.monotonic() >= held.expires_at:
+        return oauth_error(
+            "invalid_grant",
+            "The provided authorization code or refresh token has expired due to inactivity. "
+            "Send a new interactive authorization request for this user and resource.",
+            70008,
+        )
+    if str(form.get("redirect_uri", "")) != held.redirect_uri:
+        return oauth_error(
+            "invalid_grant",
+            "The redirect URI specified in the request does not match the redirect URI used to "
+            "obtain the authorization code.",
+            50011,
+        )
+    if held.code_challenge and not _pkce_ok(held, str(form.get("code_verifier", ""))):
+        return oauth_error(
+            "invalid_grant",
+            "The code_verifier does not match the code_challenge supplied in the authorization "
+            "request.",
+            501481,
+        )
+    scopes = str(form.get("scope", "")).split() or held.scopes
+    return _token_response(request, held, scopes, nonce=held.nonce)
 
 
 async def grant(request: web.Request) -> web.Response:
@@ -349,5 +422,6 @@ def https_app(
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token)
     app.router.add_post("/{tenant}/_sandbox/grant", grant)
     consent.add_routes(app, directory)
+    authorize.add_routes(app, directory)
     graph.add_routes(app, directory)
     return app

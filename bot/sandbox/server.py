@@ -10,7 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bot.sandbox import login, oauth
+from bot.sandbox import authorize, login, oauth
 from bot.sandbox.directory import Directory, demo_directory
 from bot.sandbox.tls import make_ca_and_server
 
@@ -44,9 +44,11 @@ class Sandbox:
         signer = oauth.Signer()
         https = oauth.https_app(self.directory, signer, urls, latency)
         https.middlewares.insert(0, self._held)
+        http = login.http_app(self.directory)
+        authorize.add_routes(http, self.directory)
         for app, sock, ctx in (
             (https, https_sock, ssl_ctx),
-            (login.http_app(self.directory), http_sock, None),
+            (http, http_sock, None),
         ):
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -20,6 +21,7 @@ from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
 from core.ports import (
     AccessToken,
     AuditEntry,
+    BrowserSignInStart,
     DirectoryCheck,
     HealthRecord,
     IdentityErrorRecord,
@@ -441,6 +443,9 @@ class FakeIdentityProvider:
         self.directory_checked_with: list[bytes | None] = []
         self.tokens: dict[tuple[str, str], AccessToken] = {}  # (tenant id, set): stored token
         self.token_refreshes: list[tuple[str, str]] = []
+        self.browser_starts: list[tuple[str, str, str, str]] = []
+        self.browser_finishes: list[dict[str, str]] = []
+        self.browser_results: list[SignedIn | IdentityProviderError] = []
 
     def token_set_names(self) -> Sequence[str]:
         return self.sets
@@ -527,6 +532,34 @@ class FakeIdentityProvider:
         )
         self.tokens[(tenant.tenant_id, token_set)] = token
         return token
+
+    # -- the browser sign-in: scripted like ``polls`` -------------------------------------------
+
+    async def begin_browser_sign_in(
+        self, tenant: Tenant, *, login_hint: str, redirect_uri: str, state: str
+    ) -> BrowserSignInStart:
+        if self.start_error:
+            raise self.start_error
+        self.browser_starts.append((tenant.tenant_id, login_hint, redirect_uri, state))
+        url = f"https://login.test/{tenant.tenant_id}/oauth2/v2.0/authorize?state={state}"
+        return BrowserSignInStart(url, json.dumps({"state": state}).encode())
+
+    async def finish_browser_sign_in(
+        self, tenant: Tenant, flow_state: bytes, response: Mapping[str, str]
+    ) -> SignedIn:
+        """The next scripted result, after the checks MSAL makes (the state must match)."""
+        if json.loads(flow_state)["state"] != response.get("state"):
+            raise IdentityProviderError("state_mismatch", "state_mismatch")
+        self.browser_finishes.append(dict(response))
+        if response.get("error"):
+            code = str(response.get("error_description", "")).split(":")[0]
+            raise IdentityProviderError(code or response["error"], response["error"])
+        result = self.browser_results.pop(0) if self.browser_results else None
+        if isinstance(result, IdentityProviderError):
+            raise result
+        return result or SignedIn(
+            tenant.admin_upn, tenant.tenant_id, "oid-browser", staged=StagedTokens(b"browser")
+        )
 
 
 def slow_down(code: DeviceCode) -> PollPending:

@@ -158,6 +158,7 @@ async def live_bot(
     teams: dict[str, Any] | None = None,
     access: dict[str, Any] | None = None,
     monitor: dict[str, Any] | None = None,
+    signin: dict[str, Any] | None = None,
     sandbox: Sandbox | None = None,
     port: int | None = None,
     key: str | None = None,
@@ -193,6 +194,7 @@ async def live_bot(
         teams=teams or {},
         access=access or {},
         monitor=monitor or {"enabled": False},
+        signin=signin or {},
         **(more or {}),  # further setting groups (tokens, webhooks)
     )
     chat = RecordingChatThreads()

@@ -37,10 +37,19 @@ def test_scripted_demo_reaches_validated() -> None:
 
 
 def test_scripted_demo_fails_when_renewal_fails() -> None:
-    """The exit status tells the truth: a blocked tenant is a non-zero exit."""
-    done = renewbot("demo", "--scripted", "--tenant", "northwind")
+    """The exit status tells the truth: a sign-in Microsoft refuses is a non-zero exit."""
+    done = renewbot("demo", "--scripted", "--tenant", "fabrikam", "--account", "user@fabrikam.com")
     assert done.returncode == 1
-    assert "Conditional Access" in done.stdout and "ended in state FAILED" in done.stdout
+    assert "Administrator approval is needed" in done.stdout
+    assert "ended in state INVITED" in done.stdout
+
+
+def test_scripted_demo_renews_northwind_through_the_browser() -> None:
+    """Conditional Access blocks northwind's device code; the browser sign-in validates it."""
+    done = renewbot("demo", "--scripted", "--tenant", "northwind")
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "Signed in as admin@northwind.com" in done.stdout
+    assert "ended in state VALIDATED" in done.stdout
 
 
 def test_serve_without_secrets_names_the_variables() -> None:

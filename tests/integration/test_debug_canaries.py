@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import asyncpg
@@ -29,10 +30,11 @@ import tests.servers.slack as slack_server
 from adapters.storage.crypto import generate_key
 from adapters.storage.database import make_engine
 from adapters.storage.tokens import SqlTokenGrants
+from bot.demo import browser_sign_in
 from bot.sandbox.directory import DEFAULT_CLIENT_ID, demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
 from core.tokens import new_key
-from tests.integration.live import T_CONTOSO, until
+from tests.integration.live import T_CONTOSO, T_NORTHWIND, until
 from tests.integration.test_slack import command_body, signed
 from tests.servers.bot_connector import BotConnectorStandIn
 from tests.servers.postgres import fresh_database
@@ -154,8 +156,14 @@ async def test_debug_renewal_leaks_no_canary_secret(
             "tenants", "add", *tenant, "--domain", "contoso.com", "--admin", "admin@contoso.com"
         )
         service_key = await add_service_key(database)
+        northwind = ["--slug", "northwind", "--name", "Northwind Traders"]
+        await run.run(
+            "tenants", "add", *northwind, "--tenant-id", T_NORTHWIND, "--domain", "northwind.com",
+            "--admin", "admin@northwind.com",
+        )  # fmt: skip
         async with serving(run), aiohttp.ClientSession() as http:
             auth_url = await renew_through_slack(http, base, slack, sandbox, signing_secret)
+            back = await renew_through_browser(base, slack, signing_secret)
             async with http.get(
                 f"{base}/api/tokens/contoso/exchange",
                 headers={"Authorization": f"Bearer {service_key}"},
@@ -186,6 +194,10 @@ async def test_debug_renewal_leaks_no_canary_secret(
         "refresh token": [s for s in issued if s.startswith("1.A")],
         "access or id token": [s for s in issued if s.startswith("eyJ")],
         "onboarding token": [auth_url.rsplit("/", 1)[1]],
+        # the browser sign-in's return: its code, its state, and the PKCE verifier sent
+        "authorization code": parse_qs(urlsplit(back).query)["code"],
+        "state": parse_qs(urlsplit(back).query)["state"],
+        "PKCE verifier": list(sandbox.directory.verifiers),
         "encryption key": [key],
         "Slack signing secret": [signing_secret],
         "Slack bot token": [bot_token],
@@ -211,6 +223,33 @@ async def test_debug_renewal_leaks_no_canary_secret(
     assert any('"device_code": "[redacted]"' in e for e in cache_events)  # logged, masked
     paths = [str(e.get("path")) for e in events if e["logger"] == "renewbot.access"]
     assert "/onboard/<redacted>/start" in paths  # the access log saw the Auth URL, masked
+    assert "/onboard/<redacted>" in paths  # and the callback, without its query
+
+
+async def renew_through_browser(base: str, slack: SlackStandIn, secret: str) -> str:
+    """Support's command for northwind and the customer's Sign in with Microsoft; returns the
+    URL Microsoft sent the browser back to (code and state in its query)."""
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as http:
+        body = command_body(slack, "northwind")
+        headers = signed(body, secret=secret)
+        async with http.post(f"{base}/slack/events", data=body, headers=headers):
+            pass
+
+        def posts() -> list[str]:
+            return [str(a.get("text")) for a in slack.called("chat.postMessage")]
+
+        def auth_url() -> str | None:
+            found = [
+                m.group(0) for t in posts() if (m := re.search(r"http://\S+/onboard/[\w-]+", t))
+            ]
+            return found[1] if len(found) > 1 else None
+
+        back = await browser_sign_in(http, await until(auth_url), "admin@northwind.com")
+        async with http.get(back) as resp:
+            assert resp.status == 200
+        await until(lambda: sum(t.startswith("Validated") for t in posts()) == 2, 60)
+        return back
 
 
 async def renew_through_slack(

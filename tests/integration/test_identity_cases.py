@@ -92,7 +92,9 @@ async def test_declined(live: Live) -> None:
     assert page_status["can_new_code"] and "declined" in page_status["message"]
 
 
-@pytest.mark.parametrize("code", ["530033", "53003"])
+# 53003 (a policy against the device code flow) leaves the browser sign-in open instead:
+# test_browser_sign_in_http.py::test_device_code_blocked_then_the_browser_renews
+@pytest.mark.parametrize("code", ["530033"])
 async def test_conditional_access_blocks_device_code(live: Live, code: str) -> None:
     """Conditional Access: the renewal fails with what the customer's admin must change."""
     live.sandbox.directory.tenants[T_NORTHWIND].conditional_access = code

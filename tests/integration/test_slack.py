@@ -303,6 +303,10 @@ async def test_socket_mode_receives_commands(tmp_path: Path, slack: SlackStandIn
 
 async def test_new_code_validate_and_renew_buttons(live: Live, slack: SlackStandIn) -> None:
     """New code posts a code; Validate again re-checks; Renew on a failure alert starts afresh."""
+    # a managed-device policy: the sign-in fails whichever way (53003 would leave the browser)
+    live.sandbox.directory.tenants[
+        live.tenants["northwind"].tenant_id
+    ].conditional_access = "530033"
     await post(live, command_body(slack, "northwind"))
     channel, ts = await until(lambda: parent(slack))
     await live.wait_for("northwind", lambda r: r.thread is not None)

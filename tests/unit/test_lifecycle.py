@@ -154,14 +154,15 @@ async def test_expired_code_returns_to_invited_and_new_code_works(world: World) 
     [
         ("authorization_declined", RenewalState.INVITED),
         ("AADSTS90094", RenewalState.INVITED),
-        ("AADSTS53003", RenewalState.FAILED),
+        ("AADSTS53003", RenewalState.INVITED),  # the browser sign-in avoids it (issue 14)
         ("AADSTS530033", RenewalState.FAILED),
     ],
 )
 async def test_identity_errors_explained_in_thread(
     world: World, code: str, end: RenewalState
 ) -> None:
-    """Declines and consent errors offer a new code; Conditional Access ends the renewal."""
+    """Declines and consent errors offer a new code; Conditional Access against the device code
+    leaves the browser sign-in open; a managed-device policy ends the renewal."""
     rid = await started(world)
     world.identity.polls = [IdentityProviderError(code, "invalid_grant", "secret-ish detail")]
     await world.service.advance(rid)
