@@ -127,6 +127,9 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
     rt.supervisor.spawn(rt.core.dispatcher.run(rt.stopping), "outbox-dispatcher")
+    if rt.core.mail is not None:
+        rt.supervisor.spawn(rt.core.mail.run(rt.stopping), "email-dispatcher")
+    rt.supervisor.spawn(_chase(rt), "chaser")
     await adopt_flows(rt)  # flows a previous process left pending
     rt.supervisor.spawn(_sweep(rt), "sweeper")
     if rt.settings.monitor.enabled:
@@ -192,6 +195,17 @@ async def _sweep(rt: Runtime, every: float = 30.0) -> None:
             log.exception("sweep.failed")
 
 
+async def _chase(rt: Runtime) -> None:
+    """Take due chasing steps (reminders, mentions, expiry warnings) until stopped."""
+    while not await _pause(rt, rt.settings.chase.sweep_every_seconds):
+        try:
+            await rt.core.chaser.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("chase.sweep_failed")
+
+
 async def _monitor(rt: Runtime) -> None:
     """Run the token health sweep forever; each sweep checks only the tenants that are due."""
     loop = asyncio.get_running_loop()
@@ -220,7 +234,13 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     app = web.Application(middlewares=[security_headers], client_max_size=64 * 1024)
     app[RUNTIME] = rt
     client = ClientAddress(rt.settings.web.trusted_proxies)
-    page = OnboardingPage(rt.core.service, csrf_key(rt), rt.settings.web.public_url, client=client)
+    page = OnboardingPage(
+        rt.core.service,
+        csrf_key(rt),
+        rt.settings.web.public_url,
+        client=client,
+        chaser=rt.core.chaser,
+    )
     app.add_routes(page.routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
     app.router.add_get("/metrics", metrics)

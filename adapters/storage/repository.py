@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import READ_ONLY, gate_for, upsert, write_gate
+from adapters.storage.emails import SqlChaseLog, SqlEmailOutbox
 from adapters.storage.outbox import SqlOutbox
 from adapters.storage.tables import (
     audit_events,
@@ -275,6 +276,9 @@ class SqlRenewalRepository:
             "version": r.version,
             "staged_tokens": self.box.seal(r.staged_tokens) if r.staged_tokens else None,
             "awaiting_thread": r.awaiting_thread,
+            "invited_at": r.invited_at,
+            "link_opened_at": r.link_opened_at,
+            "codes_lapsed": r.codes_lapsed,
         }
 
     def _renewal(self, row: Row[Any]) -> Renewal:
@@ -315,6 +319,9 @@ class SqlRenewalRepository:
             version=row.version,
             staged_tokens=self.box.open(row.staged_tokens) if row.staged_tokens else None,
             awaiting_thread=bool(row.awaiting_thread),
+            invited_at=row.invited_at,
+            link_opened_at=row.link_opened_at,
+            codes_lapsed=row.codes_lapsed or 0,
         )
 
     async def _many(self, *where: Any, limit: int | None = None) -> list[Renewal]:
@@ -532,6 +539,8 @@ class SqlUnitOfWork:
     identity_errors: SqlIdentityErrorLog
     jobs: SqlJobRuns
     outbox: SqlOutbox
+    emails: SqlEmailOutbox
+    chases: SqlChaseLog
 
     def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
@@ -560,6 +569,8 @@ class SqlUnitOfWork:
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
         self.outbox = SqlOutbox(self.conn, self.box)
+        self.emails = SqlEmailOutbox(self.conn, self.box)
+        self.chases = SqlChaseLog(self.conn)
         return self
 
     def _release(self) -> None:
