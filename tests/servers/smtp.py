@@ -22,7 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from bot.sandbox.server import bind_loopback
 from bot.sandbox.tls import make_ca_and_server
 
-USER, PASSWORD = "renewbot", "smtp-test-password"  # noqa: S105 - a fake test secret
+USER, PASSWORD = "renewbot", "smtp-test-password"
 
 
 @dataclass
@@ -41,15 +41,15 @@ class _Handler:
     def __init__(self, stand: SmtpStandIn) -> None:
         self.stand = stand
 
-    async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
+    async def handle_RCPT(
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         if address.lower() in self.stand.refuse:
-            return "550 5.1.1 <%s>: Recipient address rejected: no such user" % address
+            return f"550 5.1.1 <{address}>: Recipient address rejected: no such user"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         if self.stand.failures > 0:
             self.stand.failures -= 1
             return "421 4.3.0 Service not available, try again later"
