@@ -61,9 +61,13 @@ class _Handler:
 
 class SmtpStandIn:
     def __init__(
-        self, workdir: Path, tls: Literal["starttls", "implicit", "none"] = "starttls"
+        self,
+        workdir: Path,
+        tls: Literal["starttls", "implicit", "none"] = "starttls",
+        password: str = PASSWORD,
     ) -> None:
         self.tls = tls
+        self.password = password
         self.ca_path, self._context = make_ca_and_server(workdir)
         self.received: list[Received] = []
         self.refuse: set[str] = set()
@@ -87,7 +91,7 @@ class SmtpStandIn:
     ) -> AuthResult:
         ok = isinstance(data, LoginPassword) and (data.login, data.password) == (
             USER.encode(),
-            PASSWORD.encode(),
+            self.password.encode(),
         )
         if isinstance(data, LoginPassword):
             self.logins.append(data.login.decode())
@@ -107,7 +111,7 @@ class SmtpStandIn:
             "port": self.port,
             "tls": self.tls,
             "user": USER,
-            "password": PASSWORD,
+            "password": self.password,
             "sender": "support@msp.example",
             "sender_name": "MSP Support",
             "organization": "MSP Example",
