@@ -23,11 +23,7 @@ def header(value: str) -> str:
 
 
 def text_part(email: Email) -> str:
-    paragraphs = [
-        *email.intro,
-        f"{email.link_label}:\n{email.link}" if email.link_label else email.link,
-    ]
-    return "\n\n".join([*paragraphs, *email.outro]) + "\n"
+    return "\n\n".join([*email.intro, email.link, *email.outro]) + "\n"
 
 
 def html_part(email: Email) -> str:
