@@ -17,7 +17,7 @@ from sqlalchemy import select, update
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
 from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork, audit_since
-from adapters.storage.tables import outbox, renewals, token_caches
+from adapters.storage.tables import email_outbox, outbox, renewals, token_caches
 from bot.bootstrap import ConfigurationError, Runtime, runtime, secret_box
 from bot.check import schema_gap
 from bot.sandbox.directory import demo_directory
@@ -177,6 +177,7 @@ async def rotate(engine, box: SecretBox) -> int:  # type: ignore[no-untyped-def]
             (renewals, renewals.c.id, renewals.c.flow_state),
             (renewals, renewals.c.id, renewals.c.staged_tokens),
             (outbox, outbox.c.id, outbox.c.body),  # text: the sealed token as a string
+            (email_outbox, email_outbox.c.id, email_outbox.c.body),  # emails: the Auth URL
         ):
             rows = (await conn.execute(select(key_col, col).where(col.is_not(None)))).all()
             for key, sealed in rows:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from adapters.email.smtp import SmtpConfig, SmtpMailer
 from adapters.identity.msal_provider import MsalIdentityProvider
 from adapters.slack.app import SlackBot
 from adapters.slack.threads import PLATFORM as SLACK
@@ -41,13 +42,15 @@ from bot.metrics import ProcessMetrics
 from bot.settings import Settings
 from core.access import AccessPolicy
 from core.bulk import BulkRenewals
+from core.chasing import ChaseConfig, Chaser
 from core.chat import ChatRouter
 from core.delivery import Dispatcher, StatusMemo
 from core.desk import Desk
 from core.health import HealthMonitor, MonitorConfig
 from core.intake import ErrorIntake
+from core.mailing import EmailDispatcher, InvitationMail, MailConfig
 from core.notifications import Notifier
-from core.ports import ChatThreads, Clock, IdentityProvider, Message, UnitOfWorkFactory
+from core.ports import ChatThreads, Clock, IdentityProvider, Mailer, Message, UnitOfWorkFactory
 from core.scheduler import DeviceFlowScheduler
 from core.services import FlowWatcher, RenewalService, ServiceConfig
 from core.tasks import Supervisor
@@ -66,6 +69,8 @@ class Core:
     desk: Desk
     monitor: HealthMonitor
     dispatcher: Dispatcher
+    chaser: Chaser
+    mail: EmailDispatcher | None = None  # None: email is not configured
 
 
 def compose(
@@ -79,9 +84,13 @@ def compose(
     policy: AccessPolicy | None = None,
     monitor: MonitorConfig | None = None,
     deliver_inline: bool = False,
+    mailer: Mailer | None = None,
+    mail: MailConfig | None = None,
+    chase: ChaseConfig | None = None,
 ) -> Core:
-    """Wire core. ``deliver_inline``: outbox rows are delivered before the call that wrote them
-    returns (unit tests, one-shot tools); otherwise ``Core.dispatcher.run()`` must be running."""
+    """Wire core. ``deliver_inline``: outbox rows (chat and email) are delivered before the call
+    that wrote them returns (unit tests, one-shot tools); otherwise ``Core.dispatcher.run()``
+    (and ``Core.mail.run()`` with a ``mailer``) must be running."""
     memo = StatusMemo()
     notifier = Notifier(threads, uow, clock, memo=memo)
 
@@ -89,17 +98,35 @@ def compose(
         return await notifier.summarize(batch) if notifier.summarize else None
 
     dispatcher = Dispatcher(uow, threads, clock, summarize=summarize, memo=memo)
+    mail_config = mail or MailConfig()
+    emails = None if mailer is None else EmailDispatcher(uow, mailer, clock, mail_config)
 
-    async def wake() -> None:
-        dispatcher.wake()
+    async def kick_chat() -> None:
+        if deliver_inline:
+            await dispatcher.drain()
+        else:
+            dispatcher.wake()
 
-    notifier.kick = dispatcher.drain if deliver_inline else wake
+    async def kick() -> None:
+        await kick_chat()
+        if emails is not None:
+            if deliver_inline:
+                await emails.drain()
+            else:
+                emails.wake()
+
+    notifier.kick = kick
     service = RenewalService(uow, identity, notifier, clock, config)
+    if emails is not None:
+        emails.kick_chat = kick_chat
+        service.mail = InvitationMail(mail_config)
     if watch_flow is not None:
         service.watch_flow = watch_flow
     bulk = BulkRenewals(service, notifier)
     health = HealthMonitor(uow, identity, notifier, clock, monitor)
-    return Core(service, Desk(service, policy, bulk), health, dispatcher)
+    chaser = Chaser(service, chase)
+    desk = Desk(service, policy, bulk, chaser)
+    return Core(service, desk, health, dispatcher, chaser, emails)
 
 
 def _slack(
@@ -211,11 +238,51 @@ class Runtime:
         return SqlUnitOfWork(self.engine, self.box, read_only)
 
 
+def smtp_mailer(settings: Settings) -> SmtpMailer | None:
+    """The SMTP mailer, when RENEWBOT_EMAIL__HOST is set (the password is unwrapped here)."""
+    conf = settings.email
+    if not conf.enabled:
+        return None
+    return SmtpMailer(
+        SmtpConfig(
+            host=conf.host,
+            port=conf.port,
+            sender=conf.sender,
+            tls=conf.tls,
+            user=conf.user,
+            password=conf.password.get_secret_value() if conf.password else "",
+            sender_name=conf.sender_name,
+            reply_to=conf.reply_to,
+            ca_bundle=conf.ca_bundle,
+            timeout=conf.timeout_seconds,
+        )
+    )
+
+
+def _hours(value: float) -> timedelta | None:
+    return timedelta(hours=value) if value > 0 else None
+
+
+def chase_config(settings: Settings) -> ChaseConfig:
+    c = settings.chase
+    return ChaseConfig(
+        remind_after=_hours(c.remind_after_hours),
+        mention_after=_hours(c.mention_after_hours),
+        mention_after_lapses=c.mention_after_lapsed_codes,
+        warn_before_expiry=_hours(c.warn_hours_before_expiry),
+    )
+
+
 @asynccontextmanager
 async def runtime(
-    settings: Settings, clock: Clock | None = None, *, migrate: bool = True
+    settings: Settings,
+    clock: Clock | None = None,
+    *,
+    migrate: bool = True,
+    mailer: Mailer | None = None,
 ) -> AsyncIterator[Runtime]:
-    """Build every adapter from settings; close them on exit."""
+    """Build every adapter from settings; close them on exit. ``mailer`` replaces SMTP (the
+    demo's local mailbox)."""
     clock = clock or SystemClock()
     box = secret_box(settings)
     engine = make_engine(settings.database.url)
@@ -270,6 +337,12 @@ async def runtime(
             settings.access.channels,
             settings.access.workspaces,
         ),
+        mailer=mailer or smtp_mailer(settings),
+        mail=MailConfig(
+            organization=settings.email.organization,
+            remind_after=_hours(settings.chase.remind_after_hours),
+        ),
+        chase=chase_config(settings),
     )
     holder.append(core.service)
     supervisor = Supervisor()

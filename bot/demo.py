@@ -1,6 +1,7 @@
 """`renewbot demo`: sandbox identity provider, web server and console chat on embedded defaults.
 
 Interactive: type `/renew-token contoso`, open the Auth URL in a browser, sign in at the sandbox.
+Invitation emails go to a local mailbox (.eml files in the demo's directory) shown in the console.
 Scripted (`--scripted`): a scripted customer opens the Auth URL, presses Start, signs in at the
 sandbox over HTTP; the transcript is printed and the exit status is 0 only if the renewal reached
 VALIDATED.
@@ -21,12 +22,14 @@ from pydantic import SecretStr
 
 from adapters.console.chat import ConsoleChat
 from adapters.console.threads import PLATFORM, ConsoleThreads
+from adapters.email.local import LocalMailbox
 from adapters.storage.crypto import generate_key
 from bot.bootstrap import Runtime, runtime
 from bot.sandbox.directory import DEFAULT_CLIENT_ID, Directory, demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
 from bot.settings import (
     DatabaseSettings,
+    EmailSettings,
     IdentitySettings,
     MonitorSettings,
     SecuritySettings,
@@ -73,6 +76,7 @@ def demo_settings(workdir: Path, sandbox: Sandbox, port: int) -> Settings:
             graph_url=sandbox.graph_url,
         ),
         security=SecuritySettings(encryption_keys=SecretStr(generate_key())),
+        email=EmailSettings(organization="Demo MSP"),  # delivered to the local mailbox
         monitor=MonitorSettings(enabled=False),
     )
 
@@ -178,7 +182,10 @@ async def _wait_final(rt: Runtime, tenant_key: str, timeout: float = 30.0) -> Re
 
 
 async def _delivered(rt: Runtime, timeout: float = 15.0) -> None:
-    """Wait (with a deadline) until the outbox has sent everything: chat posts are queued."""
+    """Wait (with a deadline) until the outboxes have sent what is due: chat posts and emails
+    are queued."""
+    if rt.core.mail is not None:
+        await rt.core.mail.drain()
     deadline = asyncio.get_running_loop().time() + timeout
     while asyncio.get_running_loop().time() < deadline:
         async with rt.uow(read_only=True) as uow:
@@ -199,8 +206,9 @@ async def run(
     sock.close()
     settings = demo_settings(workdir, sandbox, port)
     threads = ConsoleThreads(out)
+    mailbox = LocalMailbox(workdir / "mail", out)
     try:
-        async with runtime(settings) as rt:
+        async with runtime(settings, mailer=mailbox) as rt:
             rt.chat.add(PLATFORM, threads)
             tenants = demo_tenants(sandbox.directory)
             async with rt.uow() as uow:

@@ -165,6 +165,37 @@ class MonitorSettings(BaseModel):
     api_keys: SecretStr | None = None  # comma-separated bearer keys for POST /api/msal-errors
 
 
+class EmailSettings(BaseModel):
+    """SMTP for the invitation email and its reminder. Off while ``host`` is empty: the thread
+    then tells support to send the Auth URL by hand."""
+
+    host: str = ""
+    port: int = Field(default=587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit", "none"] = "starttls"  # implicit: port 465
+    user: str = ""
+    password: SecretStr | None = None
+    sender: str = ""  # the From address, e.g. support@msp.example
+    sender_name: str = ""
+    reply_to: str = ""
+    organization: str = "your IT support provider"  # who the customer knows, named in emails
+    ca_bundle: str | None = None  # a private CA for the mail server's certificate
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.host)
+
+
+class ChaseSettings(BaseModel):
+    """Chasing a stalled customer; 0 turns a step off."""
+
+    remind_after_hours: float = Field(default=24.0, ge=0)  # link not opened: reminder email
+    mention_after_hours: float = Field(default=4.0, ge=0)  # opened, no sign-in: mention
+    mention_after_lapsed_codes: int = Field(default=2, ge=0)  # codes expired unused: mention
+    warn_hours_before_expiry: float = Field(default=24.0, ge=0)  # tell support, once
+    sweep_every_seconds: float = Field(default=60.0, gt=0)
+
+
 class AccessSettings(BaseModel):
     """Who may do what. Empty operators and viewers: everyone may operate (development)."""
 
@@ -243,6 +274,8 @@ class Settings(BaseSettings):
     signin: SignInSettings = Field(default_factory=SignInSettings)
     tokens: TokenApiSettings = Field(default_factory=lambda: TokenApiSettings())
     webhooks: WebhookSettings = Field(default_factory=lambda: WebhookSettings())
+    email: EmailSettings = Field(default_factory=lambda: EmailSettings())
+    chase: ChaseSettings = Field(default_factory=lambda: ChaseSettings())
 
     @classmethod
     def settings_customise_sources(
@@ -300,7 +333,17 @@ class Settings(BaseSettings):
                 "RENEWBOT_TEAMS__APP_PASSWORD is not set (the client secret of the bot's "
                 "Microsoft app registration)"
             )
+        mail = self.email
+        if mail.enabled and not mail.sender:
+            found.append("RENEWBOT_EMAIL__SENDER is not set (the From address of invitations)")
+        if mail.enabled and mail.user and mail.password is None:
+            found.append("RENEWBOT_EMAIL__PASSWORD is not set (RENEWBOT_EMAIL__USER is)")
         if self.environment == "production":
+            if mail.enabled and mail.tls == "none" and not _is_loopback(f"smtp://{mail.host}"):
+                found.append(
+                    "RENEWBOT_EMAIL__TLS is none: invitations carry a sign-in link, so the mail "
+                    "server must be reached with starttls or implicit TLS"
+                )
             if teams.allow_anonymous:
                 found.append(
                     "RENEWBOT_TEAMS__ALLOW_ANONYMOUS is on: unauthenticated Teams requests are "

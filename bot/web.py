@@ -136,6 +136,9 @@ async def _workers(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
     rt.supervisor.spawn(rt.core.dispatcher.run(rt.stopping), "outbox-dispatcher")
+    if rt.core.mail is not None:
+        rt.supervisor.spawn(rt.core.mail.run(rt.stopping), "email-dispatcher")
+    rt.supervisor.spawn(_chase(rt), "chaser")
     await adopt_flows(rt)  # flows a previous process left pending
     rt.supervisor.spawn(_sweep(rt), "sweeper")
     if rt.settings.monitor.enabled:
@@ -201,6 +204,17 @@ async def _sweep(rt: Runtime, every: float = 30.0) -> None:
             log.exception("sweep.failed")
 
 
+async def _chase(rt: Runtime) -> None:
+    """Take due chasing steps (reminders, mentions, expiry warnings) until stopped."""
+    while not await _pause(rt, rt.settings.chase.sweep_every_seconds):
+        try:
+            await rt.core.chaser.sweep()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("chase.sweep_failed")
+
+
 async def _monitor(rt: Runtime) -> None:
     """Run the token health sweep forever; each sweep checks only the tenants that are due."""
     loop = asyncio.get_running_loop()
@@ -247,6 +261,7 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
         rt.settings.web.public_url,
         sign_in_choices(rt),
         client=client,
+        chaser=rt.core.chaser,
     )
     sign_in = BrowserSignInRoutes(
         rt.core.service,

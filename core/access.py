@@ -24,6 +24,7 @@ _OPERATE = (
     commands.RequestRenewal,
     commands.RenewAllExpired,
     commands.IssueCode,
+    commands.ResendInvitation,
     commands.CancelRenewal,
     commands.ValidateTenant,
     commands.SnoozeAlerts,

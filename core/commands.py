@@ -38,6 +38,14 @@ class IssueCode:
 
 
 @dataclass(frozen=True)
+class ResendInvitation:
+    """A fresh Auth URL for the open renewal (the old one stops working)."""
+
+    tenant_ref: str
+    requester: Actor
+
+
+@dataclass(frozen=True)
 class CancelRenewal:
     tenant_ref: str
     requester: Actor
@@ -90,6 +98,7 @@ Command = (
     RequestRenewal
     | RenewAllExpired
     | IssueCode
+    | ResendInvitation
     | CancelRenewal
     | ValidateTenant
     | ShowTenant
@@ -101,7 +110,7 @@ Command = (
     | SnoozeAlerts
 )
 
-_TENANT_VERBS = {"code", "cancel", "validate", "show", "history"}
+_TENANT_VERBS = {"code", "cancel", "validate", "show", "history", "resend"}
 _NO_ARG_VERBS = {"pending", "status", "help"}
 _ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors", "snooze", "renew"}
 ALL_EXPIRED = "all-expired"
@@ -186,6 +195,8 @@ def parse(text: str, origin: Origin, requester: Actor) -> Command:
             return IssueCode(ref, requester)
         if verb == "cancel":
             return CancelRenewal(ref, requester)
+        if verb == "resend":
+            return ResendInvitation(ref, requester)
         if verb == "validate":
             return ValidateTenant(ref, requester)
         if verb == "show":
@@ -242,6 +253,8 @@ def from_action(kind: str | None, tenant: str, origin: Origin, actor: Actor) -> 
             return CancelRenewal(tenant, actor)
         case "new_code":
             return IssueCode(tenant, actor)
+        case "reinvite":
+            return ResendInvitation(tenant, actor)
         case "validate":
             return ValidateTenant(tenant, actor)
         case "renew":

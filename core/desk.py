@@ -12,6 +12,7 @@ from datetime import datetime
 from core import commands, logcontext, messages
 from core.access import AccessPolicy, permission_for
 from core.bulk import BulkRenewals
+from core.chasing import Chaser
 from core.errors import (
     CommandSyntaxError,
     ConcurrencyError,
@@ -66,10 +67,12 @@ class Desk:
         service: RenewalService,
         policy: AccessPolicy | None = None,
         bulk: BulkRenewals | None = None,
+        chaser: Chaser | None = None,
     ) -> None:
         self.service = service
         self.policy = policy or AccessPolicy()
         self.bulk = bulk or BulkRenewals(service, service.notifier)
+        self.chaser = chaser or Chaser(service)
 
     async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
         """Parse and execute what a person typed."""
@@ -133,6 +136,11 @@ class Desk:
                     f"New code {code.user_code} posted in the thread." if code else "Code issued."
                 )
                 return Reply(text, renewal.thread)
+            case commands.ResendInvitation():
+                renewal = await self.chaser.resend_invitation(cmd)
+                async with s.uow(read_only=True) as uow:
+                    tenant = await resolve(uow, cmd.tenant_ref)
+                return Reply(messages.fresh_invitation(tenant), renewal.thread)
             case commands.CancelRenewal():
                 renewal = await s.cancel(cmd)
                 return Reply("Cancelled. The Auth URL no longer works.", renewal.thread)
@@ -216,9 +224,10 @@ class Desk:
     async def _pending(self) -> Reply:
         s = self.service
         now = s.clock.now()
-        async with s.uow() as uow:
+        async with s.uow(read_only=True) as uow:
             renewals = await uow.renewals.open()
             tenants = {r.tenant_key: await uow.tenants.get(r.tenant_key) for r in renewals}
+            chased = await self.chaser.describe(uow, renewals)
         if not renewals:
             return Reply("No open invitations.")
         lines = ["Open invitations:"]
@@ -229,6 +238,7 @@ class Desk:
                 f"{name}: {messages.STATE_LABELS[r.state]}, {_age(r.created_at, now)} old, "
                 f"for {r.invitation_email}"
             )
+            lines.append(f"  {chased[r.id]}")
         return Reply("\n".join(lines))
 
     async def _status(self) -> Reply:

@@ -16,6 +16,8 @@
     ├── ChatDeliveryError           (transient: retrying later may work)
     │   ├── ChatRateLimitedError    (.retry_after: seconds the platform asked us to wait)
     │   └── ChatRejectedError       (permanent: .reason, e.g. channel_not_found; never retried)
+    ├── EmailDeliveryError          (transient: the mail server failed or was not reachable)
+    │   └── EmailRejectedError      (permanent: the mail server refused, e.g. 550 no such user)
     └── StorageError
         └── TokenCacheUnreadableError (.tenant_id: a stored token cache no configured key opens,
                                        or that is not a token cache once opened)
@@ -164,3 +166,18 @@ class TokenCacheUnreadableError(StorageError):
     def __init__(self, tenant_id: str) -> None:
         super().__init__(f"the stored token cache of tenant {tenant_id} cannot be read")
         self.tenant_id = tenant_id
+
+
+class EmailDeliveryError(RenewalError):
+    """The mail server could not take an email now (4xx, connection, TLS); later may work.
+
+    ``reason`` is the server's code and words (never the message body, which holds the Auth URL).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class EmailRejectedError(EmailDeliveryError):
+    """The mail server refused the email for good (5xx): sending it again cannot help."""

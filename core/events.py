@@ -22,6 +22,8 @@ class Event:
 @dataclass(frozen=True)
 class RenewalInvited(Event):
     auth_url: str
+    #: the (masked) address the invitation is being emailed to; "" when email is not configured
+    emailed_to: str = ""
 
 
 @dataclass(frozen=True)

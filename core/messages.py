@@ -11,6 +11,7 @@ from datetime import datetime
 from core import identity_codes
 from core.identity_codes import IdentityCode
 from core.model import ACTIVE_STATES, Renewal, RenewalState, Tenant
+from core.ports import Email
 
 Explanation = IdentityCode
 """An identity error in plain words: the entry of core.identity_codes' one table."""
@@ -60,7 +61,14 @@ def status_line(tenant: Tenant, renewal: Renewal) -> str:
     return f"{tenant.display_name}: {label}. {steps}"
 
 
-def auth_url_posted(auth_url: str, email: str, expires_at: datetime | None) -> str:
+def auth_url_posted(
+    auth_url: str, email: str, expires_at: datetime | None, emailed_to: str = ""
+) -> str:
+    if emailed_to:
+        return (
+            f"Auth URL for the customer (valid until {_when(expires_at)}):\n{auth_url}\n"
+            f"Emailing the invitation to {emailed_to}; this thread says when it is delivered."
+        )
     return (
         f"Auth URL for the customer (invitation for {email}, valid until {_when(expires_at)}):\n"
         f"{auth_url}\nSend it to the customer. They open it, check the admin username and press "
@@ -172,6 +180,7 @@ HELP = """renew-token commands:
   renew-token <tenant> [email]   start a renewal; posts the Auth URL in a new thread
   renew-token renew all-expired  one invitation per expired tenant, all in one summary thread
   renew-token code <tenant>      issue a device code now (during a call with the customer)
+  renew-token resend <tenant>    a fresh invitation (new Auth URL, emailed again if configured)
   renew-token cancel <tenant>    cancel the open renewal; its Auth URL stops working
   renew-token validate <tenant>  validate the tenant's tokens again
   renew-token show <tenant>      the tenant's configuration and last validation
@@ -362,3 +371,141 @@ def registration_problem(code: str) -> str:
         f"Our Microsoft Entra app registration needs fixing ({code}): {ex.title}. {ex.support} "
         "No tenant is marked expired because of it; renewals will work again once it is fixed."
     )
+
+
+# -- the invitation email and chasing (core.mailing, core.chasing) ------------------------------
+
+
+def mask_email(address: str) -> str:
+    """``a•••@customer.com``: enough for support to recognise, not a full address in chat."""
+    local, at, domain = address.strip().partition("@")
+    if not at:
+        return "•••"
+    return f"{local[:1]}•••@{domain}"
+
+
+def _hours(h: float) -> str:
+    return f"{h:g} hour" + ("" if h == 1 else "s")
+
+
+def invitation_email(
+    tenant: Tenant, to: str, requester: str, organization: str, link: str, expires_at: datetime
+) -> Email:
+    """The invitation as the customer receives it: who asks, for what and why, the link, when it
+    expires, and what Microsoft's screens will show."""
+    return Email(
+        to=to,
+        subject=f"Action needed: renew the Microsoft 365 connection for {tenant.display_name}",
+        intro=(
+            "Hello,",
+            f"{requester} of {organization} asks you to sign in once so that our tools keep "
+            f"working with {tenant.display_name}'s Microsoft 365 (backup and management). "
+            "The connection's sign-in has expired; it takes about two minutes and needs a "
+            "Global Administrator account of your organization.",
+            "Open this link and press Start authentication:",
+        ),
+        link=link,
+        link_label="Renew the Microsoft 365 connection",
+        outro=(
+            f"The link works until {_when(expires_at)} and only once. Do not forward it.",
+            "What you will see: our page shows a short code. Microsoft's sign-in page "
+            "(microsoft.com/devicelogin) asks for that code, then for your account. If it asks "
+            "for permissions, tick Consent on behalf of your organization and accept. Our page "
+            "then says: All tokens acquired! You can close this page now.",
+            f"We will never ask for your password. If you did not expect this email, reply to it "
+            f"or call {organization} before you sign in.",
+        ),
+    )
+
+
+def reminder_email(
+    tenant: Tenant, to: str, requester: str, organization: str, link: str, expires_at: datetime
+) -> Email:
+    first = invitation_email(tenant, to, requester, organization, link, expires_at)
+    return Email(
+        to=to,
+        subject=f"Reminder: renew the Microsoft 365 connection for {tenant.display_name}",
+        intro=(
+            "Hello,",
+            f"A reminder from {requester} of {organization}: {tenant.display_name}'s Microsoft "
+            "365 connection still needs a sign-in by a Global Administrator (about two minutes).",
+            "Open this link and press Start authentication:",
+        ),
+        link=link,
+        link_label=first.link_label,
+        outro=first.outro,
+    )
+
+
+def invitation_emailed(masked: str, kind: str) -> str:
+    if kind == "reminder":
+        return f"Reminder emailed to {masked}: the customer had not opened the link yet."
+    return f"Invitation emailed to {masked}."
+
+
+def email_refused(masked: str, kind: str, reason: str) -> str:
+    what = "reminder" if kind == "reminder" else "invitation"
+    return (
+        f"The {what} email to {masked} was refused by the mail server ({reason}). Check the "
+        "address: `renew-token cancel` this renewal and start it again with the right email "
+        "(`renew-token <tenant> <email>`), or send the Auth URL above to the customer yourself."
+    )
+
+
+def email_failed(masked: str, kind: str, reason: str, attempts: int) -> str:
+    what = "reminder" if kind == "reminder" else "invitation"
+    return (
+        f"The {what} email to {masked} could not be delivered after {attempts} attempts "
+        f"({reason}). Send the Auth URL above to the customer yourself, and ask an "
+        "administrator to check the mail settings (RENEWBOT_EMAIL__...)."
+    )
+
+
+def not_opened(hours: float) -> str:
+    return (
+        f"The customer has not opened the Auth URL after {_hours(hours)}. Send it to them "
+        "again, or call them."
+    )
+
+
+def stalled(tenant: Tenant, why: str) -> str:
+    """Said to the person who asked (the adapter puts a real mention of them in front)."""
+    return (
+        f"The customer of {tenant.display_name} seems stuck: {why}. Suggestion: call them "
+        f"and run `renew-token code {tenant.slug}` while on the phone; read them the code "
+        "from this thread."
+    )
+
+
+def stalled_opened(hours: float) -> str:
+    return f"they opened the link {_hours(hours)} ago but have not signed in"
+
+
+def stalled_lapsed(count: int) -> str:
+    return f"{count} codes expired without a sign-in"
+
+
+def invitation_expiring(tenant: Tenant, expires_at: datetime | None) -> str:
+    return (
+        f"The invitation for {tenant.display_name} expires at {_when(expires_at)} and "
+        "nobody has signed in yet. Press Send a fresh invitation for a new link (emailed again "
+        "when email is configured), or cancel the renewal."
+    )
+
+
+def fresh_invitation(tenant: Tenant) -> str:
+    return (
+        f"A fresh invitation for {tenant.display_name} is in the thread; the old link no "
+        "longer works."
+    )
+
+
+def chase_history(done: list[tuple[str, datetime]], upcoming: list[tuple[str, datetime]]) -> str:
+    """`pending`'s second line of an invitation: what was sent when, and what is next."""
+    parts = []
+    if done:
+        parts.append("sent: " + ", ".join(f"{what} {_when(at)}" for what, at in done))
+    if upcoming:
+        what, at = upcoming[0]
+        parts.append(f"next: {what} at {_when(at)}")
+    return "; ".join(parts) if parts else "nothing sent yet"

@@ -188,6 +188,11 @@ class Renewal:
     # never open two threads); cleared once the thread is open or the chat refused it.
     awaiting_thread: bool = False
     browser_sign_in: BrowserSignIn | None = field(default=None, compare=False)
+    # Chasing (core.chasing): when the current invitation was made, when its page was first
+    # opened (by the page's script), and how many codes lapsed unused since.
+    invited_at: datetime | None = None
+    link_opened_at: datetime | None = None
+    codes_lapsed: int = 0
     events: list[events.Event] = field(default_factory=list, repr=False, compare=False)
 
     @property
@@ -204,6 +209,7 @@ class Renewal:
         self._move(S.INVITED, now)
         self.invitation_hash = token_hash
         self.invitation_expires_at = expires_at
+        self.invited_at = now
         self.events.append(events.RenewalInvited(self.id, auth_url))
 
     def reinvite(self, token_hash: str, expires_at: datetime, auth_url: str, now: datetime) -> None:
@@ -212,8 +218,38 @@ class Renewal:
             raise InvalidTransitionError(self.state, S.INVITED)
         self.invitation_hash = token_hash
         self.invitation_expires_at = expires_at
+        self.invited_at = now
         self.updated_at = now
         self.events.append(events.RenewalInvited(self.id, auth_url))
+
+    def renew_invitation(
+        self, token_hash: str, expires_at: datetime, auth_url: str, now: datetime
+    ) -> None:
+        """A fresh Auth URL (support pressed Send a fresh invitation): the old link dies, the
+        chasing starts again. Only before sign-in; a code on show keeps working."""
+        if self.state not in (S.INVITED, S.CODE_ISSUED) or self.tokens_acquired:
+            raise InvalidTransitionError(self.state, S.INVITED)
+        self.invitation_hash = token_hash
+        self.invitation_expires_at = expires_at
+        self.invited_at = now
+        self.link_opened_at = None
+        self.codes_lapsed = 0
+        if self.state is S.INVITED:
+            self.failure_code = None  # a lapsed code's message belongs to the old link
+        self.updated_at = now
+        self.events.append(events.RenewalInvited(self.id, auth_url))
+
+    def link_opened(self, now: datetime) -> bool:
+        """The customer's browser ran the page (its first status poll). True the first time."""
+        if self.link_opened_at is not None or not self.is_active:
+            return False
+        self.link_opened_at = now
+        return True
+
+    @property
+    def invitation_ref(self) -> str:
+        """A short, non-secret name of the current invitation (a prefix of its hash)."""
+        return (self.invitation_hash or "")[:16]
 
     def invitation_has_expired(self, now: datetime) -> bool:
         return self.invitation_expires_at is not None and now >= self.invitation_expires_at
@@ -242,6 +278,8 @@ class Renewal:
         self.staged_tokens = None
         self.tokens_acquired = 0
         self.failure_code = reason
+        if reason == "expired_token":  # an unused code ran out: the customer may be stuck
+            self.codes_lapsed += 1
         self.events.append(events.CodeLapsed(self.id, reason))
 
     def signed_in(

@@ -168,10 +168,10 @@ class Notifier:
     @staticmethod
     def render(tenant: Tenant, renewal: Renewal, event: events.Event) -> Message | None:
         match event:
-            case events.RenewalInvited(auth_url=url):
+            case events.RenewalInvited(auth_url=url, emailed_to=emailed_to):
                 return Message(
                     messages.auth_url_posted(
-                        url, renewal.invitation_email, renewal.invitation_expires_at
+                        url, renewal.invitation_email, renewal.invitation_expires_at, emailed_to
                     )
                 )
             case events.DeviceCodeIssued(user_code=uc, verification_uri=uri, expires_at=exp):

@@ -143,7 +143,7 @@ class IdentityProvider(Protocol):
 
 
 Tone = Literal["info", "success", "warning", "error"]
-ActionKind = Literal["cancel", "new_code", "validate", "renew", "renew_all"]
+ActionKind = Literal["cancel", "new_code", "validate", "renew", "renew_all", "reinvite"]
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,16 @@ class Action:
 
 
 @dataclass(frozen=True)
+class Mention:
+    """A person to notify: the message opens with a real mention of them on their platform
+    (Slack ``<@U123>``, a Teams mention entity); elsewhere their name is shown."""
+
+    platform: str
+    user_id: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Message:
     """What the bot says, platform-neutral: text, how it should look, and its buttons."""
 
@@ -165,6 +175,7 @@ class Message:
     #: the outbox's id of this message, set by the dispatcher when it sends one; an adapter that
     #: can attach it invisibly (Slack message metadata) lets a resend check it first
     ref: str = field(default="", compare=False)
+    mention: Mention | None = None
 
 
 class ChatThreads(Protocol):
@@ -244,6 +255,97 @@ class Outbox(Protocol):
 
     async def stats(self) -> dict[str, int]:
         """How many messages are "pending" and how many "failed"."""
+
+
+EmailKind = Literal["invitation", "reminder"]
+
+
+@dataclass(frozen=True)
+class Email:
+    """An email to the customer, platform-neutral: the mail adapter renders text and HTML.
+
+    ``link`` is the Auth URL, a bearer secret: excluded from repr, stored only encrypted.
+    """
+
+    to: str
+    subject: str
+    intro: tuple[str, ...]
+    link: str = field(repr=False)
+    link_label: str = ""
+    outro: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class OutgoingEmail:
+    """An email in the email outbox. ``invitation`` names the invitation it belongs to
+    (Renewal.invitation_ref): a fresh invitation makes the old one's pending emails obsolete.
+    ``message_id`` stays the same on every attempt, so a receiver can drop a duplicate."""
+
+    renewal_id: str
+    kind: EmailKind
+    invitation: str
+    email: Email = field(repr=False)
+    message_id: str = ""
+    not_before: datetime | None = None
+    id: int = 0
+    attempts: int = 0
+    created_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class EmailRecord:
+    """What became of one email, for `pending` (no body: that holds the Auth URL)."""
+
+    renewal_id: str
+    kind: EmailKind
+    to: str
+    state: Literal["pending", "sent", "failed", "dropped"]
+    created_at: datetime
+    not_before: datetime | None = None
+    sent_at: datetime | None = None
+    error: str = ""
+
+
+class Mailer(Protocol):
+    """Sends one email (SMTP in production, a local mailbox in the demo)."""
+
+    async def send(self, email: Email, message_id: str) -> None:
+        """Raises EmailRejectedError (refused for good) or EmailDeliveryError (try later)."""
+
+
+class EmailOutbox(Protocol):
+    """Stored emails, each sent by one process (a lease per row), once."""
+
+    async def add(self, item: OutgoingEmail, now: datetime) -> None: ...
+
+    async def claim(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[OutgoingEmail]:
+        """Lease up to ``limit`` due emails (counting an attempt) that nobody holds."""
+
+    async def sent(self, item_id: int, now: datetime) -> None:
+        """Delivered: the body (the Auth URL) is wiped, the record kept."""
+
+    async def failed(self, item_id: int, error: str, now: datetime) -> None: ...
+
+    async def dropped(self, item_id: int, why: str, now: datetime) -> None:
+        """No longer wanted (validated, cancelled, a fresh invitation, the link was opened)."""
+
+    async def retry(self, item_id: int, owner: str, not_before: datetime, error: str) -> None:
+        """Give the lease up; nobody sends it before ``not_before``."""
+
+    async def history(self, renewal_ids: Sequence[str]) -> list[EmailRecord]: ...
+
+
+class ChaseLog(Protocol):
+    """Which chasing steps were taken: a row per (renewal, step), made once."""
+
+    async def claim(self, renewal_id: str, step: str, at: datetime) -> bool:
+        """Record ``step``; False when it was recorded before (by another replica, or before a
+        restart). The caller stages what the step says in the same transaction."""
+
+    async def taken(self, renewal_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        """renewal id -> step -> when, for the given renewals."""
 
 
 class TenantRepository(Protocol):
@@ -417,6 +519,12 @@ class UnitOfWork(Protocol):
 
     @property
     def webhooks(self) -> WebhookOutbox: ...
+
+    @property
+    def emails(self) -> EmailOutbox: ...
+
+    @property
+    def chases(self) -> ChaseLog: ...
 
     async def __aenter__(self) -> UnitOfWork: ...
 

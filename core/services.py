@@ -25,6 +25,7 @@ from core.errors import (
     NoActiveRenewalError,
     RenewalInProgressError,
 )
+from core.mailing import InvitationMail
 from core.model import (
     SYSTEM,
     Actor,
@@ -94,6 +95,8 @@ class RenewalService:
     clock: Clock
     config: ServiceConfig
     watch_flow: FlowWatcher = field(default=lambda renewal_id, delay: None)
+    #: emails each new invitation (and its reminder) when email is configured
+    mail: InvitationMail | None = None
 
     def auth_url(self, token: str) -> str:
         return f"{self.config.public_url.rstrip('/')}/onboard/{token}"
@@ -143,6 +146,7 @@ class RenewalService:
             await uow.renewals.add(renewal)
             await self._audit(uow, renewal, "renewal.requested", cmd.requester)
             if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
+                await self._stage_invitation(uow, tenant, renewal)
                 await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
         logcontext.bind(renewal_id=renewal.id, tenant=tenant.slug)
@@ -161,6 +165,7 @@ class RenewalService:
             stored.thread, stored.awaiting_thread = thread, False
             stored.events = renewal.events
             await uow.renewals.save(stored)
+            await self._stage_invitation(uow, tenant, stored)
             await self.notifier.stage(uow, tenant, stored)
             await uow.commit()
         return stored
@@ -443,6 +448,11 @@ class RenewalService:
             await uow.commit()
         await self.notifier.flush()
         return renewal
+
+    async def _stage_invitation(self, uow: UnitOfWork, tenant: Tenant, renewal: Renewal) -> None:
+        """The invitation's emails commit with the invitation (when email is configured)."""
+        if self.mail is not None:
+            await self.mail.stage(uow, tenant, renewal)
 
     async def _load(self, uow: UnitOfWork, renewal_id: str) -> Renewal:
         renewal = await uow.renewals.get(renewal_id)

@@ -30,7 +30,8 @@ class ConsoleThreads:
         self.out.flush()
 
     def _block(self, prefix: str, message: Message) -> None:
-        text = MARKS[message.tone] + message.text
+        who = f"@{message.mention.name} " if message.mention else ""
+        text = MARKS[message.tone] + who + message.text
         if message.actions:
             text += "\n" + "  ".join(f"[{a.label}]" for a in message.actions)
         lines = text.splitlines() or [""]

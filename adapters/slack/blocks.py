@@ -6,8 +6,10 @@ validation is clearly green and a failure red, also on a phone.
 Core's text carries names we do not control (tenant display names, domains, emails, user names,
 Microsoft's error descriptions). Every field Slack renders as mrkdwn (the section and the
 top-level `text` fallback that notifications and some clients show) is escaped, so no name can
-become a link, a mention or a channel broadcast. Must not: pass text to Slack unescaped, or
-escape text twice.
+become a link, a mention or a channel broadcast. The one mention we send on purpose is the
+message's ``mention`` (core asks to notify a person: the requester of a stalled renewal), written
+as Slack's ``<@U123>`` in front of the escaped text, and only for a Slack user id of the usual
+shape. Must not: pass text to Slack unescaped, or escape text twice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.ports import Action, Message
+from core.ports import Action, Mention, Message
 
 COLOURS = {"success": "#2EB67D", "warning": "#ECB22E", "error": "#E01E5A"}
 ACTION_PREFIX = "renewbot_"
@@ -31,6 +33,18 @@ SECTION_LIMIT = 3000
 _BROADCAST = re.compile(r"(?<![\w.])@(?=(?:channel|here|everyone)\b)", re.IGNORECASE)
 ZWSP = "\u200b"
 _CUT_ENTITY = re.compile(r"&[a-z]{0,3}$")
+# A Slack user id (U..., or W... in Enterprise Grid): nothing in it can close the <@...> syntax.
+_USER_ID = re.compile(r"^[UW][A-Za-z0-9_-]{1,40}$")
+
+
+def mention(who: Mention | None) -> str:
+    """A real mention of ``who`` (Slack's "Formatting text": <@U123>), or their name, escaped,
+    when they are not a Slack user; "" without one."""
+    if who is None:
+        return ""
+    if who.platform == "slack" and _USER_ID.match(who.user_id):
+        return f"<@{who.user_id}> "
+    return escape(f"@{who.name}") + " "
 
 
 def escape(text: str) -> str:
@@ -66,15 +80,19 @@ def button(action: Action) -> dict[str, Any]:
 
 def render(message: Message) -> dict[str, Any]:
     """Keyword arguments for chat.postMessage / chat.update (text is the notification fallback)."""
+    who = mention(message.mention)
     blocks: list[dict[str, Any]] = [
         {
             "type": "section",
-            "text": {"type": "mrkdwn", "text": escaped(message.text)},
+            "text": {
+                "type": "mrkdwn",
+                "text": who + escaped(message.text, SECTION_LIMIT - len(who)),
+            },
         }
     ]
     if message.actions:
         blocks.append({"type": "actions", "elements": [button(a) for a in message.actions]})
-    fallback = escaped(message.text)
+    fallback = who + escaped(message.text, SECTION_LIMIT - len(who))
     if message.tone in COLOURS:
         return {
             "text": fallback,

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from adapters.storage.crypto import SecretBox
 from adapters.storage.tables import outbox, outbox_leases
 from core.model import ThreadRef
-from core.ports import Action, Message, Outgoing
+from core.ports import Action, Mention, Message, Outgoing
 
 PENDING, FAILED = "pending", "failed"
 _CANDIDATES = 200  # conversations looked at per claim
@@ -36,9 +36,15 @@ def dump(item: Outgoing, box: SecretBox) -> str:
     else:
         m = item.message
         actions = [[a.kind, a.tenant, a.label] for a in m.actions]
-        plain = json.dumps(
-            {"text": m.text, "tone": m.tone, "actions": actions, "batch": item.batch}
-        )
+        body: dict[str, Any] = {
+            "text": m.text,
+            "tone": m.tone,
+            "actions": actions,
+            "batch": item.batch,
+        }
+        if m.mention is not None:
+            body["mention"] = [m.mention.platform, m.mention.user_id, m.mention.name]
+        plain = json.dumps(body)
     return box.seal(plain.encode()).decode()
 
 
@@ -47,7 +53,10 @@ def _item(row: Row[Any], box: SecretBox) -> Outgoing:
     message = None
     if "text" in body:
         actions = tuple(Action(k, t, label) for k, t, label in body.get("actions", ()))
-        message = Message(body["text"], body.get("tone", "info"), actions, ref=str(row.id))
+        mention = Mention(*body["mention"]) if body.get("mention") else None
+        message = Message(
+            body["text"], body.get("tone", "info"), actions, ref=str(row.id), mention=mention
+        )
     thread = ThreadRef(row.platform, row.thread_key) if row.thread_key else None
     return Outgoing(
         conversation=row.conversation,

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import READ_ONLY, gate_for, upsert, write_gate
+from adapters.storage.emails import SqlChaseLog, SqlEmailOutbox
 from adapters.storage.outbox import SqlOutbox
 from adapters.storage.tables import (
     audit_events,
@@ -282,6 +283,9 @@ class SqlRenewalRepository:
             "signin_state_hash": browser.state_hash if browser else None,
             "signin_expires_at": browser.expires_at if browser else None,
             "signin_flow": self.box.seal(browser.flow_state) if browser else None,
+            "invited_at": r.invited_at,
+            "link_opened_at": r.link_opened_at,
+            "codes_lapsed": r.codes_lapsed,
         }
 
     def _renewal(self, row: Row[Any]) -> Renewal:
@@ -327,6 +331,9 @@ class SqlRenewalRepository:
             )
             if row.signin_flow is not None
             else None,
+            invited_at=row.invited_at,
+            link_opened_at=row.link_opened_at,
+            codes_lapsed=row.codes_lapsed or 0,
         )
 
     async def _many(self, *where: Any, limit: int | None = None) -> list[Renewal]:
@@ -545,6 +552,8 @@ class SqlUnitOfWork:
     jobs: SqlJobRuns
     outbox: SqlOutbox
     webhooks: SqlWebhookOutbox
+    emails: SqlEmailOutbox
+    chases: SqlChaseLog
 
     def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
         self.engine = engine
@@ -574,6 +583,8 @@ class SqlUnitOfWork:
         self.jobs = SqlJobRuns(self.conn)
         self.outbox = SqlOutbox(self.conn, self.box)
         self.webhooks = SqlWebhookOutbox(self.conn)
+        self.emails = SqlEmailOutbox(self.conn, self.box)
+        self.chases = SqlChaseLog(self.conn)
         return self
 
     def _release(self) -> None:

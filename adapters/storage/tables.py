@@ -115,6 +115,9 @@ renewals = Table(
     Column("signin_state_hash", String(64)),
     Column("signin_expires_at", UTCDateTime),
     Column("signin_flow", LargeBinary),
+    Column("invited_at", UTCDateTime),  # chasing: the current invitation's time
+    Column("link_opened_at", UTCDateTime),  # the page's script first asked for the status
+    Column("codes_lapsed", Integer, nullable=False, server_default="0"),
     Index("ix_renewals_batch", "batch_id"),
     Index(
         "uq_renewals_one_active_per_tenant",
@@ -284,4 +287,37 @@ webhook_deliveries = Table(
     Column("last_error", String(200)),
     Index("uq_webhook_deliveries_event_endpoint", "event_id", "endpoint", unique=True),
     Index("ix_webhook_deliveries_due", "delivered_at", "next_attempt_at"),
+)
+
+# Emails to customers (the invitation, its reminder), sent once each by one process (a lease per
+# row). The body holds the Auth URL: encrypted, and wiped once sent or dropped.
+email_outbox = Table(
+    "email_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("renewal_id", String(32), nullable=False),
+    Column("kind", String(16), nullable=False),  # invitation | reminder
+    Column("invitation", String(16), nullable=False),  # Renewal.invitation_ref
+    Column("recipient", String(254), nullable=False),
+    Column("message_id", String(200), nullable=False),
+    Column("body", Text),  # the email, encrypted; NULL once sent or dropped
+    Column("state", String(10), nullable=False),  # pending | sent | failed | dropped
+    Column("attempts", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("not_before", UTCDateTime),
+    Column("owner", String(64)),
+    Column("lease_until", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Column("error", String(200)),
+    Index("ix_email_outbox_due", "state", "not_before"),
+    Index("ix_email_outbox_renewal", "renewal_id"),
+)
+
+# Chasing steps taken (core.chasing): one row per renewal and step of an invitation, made once.
+chase_steps = Table(
+    "chase_steps",
+    metadata,
+    Column("renewal_id", String(32), primary_key=True),
+    Column("step", String(64), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
 )

@@ -7,7 +7,10 @@ small markdown subset (Microsoft's "Text formatting in cards": **bold**, _italic
 numbered lists, [links](url)) with no escape character, so the patterns that would turn a name
 (tenant, domain, email, user, Microsoft's error text) into a link, emphasis or a list are broken
 with an invisible zero-width space, in every TextBlock and in the activity's summary. Mentions
-need an `msteams.entities` entry, which we never send, so `<at>` in a name stays plain text.
+need an `msteams.entities` entry; the only one we send is the message's ``mention`` (core asks to
+notify a person), as Microsoft documents for cards ("Mention support within Adaptive Cards"):
+``<at>name</at>`` in the first TextBlock and an entity with the same text, so `<at>` anywhere else
+in a name stays plain text.
 Must not: change a URL (it must copy cleanly) or drop a character of a name.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from core.ports import Action, Message
+from core.ports import Action, Mention, Message
 
 CARD_TYPE = "application/vnd.microsoft.card.adaptive"
 CARD_VERSION = "1.5"
@@ -67,12 +70,30 @@ def button(action: Action) -> dict[str, Any]:
     return b
 
 
+def mention_entity(who: Mention | None) -> dict[str, Any] | None:
+    """The mention entity of ``who`` when they are a Teams user (None otherwise)."""
+    if who is None or who.platform != "teams" or not who.user_id:
+        return None
+    name = re.sub(r"[<>]", "", who.name) or who.user_id
+    return {
+        "type": "mention",
+        "text": f"<at>{name}</at>",
+        "mentioned": {"id": who.user_id, "name": name},
+    }
+
+
 def card(message: Message) -> dict[str, Any]:
     """The Adaptive Card for ``message``: its lines, coloured by tone, and its buttons."""
     lines = [ln for ln in message.text[:TEXT_LIMIT].split("\n") if ln.strip()] or [" "]
+    entity = mention_entity(message.mention)
+    if entity is not None:
+        prefix = entity["text"] + " "
+    else:
+        prefix = escape(f"@{message.mention.name} ") if message.mention else ""
     blocks: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
-        block: dict[str, Any] = {"type": "TextBlock", "text": escape(line), "wrap": True}
+        text = (prefix if i == 0 else "") + escape(line)
+        block: dict[str, Any] = {"type": "TextBlock", "text": text, "wrap": True}
         if i == 0 and message.tone in _COLOUR:
             block.update(color=_COLOUR[message.tone], weight="Bolder")
         if i:
@@ -89,6 +110,8 @@ def card(message: Message) -> dict[str, Any]:
     }
     if message.actions:
         content["actions"] = [button(a) for a in message.actions]
+    if entity is not None:
+        content["msteams"] = {"entities": [entity]}
     return content
 
 

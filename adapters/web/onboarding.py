@@ -2,8 +2,11 @@
 
 GET never changes state. Unknown links are 404, used/cancelled/expired/failed ones 410, bad CSRF
 403, identity trouble an explained 409/503, never a traceback. The token in the path is never
-logged (see bot.web's access logger). Each client is rate limited before any database work:
-requests overall, and far more tightly the unknown links it tries (429 with Retry-After).
+logged (see bot.web's access logger). The page's first status poll records that the link was
+opened (its script, not the GET: mail scanners fetch links but seldom run scripts); a code that
+lapsed while the customer watches is replaced by the script through /auto-code. Each client is
+rate limited before any database work: requests overall, and far more tightly the unknown links
+it tries (429 with Retry-After).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from adapters.web.ratelimit import (
     retry_after,
 )
 from core import messages
+from core.chasing import Chaser
 from core.errors import (
     ConcurrencyError,
     IdentityProviderError,
@@ -102,6 +106,8 @@ def status_of(renewal: Renewal, tenant: Tenant) -> dict[str, Any]:
         "can_browser": renewal.can_sign_in_with_browser and not signing_in,
         "can_new_code": (s is RenewalState.INVITED and bool(problem))
         or (s is RenewalState.CODE_ISSUED and not signing_in),
+        # the code ran out unused: the open page asks for a fresh one by itself
+        "auto_new_code": s is RenewalState.INVITED and renewal.failure_code == "expired_token",
     }
 
 
@@ -116,8 +122,10 @@ class OnboardingPage:
         requests: TokenBuckets | None = None,
         misses: TokenBuckets | None = None,
         client: Callable[[web.BaseRequest], str] | None = None,
+        chaser: Chaser | None = None,
     ) -> None:
         self.service = service
+        self.chaser = chaser or Chaser(service)
         self.csrf_key = csrf_key
         self.public_origin = _origin(public_url)
         self.requests = requests or onboarding_requests()
@@ -131,6 +139,7 @@ class OnboardingPage:
             web.get("/onboard/{token}/status", self._limited(self.status, json=True)),
             web.post("/onboard/{token}/start", self._limited(self.start)),
             web.post("/onboard/{token}/new-code", self._limited(self.new_code)),
+            web.post("/onboard/{token}/auto-code", self._limited(self.auto_code)),
         ]
 
     def _limited(self, handler: Handler, *, json: bool = False) -> Handler:
@@ -234,6 +243,8 @@ class OnboardingPage:
             renewal, tenant = await self.service.lookup_invitation(token)
         except InvitationNotFoundError:
             return web.json_response({"error": "unknown link"}, status=404)
+        if renewal.link_opened_at is None and renewal.is_active:
+            await self.chaser.link_opened(token)
         return web.json_response(status_of(renewal, tenant))
 
     async def start(self, request: web.Request) -> web.Response:
@@ -242,7 +253,10 @@ class OnboardingPage:
     async def new_code(self, request: web.Request) -> web.Response:
         return await self._act(request, fresh=True)
 
-    async def _act(self, request: web.Request, *, fresh: bool) -> web.Response:
+    async def auto_code(self, request: web.Request) -> web.Response:
+        return await self._act(request, fresh=True, auto=True)
+
+    async def _act(self, request: web.Request, *, fresh: bool, auto: bool = False) -> web.Response:
         token = self._token(request)
         if token is None:
             return self._not_found(request)
@@ -262,7 +276,10 @@ class OnboardingPage:
             )
         upn = str(form.get("admin_upn", ""))[:254] or None
         try:
-            renewal = await self.service.start_authentication(token, CUSTOMER, upn, fresh=fresh)
+            if auto:
+                renewal = await self.chaser.renew_lapsed_code(token, CUSTOMER)
+            else:
+                renewal = await self.service.start_authentication(token, CUSTOMER, upn, fresh=fresh)
         except InvitationNotFoundError:
             return self._not_found(request)
         except InvitationGoneError as exc:

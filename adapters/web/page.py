@@ -1,7 +1,8 @@
 """HTML of the onboarding page: server-rendered, no external assets, one small inline script.
 
-The script polls the status endpoint and swaps in the code, progress and messages. Every dynamic
-value is escaped; the script and style carry the response's CSP nonce.
+The script polls the status endpoint and swaps in the code, progress and messages; when a code
+ran out unused while the page is visible it asks for a fresh one (at most three times per load).
+Every dynamic value is escaped; the script and style carry the response's CSP nonce.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ SCRIPT = """
 (function(){
   var root=document.getElementById('app'); if(!root) return;
   var csrf=root.dataset.csrf, base=root.dataset.base, ways=root.dataset.ways||'device_code';
-  var browser=ways!=='device_code', device=ways!=='browser';
+  var browser=ways!=='device_code', device=ways!=='browser', autos=0, autoBusy=false;
   function $(id){return document.getElementById(id);}
   function show(id,on){var e=$(id); if(e) e.hidden=!on;}
   function render(s){
@@ -37,7 +38,17 @@ SCRIPT = """
     if(s.user_code){$('user-code').textContent=s.user_code;
       $('verify-link').href=s.verification_uri; $('verify-link').textContent=s.verification_uri;}
     $('progress').textContent=s.total?(s.acquired+'/'+s.total+' tokens'):'';
+    if(s.auto_new_code) auto();
     return s.done||s.final;
+  }
+  function auto(){
+    if(autoBusy||autos>=3||document.visibilityState!=='visible') return;
+    autoBusy=true; autos++;
+    var body=new URLSearchParams(); body.set('csrf',csrf);
+    fetch(base+'/auto-code',{method:'POST',body:body,headers:{'Accept':'application/json'}})
+      .then(function(r){return r.json();})
+      .then(function(s){autoBusy=false; render(s);})
+      .catch(function(){autoBusy=false;});
   }
   function poll(){
     fetch(base+'/status',{headers:{'Accept':'application/json'},cache:'no-store'})

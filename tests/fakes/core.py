@@ -8,11 +8,14 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from core import webhooks
 from core.errors import (
     ChatDeliveryError,
     ConcurrencyError,
+    EmailDeliveryError,
+    EmailRejectedError,
     IdentityProviderError,
     RenewalError,
     RenewalInProgressError,
@@ -23,10 +26,13 @@ from core.ports import (
     AuditEntry,
     BrowserSignInStart,
     DirectoryCheck,
+    Email,
+    EmailRecord,
     HealthRecord,
     IdentityErrorRecord,
     Message,
     Outgoing,
+    OutgoingEmail,
     PollPending,
     SignedIn,
     StagedTokens,
@@ -63,6 +69,10 @@ class Store:
     )
     outbox_ids: int = 0
     webhook_events: list[tuple[str, str, str]] = field(default_factory=list)  # kind, key, body
+    # the email outbox: id -> (item, state, owner, lease until, sent at, error)
+    emails: dict[int, list[Any]] = field(default_factory=dict)
+    email_ids: int = 0
+    chases: dict[tuple[str, str], datetime] = field(default_factory=dict)
 
 
 class _Tenants:
@@ -353,6 +363,114 @@ class _Webhooks:
                 self.s.webhook_events.append((kind, r.key, body))
 
 
+class _Emails:
+    """Adds are staged until commit; claims and outcomes are immediate (like the outbox)."""
+
+    def __init__(self, store: Store) -> None:
+        self.s = store
+        self.staged: list[tuple[OutgoingEmail, datetime]] = []
+
+    async def add(self, item: OutgoingEmail, now: datetime) -> None:
+        self.staged.append((item, now))
+
+    def commit(self) -> None:
+        for item, now in self.staged:
+            self.s.email_ids += 1
+            stored = replace(item, id=self.s.email_ids, created_at=now)
+            self.s.emails[self.s.email_ids] = [stored, "pending", None, None, None, ""]
+        self.staged.clear()
+
+    async def claim(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> list[OutgoingEmail]:
+        taken = []
+        for row in self.s.emails.values():
+            item, state, _, lease, _, _ = row
+            due = item.not_before is None or item.not_before <= now
+            if state == "pending" and due and (lease is None or lease < now):
+                row[0] = item = replace(item, attempts=item.attempts + 1)
+                row[2], row[3] = owner, until
+                taken.append(item)
+        return taken[:limit]
+
+    def _end(self, item_id: int, state: str, **values: Any) -> None:
+        row = self.s.emails[item_id]
+        row[1], row[2], row[3] = state, None, None
+        row[4] = values.get("sent_at", row[4])
+        row[5] = values.get("error", row[5])
+
+    async def sent(self, item_id: int, now: datetime) -> None:
+        self._end(item_id, "sent", sent_at=now)
+
+    async def failed(self, item_id: int, error: str, now: datetime) -> None:
+        self._end(item_id, "failed", error=error)
+
+    async def dropped(self, item_id: int, why: str, now: datetime) -> None:
+        self._end(item_id, "dropped", error=why)
+
+    async def retry(self, item_id: int, owner: str, not_before: datetime, error: str) -> None:
+        row = self.s.emails[item_id]
+        if row[2] == owner:
+            row[0] = replace(row[0], not_before=not_before)
+            row[2], row[3], row[5] = None, None, error
+
+    async def history(self, renewal_ids: Sequence[str]) -> list[EmailRecord]:
+        return [
+            EmailRecord(
+                item.renewal_id,
+                item.kind,
+                item.email.to,
+                state,
+                item.created_at or datetime.min,
+                item.not_before,
+                sent_at,
+                error,
+            )
+            for item, state, _, _, sent_at, error in self.s.emails.values()
+            if item.renewal_id in renewal_ids
+        ]
+
+
+class _Chases:
+    def __init__(self, store: Store) -> None:
+        self.s = store
+        self.staged: dict[tuple[str, str], datetime] = {}
+
+    async def claim(self, renewal_id: str, step: str, at: datetime) -> bool:
+        key = (renewal_id, step)
+        if key in self.s.chases or key in self.staged:
+            return False
+        self.staged[key] = at
+        return True
+
+    async def taken(self, renewal_ids: Sequence[str]) -> dict[str, dict[str, datetime]]:
+        found: dict[str, dict[str, datetime]] = {}
+        for (rid, step), at in self.s.chases.items():
+            if rid in renewal_ids:
+                found.setdefault(rid, {})[step] = at
+        return found
+
+
+class RecordingMailer:
+    """Records what would be emailed; ``refuse`` / ``fail`` make the next sends fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[Email, str]] = []
+        self.refuse: str | None = None  # a 5xx reason: refused for good
+        self.fail: str | None = None  # a 4xx reason: try later
+
+    async def send(self, email: Email, message_id: str) -> None:
+        if self.refuse:
+            raise EmailRejectedError(self.refuse)
+        if self.fail:
+            raise EmailDeliveryError(self.fail)
+        self.sent.append((email, message_id))
+
+    @property
+    def subjects(self) -> list[str]:
+        return [e.subject for e, _ in self.sent]
+
+
 class InMemoryUnitOfWork:
     """Renewals are staged until commit, like a transaction; audit writes are immediate."""
 
@@ -366,6 +484,9 @@ class InMemoryUnitOfWork:
         self.jobs = _Jobs(store)
         self.outbox = _Outbox(store)
         self.webhooks = _Webhooks(store)
+
+        self.emails = _Emails(store)
+        self.chases = _Chases(store)
         self.committed = False
 
     async def __aenter__(self) -> InMemoryUnitOfWork:
@@ -374,9 +495,14 @@ class InMemoryUnitOfWork:
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.staged.clear()
         self.outbox.staged.clear()
+        self.emails.staged.clear()
+        self.chases.staged.clear()
 
     async def commit(self) -> None:
         self.outbox.commit()
+        self.emails.commit()
+        self.store.chases.update(self.chases.staged)
+        self.chases.staged.clear()
         for r in self.staged.values():
             stored = copy.deepcopy(r)
             stored.events = []
@@ -387,6 +513,8 @@ class InMemoryUnitOfWork:
     async def rollback(self) -> None:
         self.staged.clear()
         self.outbox.staged.clear()
+        self.emails.staged.clear()
+        self.chases.staged.clear()
 
 
 class RecordingChatThreads:

@@ -25,6 +25,7 @@ from bot.sandbox.server import Sandbox, bind_loopback
 from bot.settings import Settings
 from bot.web import create_app, start_site
 from core.model import Actor, Origin, Renewal, RenewalState, Tenant
+from core.ports import Clock
 from tests.fakes.core import RecordingChatThreads
 
 SUPPORT = Actor("test", "U-support", "Sam Support")
@@ -164,6 +165,9 @@ async def live_bot(
     key: str | None = None,
     seed: bool = True,
     more: dict[str, Any] | None = None,
+    email: dict[str, Any] | None = None,
+    chase: dict[str, Any] | None = None,
+    clock: Clock | None = None,
 ) -> AsyncIterator[Live]:
     """A running bot. Pass ``sandbox``, ``port``, ``key`` and ``seed=False`` to restart one."""
     own_sandbox = sandbox is None
@@ -196,10 +200,12 @@ async def live_bot(
         monitor=monitor or {"enabled": False},
         signin=signin or {},
         **(more or {}),  # further setting groups (tokens, webhooks)
+        email=email or {},
+        chase=chase or {},
     )
     chat = RecordingChatThreads()
     try:
-        async with runtime(settings) as rt:
+        async with runtime(settings, clock) as rt:
             rt.chat.add("test", chat)
             tenants = demo_tenants(sandbox.directory)
             if seed:

@@ -2,7 +2,8 @@
 
 A real `renewbot serve` subprocess on PostgreSQL with RENEWBOT_LOG__LEVEL=DEBUG: a signed Slack
 command, the customer's sign-in at the sandbox (Entra-shaped device code and tokens), the silent
-acquisitions, a Teams command through botbuilder, a re-validation with the refresh token. Every
+acquisitions, a Teams command through botbuilder, a re-validation with the refresh token, the
+invitation emailed over STARTTLS with a login (the Auth URL in its body). Every
 secret of the run is a fresh canary; none may appear in stdout, stderr or any file serve wrote.
 """
 
@@ -39,6 +40,7 @@ from tests.integration.test_slack import command_body, signed
 from tests.servers.bot_connector import BotConnectorStandIn
 from tests.servers.postgres import fresh_database
 from tests.servers.slack import SlackStandIn
+from tests.servers.smtp import SmtpStandIn
 from tests.servers.webhooks import WebhookReceiver
 from tests.servers.webhooks import secret as webhook_secret
 
@@ -119,6 +121,7 @@ async def test_debug_renewal_leaks_no_canary_secret(
     slack = await SlackStandIn().start()
     connector = await BotConnectorStandIn(password=f"Pw~{secrets.token_urlsafe(30)}").start()
     sandbox = await Sandbox(demo_directory(interval=1), workdir=tmp_path / "sandbox").start()
+    smtp = SmtpStandIn(tmp_path / "smtp", password=f"Smtp~{secrets.token_urlsafe(24)}").start()
     sock = bind_loopback(0)
     port = sock.getsockname()[1]
     sock.close()
@@ -146,6 +149,7 @@ async def test_debug_renewal_leaks_no_canary_secret(
         **{f"RENEWBOT_TEAMS__{k.upper()}": v for k, v in connector.settings().items()},
         "RENEWBOT_WEBHOOKS__ENDPOINTS": json.dumps([receiver.url]),
         "RENEWBOT_WEBHOOKS__SECRETS": receiver.secret,
+        **{f"RENEWBOT_EMAIL__{k.upper()}": str(v) for k, v in smtp.settings().items()},
     }
     run = Run(tmp_path / "run", env)
     inbound = connector.token()
@@ -181,6 +185,7 @@ async def test_debug_renewal_leaks_no_canary_secret(
             await until(lambda: any("again" in t for t in connector.texts(connector.posts())), 60)
         ciphertexts = await stored_ciphertexts(database)
     finally:
+        smtp.stop()
         await sandbox.stop()
         await receiver.stop()
         await connector.stop()
@@ -202,6 +207,7 @@ async def test_debug_renewal_leaks_no_canary_secret(
         "Slack signing secret": [signing_secret],
         "Slack bot token": [bot_token],
         "Teams app password": [connector.password],
+        "SMTP password": [smtp.password],
         "Teams tokens": [inbound, *outbound],
         "sealed token cache": ciphertexts,
         "token API service key": [service_key],
@@ -209,6 +215,8 @@ async def test_debug_renewal_leaks_no_canary_secret(
         "webhook signing secret": [receiver.secret, receiver.secret.removeprefix("whsec_")],
     }
     assert all(canaries.values()), {k: len(v) for k, v in canaries.items()}
+    (invitation,) = smtp.received  # the Auth URL went out by email, and not into any log
+    assert canaries["onboarding token"][0] in invitation.part("plain")
     assert len(canaries["refresh token"]) >= 3  # three token sets, then a re-validation
     for what, values in canaries.items():
         for value in values:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -417,4 +418,17 @@ def card_buttons(activity: dict[str, Any]) -> list[dict[str, Any]]:
         for action in (attachment.get("content") or {}).get("actions") or []:
             if action.get("type") == "Action.Submit":
                 found.append(action)
+    return found
+
+
+def mentioned(activity: dict[str, Any]) -> list[str]:
+    """User ids Teams would notify for a card activity: an `msteams.entities` mention whose
+    `<at>name</at>` text appears in a TextBlock ("Mention support within Adaptive Cards")."""
+    found: list[str] = []
+    for attachment in activity.get("attachments") or []:
+        content = attachment.get("content") or {}
+        shown = json.dumps(content.get("body") or [])
+        for entity in (content.get("msteams") or {}).get("entities") or []:
+            if entity.get("type") == "mention" and json.dumps(entity.get("text"))[1:-1] in shown:
+                found.append(str((entity.get("mentioned") or {}).get("id")))
     return found

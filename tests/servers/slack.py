@@ -26,6 +26,7 @@ import asyncio
 import itertools
 import json
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -335,3 +336,23 @@ class SlackStandIn:
             }
         )
         return envelope_id
+
+
+def mentioned(args: dict[str, Any]) -> list[str]:
+    """User ids Slack would notify for a chat.postMessage: `<@U...>` in its mrkdwn texts
+    (Slack's "Formatting text for app surfaces": escaped `&lt;@U...&gt;` is plain text)."""
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "mrkdwn":
+                found.extend(re.findall(r"<@([UW][\w-]+)>", str(node.get("text", ""))))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(args.get("blocks"))
+    walk(args.get("attachments"))
+    return found
