@@ -71,6 +71,7 @@ class Core:
     dispatcher: Dispatcher
     chaser: Chaser
     mail: EmailDispatcher | None = None  # None: email is not configured
+    scheduler: DeviceFlowScheduler | None = None  # None: the caller watches flows itself
 
 
 def compose(
@@ -90,7 +91,9 @@ def compose(
 ) -> Core:
     """Wire core. ``deliver_inline``: outbox rows (chat and email) are delivered before the call
     that wrote them returns (unit tests, one-shot tools); otherwise ``Core.dispatcher.run()``
-    (and ``Core.mail.run()`` with a ``mailer``) must be running."""
+    (and ``Core.mail.run()`` with a ``mailer``) must be running. Without ``watch_flow`` the
+    device-flow scheduler is made here (``Core.scheduler``; its ``run()`` must be running): the
+    service tells it of new codes, it calls the service to advance them."""
     memo = StatusMemo()
     notifier = Notifier(threads, uow, clock, memo=memo)
 
@@ -120,13 +123,16 @@ def compose(
     if emails is not None:
         emails.kick_chat = kick_chat
         service.mail = InvitationMail(mail_config)
-    if watch_flow is not None:
-        service.watch_flow = watch_flow
+    scheduler = None
+    if watch_flow is None:
+        scheduler = DeviceFlowScheduler(service.advance)
+        watch_flow = scheduler.watch
+    service.watch_flow = watch_flow
     bulk = BulkRenewals(service, notifier)
     health = HealthMonitor(uow, identity, notifier, clock, monitor)
     chaser = Chaser(service, chase)
     desk = Desk(service, policy, bulk, chaser)
-    return Core(service, desk, health, dispatcher, chaser, emails)
+    return Core(service, desk, health, dispatcher, chaser, emails, scheduler)
 
 
 def _slack(
@@ -303,15 +309,6 @@ async def runtime(
         callback_url=f"{settings.web.public_url.rstrip('/')}/onboard/callback",
     )
     chat = ChatRouter()
-    # The scheduler and the service need each other: the service tells the scheduler about new
-    # codes (watch_flow), the scheduler calls the service to advance them. The scheduler is made
-    # first and reaches the service, made below, through this holder.
-    holder: list[RenewalService] = []
-
-    async def advance(renewal_id: str) -> float | None:
-        return await holder[0].advance(renewal_id)
-
-    scheduler = DeviceFlowScheduler(advance)
     config = ServiceConfig(
         public_url=settings.web.public_url,
         invitation_ttl=timedelta(hours=settings.security.invitation_ttl_hours),
@@ -325,7 +322,6 @@ async def runtime(
         threads=chat,
         clock=clock,
         config=config,
-        watch_flow=scheduler.watch,
         monitor=MonitorConfig(
             check_every=timedelta(hours=settings.monitor.check_every_hours),
             warn_before=timedelta(days=settings.monitor.warn_before_days),
@@ -344,7 +340,8 @@ async def runtime(
         ),
         chase=chase_config(settings),
     )
-    holder.append(core.service)
+    scheduler = core.scheduler
+    assert scheduler is not None  # compose made it (no watch_flow given)
     supervisor = Supervisor()
     session = aiohttp.ClientSession(trust_env=False)  # one connection pool for chat APIs
     slack = _slack(settings, core, chat, supervisor, session)

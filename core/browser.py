@@ -45,11 +45,11 @@ class BrowserSignIns:
         now = s.clock.now()
         pending = BrowserSignIn(_hash(state), now + s.config.browser_sign_in_ttl, start.flow_state)
         async with s.uow() as uow:
-            renewal = await s._load(uow, renewal.id)
+            renewal = await s.load(uow, renewal.id)
             renewal.begin_browser_sign_in(pending, now)
             renewal.expected_account = upn
             await uow.renewals.save(renewal)
-            await s._audit(uow, renewal, "renewal.browser_sign_in_started", actor)
+            await s.audit(uow, renewal, "renewal.browser_sign_in_started", actor)
             await uow.commit()
         return start.authorize_url
 
@@ -59,7 +59,7 @@ class BrowserSignIns:
         renewal, tenant = await s.open_invitation(token)
         now = s.clock.now()
         async with s.uow() as uow:
-            renewal = await s._load(uow, renewal.id)
+            renewal = await s.load(uow, renewal.id)
             try:
                 flow_state = renewal.take_browser_sign_in(_hash(state), now)
             except SignInStateError as exc:
@@ -78,16 +78,16 @@ class BrowserSignIns:
     async def _signed_in(self, renewal_id: str, tenant: Tenant, signed: SignedIn) -> Renewal:
         s = self.s
         async with s.uow() as uow:
-            renewal = await s._load(uow, renewal_id)
+            renewal = await s.load(uow, renewal_id)
             renewal.browser_returned(s.clock.now())
             await uow.renewals.save(renewal)
-            await s._audit(uow, renewal, "renewal.browser_returned", SYSTEM)
+            await s.audit(uow, renewal, "renewal.browser_returned", SYSTEM)
             await uow.commit()
         retry = await Validator(s).complete(renewal_id, tenant, signed)
         if retry is not None:  # Microsoft unreachable half way: the scheduler carries on
             s.watch_flow(renewal_id, retry)
         async with s.uow(read_only=True) as uow:
-            return await s._load(uow, renewal_id)
+            return await s.load(uow, renewal_id)
 
     async def _refused(
         self, renewal_id: str, tenant: Tenant, exc: IdentityProviderError
@@ -95,10 +95,10 @@ class BrowserSignIns:
         """An error sent back: a new try can fix it (back to INVITED, said on the page and in
         the thread), or it cannot (FAILED, as on the device code path)."""
         s = self.s
-        await s._record_error(tenant, exc)
+        await s.record_error(tenant, exc)
         if exc.is_transient or messages.explain(exc.code).retry_with_new_code:
             now = s.clock.now()
-            return await s._change(
+            return await s.change(
                 renewal_id, lambda r: r.browser_refused(exc.code, now), "renewal.browser_refused"
             )
-        return await s._fail(renewal_id, exc.code)
+        return await s.fail(renewal_id, exc.code)

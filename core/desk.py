@@ -212,7 +212,7 @@ class Desk:
         try:
             check = await s.identity.check_directory(tenant)
         except IdentityProviderError as exc:
-            await s._record_error(tenant, exc)
+            await s.record_error(tenant, exc)
             return Reply(messages.revalidation_failed(tenant, exc.code))
         if check.organization_id.lower() != tenant.tenant_id.lower():
             return Reply(messages.revalidation_failed(tenant, "graph_mismatch"))

@@ -144,7 +144,7 @@ class RenewalService:
         renewal.awaiting_thread = renewal.thread is None
         async with self.uow() as uow:
             await uow.renewals.add(renewal)
-            await self._audit(uow, renewal, "renewal.requested", cmd.requester)
+            await self.audit(uow, renewal, "renewal.requested", cmd.requester)
             if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
                 await self._stage_invitation(uow, tenant, renewal)
                 await self.notifier.stage(uow, tenant, renewal)
@@ -161,7 +161,7 @@ class RenewalService:
         URL) in one transaction: a crash on either side of it loses and doubles nothing."""
         thread = await self.notifier.open_thread(tenant, renewal)
         async with self.uow() as uow:
-            stored = await self._load(uow, renewal.id)
+            stored = await self.load(uow, renewal.id)
             stored.thread, stored.awaiting_thread = thread, False
             stored.events = renewal.events
             await uow.renewals.save(stored)
@@ -190,15 +190,15 @@ class RenewalService:
                 continue
             token = secrets.token_urlsafe(32)
             async with self.uow() as uow:
-                renewal = await self._load(uow, orphan.id)
-                tenant = await self._tenant(uow, renewal)
+                renewal = await self.load(uow, orphan.id)
+                tenant = await self.tenant_of(uow, renewal)
                 if not renewal.awaiting_thread:
                     continue
                 expires = now + self.config.invitation_ttl
                 renewal.reinvite(hash_invitation(token), expires, self.auth_url(token), now)
                 pending, renewal.events = renewal.events, []
                 await uow.renewals.save(renewal)
-                await self._audit(uow, renewal, "renewal.thread_reopened", SYSTEM)
+                await self.audit(uow, renewal, "renewal.thread_reopened", SYSTEM)
                 await uow.commit()
             renewal.events = pending
             renewal = await self._open_thread(tenant, renewal)
@@ -216,7 +216,7 @@ class RenewalService:
             renewal = await uow.renewals.by_invitation(hash_invitation(token))
             if renewal is None:
                 raise InvitationNotFoundError
-            tenant = await self._tenant(uow, renewal)
+            tenant = await self.tenant_of(uow, renewal)
         return renewal, tenant
 
     async def open_invitation(self, token: str) -> tuple[Renewal, Tenant]:
@@ -264,8 +264,8 @@ class RenewalService:
     ) -> Renewal:
         now = self.clock.now()
         async with self.uow() as uow:
-            renewal = await self._load(uow, renewal_id)
-            tenant = await self._tenant(uow, renewal)
+            renewal = await self.load(uow, renewal_id)
+            tenant = await self.tenant_of(uow, renewal)
         code = renewal.device_code
         if renewal.state is RenewalState.CODE_ISSUED and code and code.expires_at > now:
             just_issued = renewal.code_issued_at and now - renewal.code_issued_at < NEW_CODE_GRACE
@@ -287,12 +287,12 @@ class RenewalService:
             async with self.uow() as uow:
                 await uow.renewals.release_code(renewal_id, owner)
                 await uow.commit()
-            await self._record_error(tenant, exc)
+            await self.record_error(tenant, exc)
             if exc.is_transient or messages.explain(exc.code).retry_with_new_code:
                 raise
-            return await self._fail(renewal_id, exc.code)
+            return await self.fail(renewal_id, exc.code)
         async with self.uow() as uow:
-            renewal = await self._load(uow, renewal_id)
+            renewal = await self.load(uow, renewal_id)
             if renewal.state is RenewalState.CODE_ISSUED:
                 renewal.code_lapsed("replaced", now)
                 renewal.events.clear()  # a replaced code is not news for the thread
@@ -301,7 +301,7 @@ class RenewalService:
             renewal.issue_code(new_code, actor, self.clock.now())
             await uow.renewals.save(renewal)
             await uow.renewals.release_code(renewal_id, owner)
-            await self._audit(uow, renewal, "renewal.code_issued", actor)
+            await self.audit(uow, renewal, "renewal.code_issued", actor)
             await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
         self.watch_flow(renewal.id, float(new_code.interval))
@@ -332,7 +332,7 @@ class RenewalService:
             await uow.commit()
             if not mine:  # another process has it; look again in case that process dies
                 return lease.total_seconds()
-            tenant = await self._tenant(uow, renewal)
+            tenant = await self.tenant_of(uow, renewal)
         if renewal.is_signed_in:
             return await Validator(self).resume(renewal_id, tenant)
         assert code is not None
@@ -340,7 +340,7 @@ class RenewalService:
 
     async def _poll(self, renewal_id: str, tenant: Tenant, code: DeviceCode) -> float | None:
         if self.clock.now() >= code.expires_at:
-            await self._lapse(renewal_id, "expired_token")
+            await self.lapse_code(renewal_id, "expired_token")
             return None
         try:
             result = await self.identity.poll(tenant, code)
@@ -348,16 +348,16 @@ class RenewalService:
             if exc.is_transient:
                 log.warning("identity.poll_unavailable", extra={"renewal_id": renewal_id})
                 return float(code.interval)
-            await self._record_error(tenant, exc)
+            await self.record_error(tenant, exc)
             if messages.explain(exc.code).retry_with_new_code or self._browser_helps(exc.code):
-                await self._lapse(renewal_id, exc.code)
+                await self.lapse_code(renewal_id, exc.code)
             else:
-                await self._fail(renewal_id, exc.code)
+                await self.fail(renewal_id, exc.code)
             return None
         if isinstance(result, PollPending):
             if result.code != code:
                 async with self.uow() as uow:
-                    renewal = await self._load(uow, renewal_id)
+                    renewal = await self.load(uow, renewal_id)
                     renewal.keep_polling(result.code)
                     await uow.renewals.save(renewal)
                     await uow.commit()
@@ -372,7 +372,7 @@ class RenewalService:
                 raise NoActiveRenewalError(tenant.slug)
             renewal.cancel(cmd.requester, self.clock.now())
             await uow.renewals.save(renewal)
-            await self._audit(uow, renewal, "renewal.cancelled", cmd.requester)
+            await self.audit(uow, renewal, "renewal.cancelled", cmd.requester)
             await self.notifier.stage(uow, tenant, renewal)
             await uow.commit()
         await self.notifier.flush()
@@ -384,7 +384,7 @@ class RenewalService:
         async with self.uow() as uow:
             overdue = [r for r in await uow.renewals.open() if r.invitation_has_expired(now)]
         for r in overdue:
-            await self._change(r.id, lambda r: r.expire(now), "renewal.expired")
+            await self.change(r.id, lambda r: r.expire(now), "renewal.expired")
         return len(overdue)
 
     # -- the browser sign-in (authorization code with PKCE): steps in core.browser ----------
@@ -423,25 +423,30 @@ class RenewalService:
         """
         return await BrowserSignIns(self).finish(token, state, response)
 
-    # -- shared steps ---------------------------------------------------------------------
+    # -- service steps: the only way the validator, the browser sign-in and the desk change a
+    # renewal (each one transaction: state, audit and what chat is to show, together) ------------
 
-    async def _lapse(self, renewal_id: str, reason: str) -> None:
+    async def lapse_code(self, renewal_id: str, reason: str) -> None:
+        """The code expired or the sign-in was refused: back to INVITED, a new code offered."""
         now = self.clock.now()
-        await self._change(renewal_id, lambda r: r.code_lapsed(reason, now), "renewal.code_lapsed")
+        await self.change(renewal_id, lambda r: r.code_lapsed(reason, now), "renewal.code_lapsed")
 
-    async def _fail(self, renewal_id: str, code: str) -> Renewal:
+    async def fail(self, renewal_id: str, code: str) -> Renewal:
+        """End the renewal as FAILED with ``code`` (an identity_codes entry), staged tokens gone."""
         now = self.clock.now()
-        return await self._change(renewal_id, lambda r: r.fail(code, now), "renewal.failed")
+        return await self.change(renewal_id, lambda r: r.fail(code, now), "renewal.failed")
 
-    async def _change(
+    async def change(
         self, renewal_id: str, step: Callable[[Renewal], None], kind: str, actor: Actor = SYSTEM
     ) -> Renewal:
+        """Apply ``step`` (a transition of core.model) to the stored renewal, audit it as
+        ``kind`` and stage its chat posts, in one transaction; then have them delivered."""
         async with self.uow() as uow:
-            renewal = await self._load(uow, renewal_id)
-            tenant = await self._tenant(uow, renewal)
+            renewal = await self.load(uow, renewal_id)
+            tenant = await self.tenant_of(uow, renewal)
             step(renewal)
             await uow.renewals.save(renewal)
-            await self._audit(uow, renewal, kind, actor)
+            await self.audit(uow, renewal, kind, actor)
             # What the change means for chat is stored with it: announced exactly once, even
             # when the process dies right after the commit.
             await self.notifier.stage(uow, tenant, renewal)
@@ -454,18 +459,21 @@ class RenewalService:
         if self.mail is not None:
             await self.mail.stage(uow, tenant, renewal)
 
-    async def _load(self, uow: UnitOfWork, renewal_id: str) -> Renewal:
+    async def load(self, uow: UnitOfWork, renewal_id: str) -> Renewal:
+        """The renewal in ``uow``. Raises InvitationNotFoundError when there is none."""
         renewal = await uow.renewals.get(renewal_id)
         if renewal is None:
             raise InvitationNotFoundError
         return renewal
 
-    async def _tenant(self, uow: UnitOfWork, renewal: Renewal) -> Tenant:
+    async def tenant_of(self, uow: UnitOfWork, renewal: Renewal) -> Tenant:
+        """The renewal's tenant (always there: renewals reference tenants by foreign key)."""
         tenant = await uow.tenants.get(renewal.tenant_key)
         assert tenant is not None, "renewals reference tenants by foreign key"
         return tenant
 
-    async def _audit(self, uow: UnitOfWork, renewal: Renewal, kind: str, actor: Actor) -> None:
+    async def audit(self, uow: UnitOfWork, renewal: Renewal, kind: str, actor: Actor) -> None:
+        """One audit entry for the renewal, in ``uow``."""
         detail = renewal.failure_code or renewal.signed_in_account or ""
         await uow.audit.add(
             AuditEntry(
@@ -473,7 +481,9 @@ class RenewalService:
             )
         )
 
-    async def _record_error(self, tenant: Tenant, exc: IdentityProviderError) -> None:
+    async def record_error(self, tenant: Tenant, exc: IdentityProviderError) -> None:
+        """Store an identity error in msal_errors; an app-registration one is also announced
+        (once, core.registration)."""
         async with self.uow() as uow:
             record = IdentityErrorRecord.of(self.clock.now(), tenant.key, exc, "renewbot")
             await uow.identity_errors.add(record)

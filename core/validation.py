@@ -61,7 +61,7 @@ class Validator:
         if signed.tenant_id.lower() != tenant.tenant_id.lower():
             # Refused before anything is stored: the wrong account's refresh token is neither
             # redeemed for other token sets nor kept.
-            await s._record_error(
+            await s.record_error(
                 tenant, IdentityProviderError("wrong_tenant", "wrong_tenant", signed.tenant_id)
             )
             await self._refuse(renewal_id, "wrong_tenant")
@@ -69,7 +69,7 @@ class Validator:
         names = list(s.identity.token_set_names())
         is_ga = GLOBAL_ADMINISTRATOR in signed.roles
         blob, now = signed.staged.blob, s.clock.now()
-        await s._change(
+        await s.change(
             renewal_id,
             lambda r: r.signed_in(signed.account, is_ga, len(names), blob, now),
             "renewal.signed_in",
@@ -80,7 +80,7 @@ class Validator:
         """Carry on a signed-in renewal from its stored step. Returns a retry delay or None."""
         s = self.s
         async with s.uow() as uow:
-            renewal = await s._load(uow, renewal_id)
+            renewal = await s.load(uow, renewal_id)
         if renewal.state is RenewalState.CODE_ISSUED and renewal.tokens_acquired:
             staged = StagedTokens(renewal.staged_tokens or b"")
             if renewal.tokens_acquired == 1:  # nothing redeemed yet: look at the account first
@@ -92,17 +92,17 @@ class Validator:
                 try:
                     await s.identity.acquire_silently(tenant, name, staged)
                 except IdentityProviderError as exc:
-                    await s._record_error(tenant, exc)
+                    await s.record_error(tenant, exc)
                     if exc.is_transient:
                         return RETRY_UNAVAILABLE
-                    await s._fail(renewal_id, exc.code)
+                    await s.fail(renewal_id, exc.code)
                     return None
-                await s._change(
+                await s.change(
                     renewal_id,
                     _token_acquired(staged.blob, s.clock.now()),
                     "renewal.token_acquired",
                 )
-            await s._change(
+            await s.change(
                 renewal_id, lambda r: r.acquire_tokens(s.clock.now()), "renewal.tokens_acquired"
             )
         elif renewal.state is not RenewalState.TOKENS_ACQUIRED:
@@ -123,8 +123,8 @@ class Validator:
                 # Graph down: go on; validation checks the account again before promoting, and
                 # says the outage there (the renewal then waits in TOKENS_ACQUIRED).
                 return tenant
-            await s._record_error(tenant, exc)
-            await s._fail(renewal_id, "graph_failed")
+            await s.record_error(tenant, exc)
+            await s.fail(renewal_id, "graph_failed")
             raise _Stop(None) from None
         problem = self.account_problem(tenant, check)
         if problem:
@@ -140,18 +140,18 @@ class Validator:
     async def _refuse(self, renewal_id: str, code: str) -> None:
         """An account we cannot take: a new code where one can help, else the renewal fails."""
         async with self.s.uow() as uow:
-            renewal = await self.s._load(uow, renewal_id)
+            renewal = await self.s.load(uow, renewal_id)
         if renewal.state is RenewalState.CODE_ISSUED and identity_codes.lookup(code).new_code_helps:
-            await self.s._lapse(renewal_id, code)
+            await self.s.lapse_code(renewal_id, code)
         else:
-            await self.s._fail(renewal_id, code)
+            await self.s.fail(renewal_id, code)
 
     async def validate(self, renewal_id: str, tenant: Tenant, say_outage: bool = True) -> Renewal:
         """Validate a renewal in TOKENS_ACQUIRED. Graph unreachable, or consent for the
         organization still missing: stays there (and says so once)."""
         s = self.s
         async with s.uow() as uow:
-            renewal = await s._load(uow, renewal_id)
+            renewal = await s.load(uow, renewal_id)
         if renewal.state is not RenewalState.TOKENS_ACQUIRED:
             raise InvalidTransitionError(renewal.state, RenewalState.VALIDATED)
         # Renewals from before staging (no staged tokens) wrote straight to the tenant's cache.
@@ -159,19 +159,19 @@ class Validator:
         try:
             check = await s.identity.check_directory(tenant, staged)
         except IdentityProviderError as exc:
-            await s._record_error(tenant, exc)
+            await s.record_error(tenant, exc)
             if exc.is_transient:
                 if say_outage:
                     await s.notifier.note(tenant, renewal, messages.graph_unreachable())
                 return renewal
-            return await s._fail(renewal_id, "graph_failed")
+            return await s.fail(renewal_id, "graph_failed")
         async with s.uow() as uow:
             last_errors = await uow.identity_errors.newest(tenant.key, limit=1)
         consent_needed = bool(last_errors) and identity_codes.consent_missing(last_errors[0].code)
         is_ga = bool(renewal.signed_in_is_global_admin) or check.is_global_admin
         problem = self.account_problem(tenant, check) or self.role_problem(is_ga, consent_needed)
         if problem:
-            return await s._fail(renewal_id, problem)
+            return await s.fail(renewal_id, problem)
         if check.tenant_wide_consent is False:
             return await self._await_consent(renewal, tenant)
         warnings = self.warnings(renewal, tenant, check, is_ga)
@@ -180,7 +180,7 @@ class Validator:
             # staged tokens (still on the renewal) and promotes the same tokens again.
             await s.identity.promote(tenant, staged)
         now = s.clock.now()
-        renewal = await s._change(
+        renewal = await s.change(
             renewal_id, lambda r: r.validate(warnings, now, is_ga), "renewal.validated"
         )
         async with s.uow() as uow:
@@ -194,7 +194,7 @@ class Validator:
         s = self.s
         if renewal.failure_code == "consent_for_user_only":
             return renewal
-        renewal = await s._change(
+        renewal = await s.change(
             renewal.id, lambda r: r.await_consent(s.clock.now()), "renewal.consent_needed"
         )
         url = s.identity.admin_consent_url(tenant)

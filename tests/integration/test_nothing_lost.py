@@ -40,7 +40,7 @@ async def test_refused_sign_in_keeps_the_tenants_working_tokens(tmp_path: Path) 
         before = await stored_cache(live)
         tenant = live.tenants["contoso"]
         # The platform reported that the Enterprise Application lacks consent.
-        await live.rt.core.service._record_error(
+        await live.rt.core.service.record_error(
             tenant, IdentityProviderError("AADSTS65001", "invalid_grant", "consent missing")
         )
         await renew(live, "helpdesk@contoso.com")
