@@ -1,13 +1,14 @@
 """The support desk: runs one chat command and returns the reply, for every chat adapter alike.
 
 Adapters give it the raw text, where it was typed and who typed it; it answers in plain language.
-Errors a person can fix become replies here; anything else propagates to the adapter's catch-all.
+It dispatches: commands that change something go to the service steps (core.services, which
+audit them), questions go to the read side (core.views). Errors a person can fix become replies
+here; anything else propagates to the adapter's catch-all. It changes no state itself.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 from core import commands, logcontext, messages
 from core.access import AccessPolicy, permission_for
@@ -24,11 +25,12 @@ from core.errors import (
     TokenCacheUnreadableError,
     UnknownTenantError,
 )
-from core.model import Actor, AuthState, Origin, RenewalState, Tenant, ThreadRef
-from core.ports import AuditEntry, UnitOfWork
+from core.model import Actor, Origin, RenewalState, ThreadRef
+from core.ports import AuditEntry
 from core.services import RenewalService
+from core.tenant_steps import TenantSteps
 from core.tenants import resolve
-from core.validation import Validator
+from core.views import Views
 
 
 @dataclass(frozen=True)
@@ -39,26 +41,6 @@ class Reply:
     thread: ThreadRef | None = None
     #: the reply only says "see the thread": an adapter answering inside that thread may drop it
     just_points_to_thread: bool = False
-
-
-def _age(since: datetime, now: datetime) -> str:
-    minutes = int((now - since).total_seconds() // 60)
-    if minutes < 60:
-        return f"{minutes} min"
-    if minutes < 48 * 60:
-        return f"{minutes // 60} h"
-    return f"{minutes // 1440} d"
-
-
-async def _unreadable(uow: UnitOfWork, tenants: list[Tenant]) -> set[str]:
-    """Keys of the expired tenants whose last recorded error is that their tokens cannot be read."""
-    found = set()
-    for t in tenants:
-        if t.auth_state is AuthState.EXPIRED:
-            last = await uow.identity_errors.newest(t.key, limit=1)
-            if last and last[0].code == TokenCacheUnreadableError.code:
-                found.add(t.key)
-    return found
 
 
 class Desk:
@@ -73,6 +55,7 @@ class Desk:
         self.policy = policy or AccessPolicy()
         self.bulk = bulk or BulkRenewals(service, service.notifier)
         self.chaser = chaser or Chaser(service)
+        self.views = Views(service.uow, service.clock, self.chaser)
 
     async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
         """Parse and execute what a person typed."""
@@ -147,41 +130,19 @@ class Desk:
             case commands.ValidateTenant():
                 return await self._validate(cmd)
             case commands.ShowTenant(tenant_ref=ref):
-                async with s.uow() as uow:
-                    tenant = await resolve(uow, ref)
-                    open_renewal = await uow.renewals.active_for(tenant.key)
-                    unreadable = await _unreadable(uow, [tenant])
-                summary = messages.tenant_summary(tenant, open_renewal)
-                if unreadable:
-                    summary += "\n" + messages.tokens_unreadable(tenant.slug)
-                return Reply(summary)
+                return Reply(await self.views.tenant(ref))
             case commands.ListPending():
-                return await self._pending()
+                return Reply(await self.views.pending())
             case commands.ShowStatus():
-                return await self._status()
+                return Reply(await self.views.status())
             case commands.ShowHistory(tenant_ref=ref):
-                async with s.uow() as uow:
-                    tenant = await resolve(uow, ref)
-                    entries = await uow.audit.for_tenant(tenant.key)
-                if not entries:
-                    return Reply(f"No history for {tenant.display_name} yet.")
-                lines = [f"History of {tenant.display_name}, newest first:"]
-                lines += [
-                    f"{e.at:%Y-%m-%d %H:%M} {e.kind.split('.')[-1]} by {e.actor}"
-                    + (f" ({e.detail})" if e.detail else "")
-                    for e in entries
-                ]
-                return Reply("\n".join(lines))
+                return Reply(await self.views.history(ref))
             case commands.ShowErrors(tenant_ref=ref):
-                return await self._errors(ref)
+                return Reply(await self.views.errors(ref))
             case commands.ShowHelp():
                 return Reply(messages.HELP)
-            case commands.SnoozeAlerts(tenant_ref=ref, duration=duration):
-                async with s.uow() as uow:
-                    tenant = await resolve(uow, ref)
-                    until = s.clock.now() + duration if duration else None
-                    await uow.tenants.snooze(tenant.key, until)
-                    await uow.commit()
+            case commands.SnoozeAlerts():
+                tenant, until = await TenantSteps(s).snooze_alerts(cmd)
                 return Reply(messages.snoozed(tenant, until))
         raise AssertionError(f"unhandled command {cmd!r}")
 
@@ -202,88 +163,9 @@ class Desk:
         return Reply(messages.started(tenant), renewal.thread, just_points_to_thread=True)
 
     async def _validate(self, cmd: commands.ValidateTenant) -> Reply:
-        s = self.service
-        async with s.uow() as uow:
-            tenant = await resolve(uow, cmd.tenant_ref)
-            renewal = await uow.renewals.active_for(tenant.key)
-        if renewal and renewal.state is RenewalState.TOKENS_ACQUIRED:
-            renewal = await Validator(s).validate(renewal.id, tenant)
-            return Reply(f"Validation ran: {renewal.state.value}.", renewal.thread)
-        try:
-            check = await s.identity.check_directory(tenant)
-        except IdentityProviderError as exc:
-            await s.record_error(tenant, exc)
-            return Reply(messages.revalidation_failed(tenant, exc.code))
-        if check.organization_id.lower() != tenant.tenant_id.lower():
-            return Reply(messages.revalidation_failed(tenant, "graph_mismatch"))
-        async with s.uow() as uow:
-            await uow.tenants.mark_validated(tenant.key, s.clock.now())
-            await uow.commit()
-        return Reply(messages.revalidated(tenant, check.organization_name))
-
-    async def _pending(self) -> Reply:
-        s = self.service
-        now = s.clock.now()
-        async with s.uow(read_only=True) as uow:
-            renewals = await uow.renewals.open()
-            tenants = {r.tenant_key: await uow.tenants.get(r.tenant_key) for r in renewals}
-            chased = await self.chaser.describe(uow, renewals)
-        if not renewals:
-            return Reply("No open invitations.")
-        lines = ["Open invitations:"]
-        for r in sorted(renewals, key=lambda r: r.created_at):
-            t = tenants[r.tenant_key]
-            name = t.display_name if t else r.tenant_key
-            lines.append(
-                f"{name}: {messages.STATE_LABELS[r.state]}, {_age(r.created_at, now)} old, "
-                f"for {r.invitation_email}"
-            )
-            lines.append(f"  {chased[r.id]}")
-        return Reply("\n".join(lines))
-
-    async def _status(self) -> Reply:
-        s = self.service
-        async with s.uow() as uow:
-            counts = await uow.tenants.counts_by_state()
-            urgent = await uow.tenants.needing_action(limit=15)
-            renewals = await uow.renewals.open()
-            unreadable = await _unreadable(uow, urgent)
-        total = sum(counts.values())
-        order = [AuthState.HEALTHY, AuthState.EXPIRING, AuthState.EXPIRED, AuthState.UNKNOWN]
-        parts = [f"{counts[state]} {state.value}" for state in order if counts.get(state)]
-        lines = [f"{total} tenants: {', '.join(parts) or 'none'}."]
-        by_state: dict[str, int] = {}
-        for r in renewals:
-            by_state[r.state.value] = by_state.get(r.state.value, 0) + 1
-        detail = ", ".join(f"{k}: {v}" for k, v in sorted(by_state.items()))
-        lines.append(f"Open renewals: {len(renewals)}" + (f" ({detail})" if detail else ""))
-        if urgent:
-            lines.append("Need action:")
-            lines += [
-                f"  {t.display_name} ({t.slug}): {t.auth_state.value}"
-                + (f" ({messages.UNREADABLE_SHORT})" if t.key in unreadable else "")
-                for t in urgent
-            ]
-        return Reply("\n".join(lines))
-
-    async def _errors(self, ref: str | None) -> Reply:
-        s = self.service
-        async with s.uow(read_only=True) as uow:
-            tenant = await resolve(uow, ref) if ref else None
-            records = await uow.identity_errors.newest(tenant.key if tenant else None)
-            names: dict[str, str] = {}
-            for key in {r.tenant_key for r in records if r.tenant_key}:
-                found = await uow.tenants.get(key)
-                names[key] = f"{found.display_name} ({found.slug})" if found else "a removed tenant"
-        if not records:
-            return Reply("No identity errors recorded.")
-        lines = ["Newest identity errors:"]
-        for rec in records:
-            ex = messages.explain(rec.code)
-            seen_by = "" if rec.source in ("renewbot", "monitor") else f", reported by {rec.source}"
-            lines.append(
-                f"{rec.at:%Y-%m-%d %H:%M} {names.get(rec.tenant_key or '', 'no known tenant')}"
-                f"{seen_by}: {rec.code}: "
-                f"{ex.title}. Next: {ex.support}"
-            )
-        return Reply("\n".join(lines))
+        done = await TenantSteps(self.service).revalidate(cmd)
+        if done.renewal is not None:  # an open renewal's own validation
+            return Reply(f"Validation ran: {done.renewal.state.value}.", done.renewal.thread)
+        if done.problem:
+            return Reply(messages.revalidation_failed(done.tenant, done.problem))
+        return Reply(messages.revalidated(done.tenant, done.organization_name))

@@ -334,3 +334,13 @@ async def test_a_request_racing_another_opens_no_second_thread(world: World) -> 
     await world.say("contoso")
     assert "already open" in replies[0]
     assert len(world.store.renewals) == 1 and len(world.chat.threads) == 1
+
+
+async def test_snooze_and_validate_again_are_in_the_history(world: World) -> None:
+    """Changing a tenant's alerts or validating it again leaves an audit entry, like a renewal."""
+    await world.say("snooze contoso 2d")
+    await world.say("validate contoso")
+    kinds = [e.kind for e in world.store.audit if e.tenant_key == CONTOSO.key]
+    assert kinds == ["tenant.snoozed", "tenant.revalidated"]
+    history = await world.say("history contoso")
+    assert "snoozed by Sam Support" in history and "revalidated by Sam Support (ok)" in history
