@@ -1,7 +1,6 @@
-"""The aiohttp application of `renewbot serve`: routes, security headers, background workers.
-
-Background work (the device-flow scheduler, the outbox dispatcher, the invitation expiry sweep)
-starts and stops inside ``cleanup_ctx``. The access log never shows an Auth URL token.
+"""The aiohttp application of `renewbot serve`: routes, security headers, and one cleanup
+context per resource (the background workers of bot/workers.py, Teams' key refresh, Slack's
+Socket Mode, webhook delivery). The access log never shows an Auth URL token.
 """
 
 from __future__ import annotations
@@ -28,6 +27,7 @@ from adapters.web.page import SignInChoices
 from adapters.web.ratelimit import ClientAddress
 from adapters.web.tokens import TokenEndpoint
 from bot import metrics as bot_metrics
+from bot import workers
 from bot.bootstrap import Runtime
 from core import logcontext
 from core.errors import StorageError
@@ -133,104 +133,34 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _workers(app: web.Application) -> AsyncIterator[None]:
+    """The background workers (bot/workers.py): started with the app, stopped gracefully."""
     rt = app[RUNTIME]
-    rt.supervisor.spawn(rt.scheduler.run(), "device-flow-scheduler")
-    rt.supervisor.spawn(rt.core.dispatcher.run(rt.stopping), "outbox-dispatcher")
-    if rt.core.mail is not None:
-        rt.supervisor.spawn(rt.core.mail.run(rt.stopping), "email-dispatcher")
-    rt.supervisor.spawn(_chase(rt), "chaser")
-    await adopt_flows(rt)  # flows a previous process left pending
-    rt.supervisor.spawn(_sweep(rt), "sweeper")
-    if rt.settings.monitor.enabled:
-        rt.supervisor.spawn(_monitor(rt), "token-health-monitor")
-    keys = None
+    await workers.start(rt)
+    yield
+    await workers.stop(rt)
+
+
+async def _teams_keys(app: web.Application) -> AsyncIterator[None]:
+    """Bot Framework signing keys refreshed in the background (Teams with auth on)."""
+    rt = app[RUNTIME]
+    task = None
     if rt.teams is not None and rt.teams.validator is not None:
-        keys = asyncio.create_task(rt.teams.validator.refresh_forever(), name="teams-keys")
+        task = rt.supervisor.spawn(rt.teams.validator.refresh_forever(), "teams-keys")
+    yield
+    if task is not None:  # it never ends by itself: stopped before the workers drain
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def _slack_socket(app: web.Application) -> AsyncIterator[None]:
+    """Slack's Socket Mode connection, when an app-level token is configured."""
+    rt = app[RUNTIME]
     app_token = rt.settings.slack.app_token
     if rt.slack is not None and app_token is not None:
         await rt.slack.connect_socket_mode(app_token.get_secret_value())
     yield
-    if keys is not None:
-        keys.cancel()
-        await asyncio.gather(keys, return_exceptions=True)
     if rt.slack is not None:
         await rt.slack.close()
-    # Stop gracefully: a task cancelled in the middle of a database call can leave the aiosqlite
-    # connection unable to close (seen as a hang at exit), so loops finish their step first.
-    rt.stopping.set()
-    rt.scheduler.stop()
-    await rt.supervisor.drain(timeout=15.0)
-    await rt.supervisor.close()
-
-
-async def adopt_flows(rt: Runtime) -> int:
-    """Watch every renewal in flight (a pending device flow, or signed in and not yet validated)
-    that this process does not watch yet.
-
-    Leases decide which process really advances it; watching lets this one take over when the
-    lease holder dies, at whatever step it died.
-    """
-    async with rt.uow() as uow:
-        waiting = await uow.renewals.resumable()
-    adopted = 0
-    for renewal in waiting:
-        if not rt.scheduler.is_watching(renewal.id):
-            rt.scheduler.watch(renewal.id, 1.0)
-            adopted += 1
-    return adopted
-
-
-async def _pause(rt: Runtime, seconds: float) -> bool:
-    """Sleep, but wake at once when the process stops. True when it is stopping."""
-    try:
-        async with asyncio.timeout(seconds):  # not wait_for: see core/scheduler.py
-            await rt.stopping.wait()
-    except TimeoutError:
-        return False
-    return True
-
-
-async def _sweep(rt: Runtime, every: float = 30.0) -> None:
-    """Expire overdue invitations, adopt orphaned renewals and open threads a dead process never
-    opened, until stopped."""
-    while not await _pause(rt, every):
-        try:
-            await rt.core.service.expire_overdue()
-            await adopt_flows(rt)
-            await rt.core.service.reopen_orphans()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("sweep.failed")
-
-
-async def _chase(rt: Runtime) -> None:
-    """Take due chasing steps (reminders, mentions, expiry warnings) until stopped."""
-    while not await _pause(rt, rt.settings.chase.sweep_every_seconds):
-        try:
-            await rt.core.chaser.sweep()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("chase.sweep_failed")
-
-
-async def _monitor(rt: Runtime) -> None:
-    """Run the token health sweep forever; each sweep checks only the tenants that are due."""
-    loop = asyncio.get_running_loop()
-    while not rt.stopping.is_set():
-        started = loop.time()
-        try:
-            await rt.core.monitor.sweep(rt.stopping)
-            await rt.core.monitor.digest()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("monitor.sweep_failed")
-        rt.metrics.last_sweep_seconds = loop.time() - started
-        rt.metrics.sweeps += 1
-        if await _pause(rt, rt.settings.monitor.sweep_every_seconds):
-            return
 
 
 def csrf_key(rt: Runtime) -> bytes:
@@ -282,10 +212,11 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
         app.router.add_post("/slack/events", rt.slack.handle)
     if rt.teams is not None:
         app.router.add_post("/api/messages", rt.teams.bot.handle)
-    app.cleanup_ctx.append(_workers)
     if rt.tokens is not None:
         app.router.add_get("/api/tokens/{tenant}/{token_set}", TokenEndpoint(rt.tokens).handle)
-    app.cleanup_ctx.append(_webhook_worker)
+    # One cleanup context per resource; on stop they unwind in reverse: Slack's socket closes,
+    # then the workers finish their step and stop.
+    app.cleanup_ctx.extend([_workers, _teams_keys, _slack_socket, _webhook_worker])
     return app
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bot.bootstrap import runtime
-from bot.web import adopt_flows
+from bot.workers import adopt_flows
 from core.model import RenewalState as S
 from tests.integration.live import live_bot
 from tests.servers.postgres import fresh_database
