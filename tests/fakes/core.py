@@ -20,7 +20,7 @@ from core.errors import (
     RenewalError,
     RenewalInProgressError,
 )
-from core.model import AuthState, DeviceCode, Origin, Renewal, Tenant, ThreadRef
+from core.model import AuthState, DeviceCode, Origin, Renewal, RenewalState, Tenant, ThreadRef
 from core.ports import (
     AccessToken,
     AuditEntry,
@@ -36,6 +36,7 @@ from core.ports import (
     PollPending,
     SignedIn,
     StagedTokens,
+    UnitOfWorkFactory,
 )
 
 
@@ -232,6 +233,19 @@ class _Renewals:
 
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
         return [copy.deepcopy(r) for r in self._all().values() if r.tenant_key == tenant_key]
+
+    async def count_by_state(self) -> dict[RenewalState, int]:
+        counts: dict[RenewalState, int] = {}
+        for r in self._all().values():
+            counts[r.state] = counts.get(r.state, 0) + 1
+        return counts
+
+    async def validation_times(self) -> list[float]:
+        return [
+            (r.updated_at - r.created_at).total_seconds()
+            for r in self._all().values()
+            if r.state is RenewalState.VALIDATED and r.updated_at
+        ]
 
     async def in_batch(self, batch: str) -> list[Renewal]:
         found = [r for r in self._all().values() if r.batch == batch]
@@ -692,3 +706,12 @@ class FakeIdentityProvider:
 
 def slow_down(code: DeviceCode) -> PollPending:
     return PollPending(replace(code, interval=code.interval + 5))
+
+
+def in_memory(store: Store) -> UnitOfWorkFactory:
+    """A unit-of-work factory over ``store``, typed as the port the services take."""
+
+    def factory(read_only: bool = False) -> InMemoryUnitOfWork:
+        return InMemoryUnitOfWork(store)
+
+    return factory

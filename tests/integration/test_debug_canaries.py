@@ -274,7 +274,7 @@ async def renew_through_slack(
     def auth_urls() -> list[str]:
         return [m.group(0) for t in posts() if (m := re.search(r"http://\S+/onboard/[\w-]+", t))]
 
-    auth_url = (await until(auth_urls))[0]
+    auth_url = str((await until(auth_urls))[0])
     async with http.get(auth_url) as resp:
         csrf = re.search(r"name=csrf value='([0-9a-f]+)'", await resp.text())
     assert csrf

@@ -29,7 +29,7 @@ class Authority:
         return web.json_response({"token_endpoint": f"{base}/oauth2/v2.0/token"})
 
     async def token(self, request: web.Request) -> web.Response:
-        self.forms.append(dict(await request.post()))
+        self.forms.append({k: str(v) for k, v in (await request.post()).items()})
         return web.json_response(
             {"error": "invalid_grant"}, status=400, headers={"Retry-After": "3"}
         )

@@ -326,9 +326,10 @@ async def test_new_code_validate_and_renew_buttons(live: Live, slack: SlackStand
 
     await post(live, command_body(slack, "contoso"))
     renewal = await live.wait_for("contoso", lambda r: r.thread is not None)
-    assert renewal.thread is not None
+    thread = renewal.thread
+    assert thread is not None
     in_thread = await until(
-        lambda: [t for t in texts(slack, *renewal.thread.key.split("|")) if "/onboard/" in t]
+        lambda: [t for t in texts(slack, *thread.key.split("|")) if "/onboard/" in t]
     )
     url = re.search(r"http://\S+/onboard/[\w-]+", in_thread[0])
     assert url is not None

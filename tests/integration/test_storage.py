@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import insert, select, text
@@ -85,7 +86,7 @@ async def test_renewal_round_trip_with_encrypted_flow_state(
         raw = (
             await conn.execute(select(renewals.c.flow_state).where(renewals.c.id == r.id))
         ).scalar()
-    assert b"DEVICECODE" not in raw
+    assert raw is not None and b"DEVICECODE" not in raw
 
 
 async def test_database_allows_one_active_renewal_per_tenant(
@@ -113,7 +114,7 @@ async def test_constraint_holds_even_for_raw_sql(engine: AsyncEngine, box: Secre
         await uow.renewals.add(new_renewal(tenant.key))
         await uow.commit()
     second = new_renewal(tenant.key)
-    values = {c.name: None for c in renewals.columns}
+    values: dict[str, Any] = {c.name: None for c in renewals.columns}
     values.update(
         id=second.id,
         tenant_key=tenant.key,
@@ -197,7 +198,7 @@ async def test_token_cache_encrypted_and_rotatable(engine: AsyncEngine) -> None:
                 text("SELECT ciphertext FROM token_caches WHERE tenant_id = :t"), {"t": tid}
             )
         ).scalar()
-    assert b"RT-SECRET" not in raw
+    assert raw is not None and b"RT-SECRET" not in raw
     rotated = SqlTokenCacheStore(engine, SecretBox([generate_key(), old]))
     assert "RT-SECRET-2" in (await rotated.load(tid) or "")
     with pytest.raises(StorageError):

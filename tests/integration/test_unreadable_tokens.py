@@ -170,7 +170,9 @@ async def test_start_up_check_marks_the_tenants_it_cannot_read(
     with caplog.at_level(logging.WARNING, logger="renewbot.startup"):
         assert await check_token_caches(live.rt) is None
     (warning,) = [r for r in caplog.records if r.name == "renewbot.startup"]
-    assert warning.getMessage() == "startup.token_caches_unreadable" and warning.count == 1
+    assert (
+        warning.getMessage() == "startup.token_caches_unreadable" and warning.__dict__["count"] == 1
+    )
     await until(lambda: [a for a in alerts(slack) if "Contoso Ltd (contoso) needs" in a] or None)
     found = await states(live)
     assert found["contoso"] is AuthState.EXPIRED and found["tailspin"] is not AuthState.EXPIRED

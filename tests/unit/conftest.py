@@ -10,9 +10,9 @@ from core.services import ServiceConfig
 from tests.fakes.core import (
     FakeIdentityProvider,
     FrozenClock,
-    InMemoryUnitOfWork,
     RecordingChatThreads,
     Store,
+    in_memory,
 )
 
 SUPPORT = Actor("test", "U1", "Sam Support")
@@ -44,7 +44,7 @@ class World:
         self.chat = RecordingChatThreads()
         self.watched: list[tuple[str, float]] = []
         self.core: Core = compose(
-            uow=lambda read_only=False: InMemoryUnitOfWork(self.store),
+            uow=in_memory(self.store),
             identity=self.identity,
             threads=self.chat,
             clock=self.clock,

@@ -6,7 +6,7 @@ from bot.bootstrap import compose
 from core.access import AccessPolicy, Permission
 from core.model import Actor, Origin
 from core.services import ServiceConfig
-from tests.fakes.core import InMemoryUnitOfWork
+from tests.fakes.core import in_memory
 from tests.unit.conftest import World
 
 OPS = Origin("slack", "C-ops")
@@ -45,7 +45,7 @@ def test_empty_policy_is_open() -> None:
 async def test_viewer_renew_is_refused_in_words_and_audited(world: World) -> None:
     """A viewer trying to renew gets a plain refusal, nothing starts, and it is on record."""
     core = compose(
-        uow=lambda read_only=False: InMemoryUnitOfWork(world.store),
+        uow=in_memory(world.store),
         identity=world.identity,
         threads=world.chat,
         clock=world.clock,

@@ -65,7 +65,7 @@ async def test_a_failed_batch_reaches_every_caller_and_the_next_batch_works() ->
         calls += 1
         if calls == 1:
             raise ConnectionError("database went away")
-        return items
+        return list[int | Exception](items)
 
     batch = Coalescer(flaky)
     results = await asyncio.gather(batch(1), batch(2), return_exceptions=True)
@@ -75,7 +75,7 @@ async def test_a_failed_batch_reaches_every_caller_and_the_next_batch_works() ->
 
 async def test_a_run_that_loses_answers_is_an_error_not_a_hang() -> None:
     async def short(items: list[int]) -> list[int | Exception]:
-        return items[:-1]
+        return list[int | Exception](items[:-1])
 
     batch = Coalescer(short)
     with pytest.raises(RuntimeError, match="2 results for 3 items"):

@@ -16,7 +16,7 @@ from core.errors import (
 from core.model import Actor, RenewalState
 from core.ports import SignedIn, StagedTokens
 from core.services import ServiceConfig
-from tests.fakes.core import InMemoryUnitOfWork
+from tests.fakes.core import in_memory
 from tests.unit.conftest import CONTOSO, World
 
 CUSTOMER = Actor("web", "customer", "the customer")
@@ -159,7 +159,7 @@ async def test_browser_return_replaces_a_showing_device_code(world: World) -> No
 
 def _device_only(world: World) -> None:
     world.core = compose(
-        uow=lambda read_only=False: InMemoryUnitOfWork(world.store),
+        uow=in_memory(world.store),
         identity=world.identity,
         threads=world.chat,
         clock=world.clock,

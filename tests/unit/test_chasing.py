@@ -10,7 +10,7 @@ from core.chasing import ChaseConfig
 from core.errors import InvitationNotFoundError
 from core.model import Actor, RenewalState
 from core.services import ServiceConfig
-from tests.fakes.core import InMemoryUnitOfWork, RecordingMailer
+from tests.fakes.core import RecordingMailer, in_memory
 from tests.unit.conftest import HERE, SUPPORT, World
 
 CUSTOMER = Actor("web", "customer")
@@ -27,7 +27,7 @@ class MailWorld(World):
     def rewire(self, chase: ChaseConfig | None = None) -> None:
         """A fresh process on the same store (a restart, or a second replica)."""
         self.core = compose(
-            uow=lambda read_only=False: InMemoryUnitOfWork(self.store),
+            uow=in_memory(self.store),
             identity=self.identity,
             threads=self.chat,
             clock=self.clock,
@@ -149,8 +149,8 @@ async def test_opened_but_no_sign_in_mentions_the_requester_once(mw: MailWorld) 
     await mw.tick(minutes=1)
     ((text,),) = [mentions(mw)]
     assert "opened the link 4 hours ago" in text and "renew-token code contoso" in text
-    (message,) = [m for m in mw.chat.threads["t1"] if m.mention]
-    assert (message.mention.platform, message.mention.user_id) == ("test", SUPPORT.user_id)
+    (mention,) = [m.mention for m in mw.chat.threads["t1"] if m.mention]
+    assert (mention.platform, mention.user_id) == ("test", SUPPORT.user_id)
     await mw.tick(hours=1)
     mw.rewire()  # a restart does not mention again
     await mw.tick(hours=1)
@@ -178,7 +178,7 @@ async def test_expiring_invitation_warns_once_with_a_fresh_invitation_button(
     await mw.say("contoso")
     await mw.core.chaser.link_opened(mw.token_from_thread())
     mw.core = compose(  # mentions off, to see the expiry warning alone
-        uow=lambda read_only=False: InMemoryUnitOfWork(mw.store),
+        uow=in_memory(mw.store),
         identity=mw.identity,
         threads=mw.chat,
         clock=mw.clock,

@@ -110,7 +110,7 @@ def _messages(name: str) -> list[tuple[str, Message]]:
     for fname, text in _sentences(name):
         for tone in ("info", "success", "warning", "error"):
             buttons = (Action("renew", name, "Renew"), Action("cancel", name, "Cancel"))
-            out.append((f"{fname}/{tone}", Message(text, tone, buttons)))  # type: ignore[arg-type]
+            out.append((f"{fname}/{tone}", Message(text, tone, buttons)))
     return out
 
 

@@ -12,7 +12,7 @@ from core.errors import (
     InvitationGoneError,
     InvitationNotFoundError,
 )
-from core.model import Actor, RenewalState
+from core.model import Actor, Origin, RenewalState
 from core.ports import DirectoryCheck, SignedIn
 from core.validation import GLOBAL_ADMINISTRATOR
 from tests.fakes.core import slow_down
@@ -22,7 +22,9 @@ CUSTOMER = Actor("web", "customer")
 GA = frozenset({GLOBAL_ADMINISTRATOR})
 
 
-def signed(account: str = "admin@contoso.com", tid: str = CONTOSO.tenant_id, roles=GA) -> SignedIn:
+def signed(
+    account: str = "admin@contoso.com", tid: str = CONTOSO.tenant_id, roles: frozenset[str] = GA
+) -> SignedIn:
     return SignedIn(account, tid, "oid-1", roles)
 
 
@@ -69,7 +71,7 @@ async def test_second_renew_links_the_open_thread(world: World) -> None:
     assert len(world.store.renewals) == 1 and len(world.chat.threads) == 1
 
 
-def _here():  # type: ignore[no-untyped-def]
+def _here() -> tuple[Origin, Actor]:
     from tests.unit.conftest import HERE, SUPPORT
 
     return HERE, SUPPORT
@@ -102,7 +104,9 @@ async def test_full_renewal_reaches_validated_with_progress(world: World) -> Non
     """The happy path: code, n/m tokens, then a green validated message and an announcement."""
     rid = await started(world)
     assert any("Device code: CODE0001" in t for t in world.chat.texts())
-    world.identity.polls = [slow_down(world.store.renewals[rid].device_code), signed()]
+    code = world.store.renewals[rid].device_code
+    assert code is not None
+    world.identity.polls = [slow_down(code), signed()]
     assert await world.service.advance(rid) == 10.0  # slow_down honoured: 5 s + 5 s
     assert await world.service.advance(rid) is None
     texts = world.chat.texts()
@@ -146,7 +150,8 @@ async def test_expired_code_returns_to_invited_and_new_code_works(world: World) 
     assert await state(world, rid) is RenewalState.INVITED
     assert any("The code expired" in t for t in world.chat.texts())
     await world.service.start_authentication(world.token_from_thread(), CUSTOMER, fresh=True)
-    assert world.store.renewals[rid].device_code.user_code == "CODE0002"
+    code = world.store.renewals[rid].device_code
+    assert code is not None and code.user_code == "CODE0002"
 
 
 @pytest.mark.parametrize(

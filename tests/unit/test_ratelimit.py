@@ -78,7 +78,7 @@ def test_memory_is_bounded_by_the_least_recently_used() -> None:
 def _request(peer: str, forwarded: str | None = None) -> object:
     headers = {"X-Forwarded-For": forwarded} if forwarded else {}
     req = make_mocked_request("GET", "/onboard/x", headers=headers)
-    req._transport_peername = (peer, 1234)  # type: ignore[attr-defined]
+    req._transport_peername = (peer, 1234)
     return req
 
 

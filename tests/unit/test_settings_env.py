@@ -24,10 +24,10 @@ def test_every_secret_has_a_file_variant(tmp_path: Path, monkeypatch: pytest.Mon
     )
     for i, path in enumerate(paths):
         file = tmp_path / f"secret{i}"
-        value = f"value-{i}-from-file"
+        text = f"value-{i}-from-file"
         if path == ("database", "url"):
-            value = f"sqlite+aiosqlite:///{tmp_path}/{value}"
-        file.write_text(value + "\n")
+            text = f"sqlite+aiosqlite:///{tmp_path}/{text}"
+        file.write_text(text + "\n")
         monkeypatch.setenv(variable(path) + "_FILE", str(file))
     loaded = bot_settings.load()
     for i, path in enumerate(paths):

@@ -13,8 +13,11 @@ from core.ports import Action, Message
 
 
 def _texts(card: dict[str, Any]) -> list[dict[str, Any]]:
-    body = card["body"]
-    return body[0]["items"] if body and body[0]["type"] == "Container" else body
+    body: list[dict[str, Any]] = card["body"]
+    if body and body[0]["type"] == "Container":
+        items: list[dict[str, Any]] = body[0]["items"]
+        return items
+    return body
 
 
 def test_each_line_is_a_text_block_and_tone_colours_the_card() -> None:
