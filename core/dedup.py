@@ -7,25 +7,24 @@ Slack retries a slash command it thinks timed out (same trigger id); Teams redel
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+
+from core.lru import BoundedCache
 
 
 class SeenTriggers:
     """Trigger ids seen in the last ten minutes: a Slack retry is not a second command."""
 
     def __init__(self, ttl: float = 600.0, size: int = 10_000) -> None:
-        self.ttl, self.size = ttl, size
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self.ttl = ttl
+        self._seen: BoundedCache[str, float] = BoundedCache(size)
 
     def first_time(self, trigger_id: str) -> bool:
         now = time.monotonic()
-        while self._seen and (
-            len(self._seen) > self.size or next(iter(self._seen.values())) < now - self.ttl
-        ):
-            self._seen.popitem(last=False)
+        while (oldest := self._seen.oldest()) is not None and oldest[1] < now - self.ttl:
+            self._seen.drop_oldest()
         if not trigger_id:
             return True
         if trigger_id in self._seen:
             return False
-        self._seen[trigger_id] = now
+        self._seen.put(trigger_id, now)
         return True

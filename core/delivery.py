@@ -23,13 +23,13 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
 from core.chat import ChatRouter
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError, StorageError
+from core.lru import BoundedCache
 from core.model import ThreadRef
 from core.ports import ChatThreads, Clock, Message, Outgoing, UnitOfWorkFactory
 
@@ -65,17 +65,13 @@ class StatusMemo:
     """The status message last shown per thread, so an unchanged status is not sent again."""
 
     def __init__(self, size: int = 10_000) -> None:
-        self._shown: OrderedDict[ThreadRef, Message] = OrderedDict()
-        self.size = size
+        self._shown: BoundedCache[ThreadRef, Message] = BoundedCache(size)
 
     def shown(self, thread: ThreadRef, message: Message) -> bool:
         return self._shown.get(thread) == message
 
     def remember(self, thread: ThreadRef, message: Message) -> None:
-        self._shown[thread] = message
-        self._shown.move_to_end(thread)
-        while len(self._shown) > self.size:
-            self._shown.popitem(last=False)
+        self._shown.put(thread, message)
 
 
 @dataclass(frozen=True)
@@ -147,7 +143,7 @@ class Dispatcher:
         self._active: dict[str, asyncio.Task[None]] = {}
         self._wake = asyncio.Event()
         self._stopping = False
-        self._reported: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._reported: BoundedCache[tuple[str, str], bool] = BoundedCache(1000)
 
     def wake(self) -> None:
         """New rows were committed: claim them now rather than at the next poll."""
@@ -331,9 +327,7 @@ class Dispatcher:
         log.error("outbox.undeliverable", extra={"platform": item.platform, "reason": reason})
         if (item.conversation, reason) in self._reported:
             return  # one report per conversation and reason is enough (a dead channel)
-        self._reported[(item.conversation, reason)] = None
-        while len(self._reported) > 1000:
-            self._reported.popitem(last=False)
+        self._reported.put((item.conversation, reason), True)
         platforms = list(self.threads.platforms) if isinstance(self.threads, ChatRouter) else [""]
         text = undeliverable(item, reason, stuck)
         now = self.clock.now()

@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 import aiohttp
 from multidict import CIMultiDict
+
+from core.lru import BoundedCache
 
 METADATA = "/.well-known/openid-configuration"
 METADATA_TTL = 24 * 3600.0  # seconds, as MSAL keeps a successful discovery response
@@ -67,8 +68,7 @@ class LoopHttpClient:
         self.loop = loop
         self.session = session
         self._loop_thread = threading.get_ident()
-        self._metadata: OrderedDict[str, tuple[float, HttpResponse]] = OrderedDict()
-        self._keep = keep_metadata
+        self._metadata: BoundedCache[str, tuple[float, HttpResponse]] = BoundedCache(keep_metadata)
         self._guard = threading.Lock()  # pool threads and the loop share the metadata
 
     async def prefetch_metadata(self, url: str) -> None:
@@ -91,17 +91,13 @@ class LoopHttpClient:
             entry = self._metadata.get(url)
             if entry is None or entry[0] < time.monotonic():
                 return None
-            self._metadata.move_to_end(url)
             return entry[1]
 
     def _remember(self, url: str, response: HttpResponse) -> None:
         if response.status_code != 200:
             return
         with self._guard:
-            self._metadata[url] = (time.monotonic() + METADATA_TTL, response)
-            self._metadata.move_to_end(url)
-            while len(self._metadata) > self._keep:
-                self._metadata.popitem(last=False)
+            self._metadata.put(url, (time.monotonic() + METADATA_TTL, response))
 
     def post(
         self, url: str, params: Any = None, data: Any = None, headers: Any = None, **kwargs: Any

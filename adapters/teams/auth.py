@@ -23,12 +23,13 @@ import hashlib
 import json
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import jwt
+
+from core.lru import BoundedCache
 
 log = logging.getLogger("renewbot.teams")
 
@@ -104,7 +105,9 @@ class ChannelTokenValidator:
         # The connector reuses one token for many activities (it lives about an hour): its
         # signature is checked once (an RSA verify costs about 1 ms here), then remembered by
         # hash until it expires. Endorsement and service URL are still checked per request.
-        self._verified: OrderedDict[bytes, tuple[dict[str, Any], SigningKey]] = OrderedDict()
+        self._verified: BoundedCache[bytes, tuple[dict[str, Any], SigningKey]] = BoundedCache(
+            VERIFIED_CACHE
+        )
 
     @property
     def key_count(self) -> int:
@@ -220,9 +223,7 @@ class ChannelTokenValidator:
             claims, signing = known
         else:
             claims, signing = await self._verify(token)
-            self._verified[digest] = (claims, signing)
-            while len(self._verified) > VERIFIED_CACHE:
-                self._verified.popitem(last=False)
+            self._verified.put(digest, (claims, signing))
         if signing.endorsements and channel_id not in signing.endorsements:
             raise ChannelAuthError(403, "signing key not endorsed for this channel")
         claimed = str(claims.get("serviceurl") or claims.get("serviceUrl") or "")

@@ -14,7 +14,6 @@ replaces the parts of it that block the event loop or cost too much:
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 import aiohttp
@@ -36,6 +35,7 @@ from msrest.universal_http import HTTPClientResponse
 from msrest.universal_http.requests import ClientRetryPolicy
 
 from adapters.teams.auth import AppTokenSource, ChannelAuthError, ChannelTokenValidator
+from core.lru import BoundedCache
 
 POOL_SIZE = 64
 _NO_CREDENTIALS = object()
@@ -125,7 +125,7 @@ class ConnectorPool(ConnectorFactory):  # type: ignore[misc]
         self.app_id = app_id
         self.source = source
         self.session = session
-        self._clients: OrderedDict[str, ConnectorClient] = OrderedDict()
+        self._clients: BoundedCache[str, ConnectorClient] = BoundedCache(POOL_SIZE)
 
     def _pipeline(self, config: Any) -> AsyncPipeline[Any, Any]:
         policies = [
@@ -146,11 +146,7 @@ class ConnectorPool(ConnectorFactory):  # type: ignore[misc]
             # Our activities are built by cards.py, not typed in: msrest's recursive validation
             # of every outgoing model (walking each card) is cost without a benefit here.
             client._serialize.client_side_validation = False
-            self._clients[service_url] = client
-            while len(self._clients) > POOL_SIZE:
-                self._clients.popitem(last=False)
-        else:
-            self._clients.move_to_end(service_url)
+            self._clients.put(service_url, client)
         return client
 
 

@@ -20,7 +20,6 @@ import asyncio
 import copy
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -32,6 +31,7 @@ from adapters.teams import cards
 from adapters.teams.connector import TeamsAdapter
 from core.delivery import Pace
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError
+from core.lru import BoundedCache
 from core.model import Origin, ThreadRef
 from core.ports import Message
 
@@ -101,7 +101,7 @@ class TeamsThreads:
         self.app_id = app_id
         self.alert_conversation = alert_conversation
         self.attempts, self.backoff, self.max_delay = attempts, backoff, max_delay
-        self._refs: OrderedDict[str, ConversationReference] = OrderedDict()
+        self._refs: BoundedCache[str, ConversationReference] = BoundedCache(5000)
         self._locks: dict[str, asyncio.Lock] = {}
         self.pace = Pace(rate=1.8, burst=4)  # per thread (the outbox conversation)
 
@@ -118,10 +118,7 @@ class TeamsThreads:
         return conversation
 
     def _cache(self, conversation: str, reference: ConversationReference) -> None:
-        self._refs[conversation] = reference
-        self._refs.move_to_end(conversation)
-        while len(self._refs) > 5000:
-            self._refs.popitem(last=False)
+        self._refs.put(conversation, reference)
 
     async def _reference(
         self, conversation: str, *, channel_ok: bool = False

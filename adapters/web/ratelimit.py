@@ -12,10 +12,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from aiohttp import web
+
+from core.lru import BoundedCache
 
 Clock = Callable[[], float]
 
@@ -34,14 +35,14 @@ class TokenBuckets:
         if rate <= 0 or burst < 1 or max_keys < 1:
             raise ValueError("rate must be > 0, burst >= 1 and max_keys >= 1")
         self.rate, self.burst, self.max_keys, self.clock = rate, float(burst), max_keys, clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key: (tokens, at)
+        self._buckets: BoundedCache[str, tuple[float, float]] = BoundedCache(max_keys)
 
     def __len__(self) -> int:
         return len(self._buckets)
 
     def _level(self, key: str) -> float:
         now = self.clock()
-        tokens, at = self._buckets.get(key, (self.burst, now))
+        tokens, at = self._buckets.get(key) or (self.burst, now)
         return min(self.burst, tokens + (now - at) * self.rate)
 
     def wait(self, key: str, cost: float = 1.0) -> float:
@@ -62,10 +63,7 @@ class TokenBuckets:
         self._store(key, max(0.0, self._level(key) - cost))
 
     def _store(self, key: str, tokens: float) -> None:
-        self._buckets[key] = (tokens, self.clock())
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > self.max_keys:
-            self._buckets.popitem(last=False)
+        self._buckets.put(key, (tokens, self.clock()))  # (tokens, at); the oldest key goes
 
 
 # The limits of the routes, in one place (bot.web may pass others).
