@@ -8,6 +8,10 @@ here; anything else propagates to the adapter's catch-all. It changes no state i
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 
 from core import commands, logcontext, messages
@@ -32,6 +36,8 @@ from core.tenant_steps import TenantSteps
 from core.tenants import resolve
 from core.views import Views
 
+log = logging.getLogger("renewbot.desk")
+
 
 @dataclass(frozen=True)
 class Reply:
@@ -41,6 +47,19 @@ class Reply:
     thread: ThreadRef | None = None
     #: the reply only says "see the thread": an adapter answering inside that thread may drop it
     just_points_to_thread: bool = False
+
+
+async def guarded(work: Awaitable[Reply], platform: str) -> Reply:
+    """The one catch-all of every chat entry point: an unexpected error is logged with a short
+    reference and the person gets an apology naming it, never the exception's text."""
+    try:
+        return await work
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        ref = uuid.uuid4().hex[:12]
+        log.exception(f"{platform}.command_failed", extra={"ref": ref})
+        return Reply(messages.apology(ref))
 
 
 class Desk:

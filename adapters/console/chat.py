@@ -6,13 +6,11 @@ Accepts `/renew-token ...` (as in Slack), `renew-token ...` (as in Teams) or the
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import TextIO
 
 from adapters.console.threads import PLATFORM
-from core import messages
 from core.commands import strip_command
-from core.desk import Desk
+from core.desk import Desk, guarded
 from core.model import Actor, Origin
 
 ORIGIN = Origin(PLATFORM, "console")
@@ -28,12 +26,9 @@ class ConsoleChat:
     async def say(self, line: str) -> str:
         """Handle one line as the console user; print and return the reply."""
         self.out.write(f"{self.user.describe()}> {line.strip()}\n")
-        try:
-            reply_text = (await self.desk.handle(strip_command(line), ORIGIN, self.user)).text
-        except Exception:  # entry point: log with a reference, never show exception text
-            ref = uuid.uuid4().hex[:12]
-            log.exception("console.command_failed", extra={"ref": ref})
-            reply_text = messages.apology(ref)
+        reply_text = (
+            await guarded(self.desk.handle(strip_command(line), ORIGIN, self.user), "console")
+        ).text
         for i, text in enumerate(reply_text.splitlines() or [""]):
             self.out.write(("renewbot (only you): " if i == 0 else "    ") + text + "\n")
         self.out.flush()

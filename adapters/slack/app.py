@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -28,9 +27,9 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.blocks import ACTION_PREFIX, action_kind, escape
 from adapters.slack.threads import PLATFORM, SlackThreads
-from core import commands, messages
+from core import commands
 from core.dedup import SeenTriggers
-from core.desk import Desk, Reply
+from core.desk import Desk, Reply, guarded
 from core.model import Actor, Origin
 from core.tasks import Supervisor
 
@@ -134,17 +133,12 @@ class SlackBot:
 
     async def _answer(self, body: dict[str, Any], work: Awaitable[Reply]) -> None:
         """Show the reply to the person who acted, only to them, with a link to the thread."""
-        try:
-            reply = await work
-            text = escape(reply.text)
-            if reply.thread is not None and reply.thread.platform == PLATFORM:
-                link = await self.threads.permalink(reply.thread)
-                if link:
-                    text += f"\n<{link}|Open the thread>"
-        except Exception:  # entry point: log with a reference, never show exception text
-            ref = uuid.uuid4().hex[:12]
-            log.exception("slack.command_failed", extra={"ref": ref})
-            text = escape(messages.apology(ref))
+        reply = await guarded(work, PLATFORM)
+        text = escape(reply.text)
+        if reply.thread is not None and reply.thread.platform == PLATFORM:
+            link = await self.threads.permalink(reply.thread)
+            if link:
+                text += f"\n<{link}|Open the thread>"
         url = body.get("response_url")
         if not url:
             return

@@ -13,7 +13,6 @@ import html
 import json
 import logging
 import re
-import uuid
 from collections.abc import Awaitable
 
 from aiohttp import web
@@ -24,9 +23,9 @@ from adapters.teams import cards
 from adapters.teams.auth import ChannelAuthError
 from adapters.teams.connector import TeamsAdapter
 from adapters.teams.threads import PLATFORM, TeamsThreads, channel_data, channel_id, split_key
-from core import commands, messages
+from core import commands
 from core.dedup import SeenTriggers
-from core.desk import Desk, Reply
+from core.desk import Desk, Reply, guarded
 from core.model import Actor, Origin
 from core.ports import Message
 from core.tasks import Supervisor
@@ -121,18 +120,12 @@ class TeamsBot:
 
     async def _answer(self, conversation: str, work: Awaitable[Reply]) -> None:
         """Reply in the conversation, unless the reply only points at the thread we are in."""
-        try:
-            reply = await work
-            thread = reply.thread
-            if reply.just_points_to_thread and thread is not None and thread.platform == PLATFORM:
-                if split_key(thread.key)[0] == conversation:
-                    return
-            text = reply.text
-        except Exception:  # entry point: log with a reference, never show exception text
-            ref = uuid.uuid4().hex[:12]
-            log.exception("teams.command_failed", extra={"ref": ref})
-            text = messages.apology(ref)
-        await self.threads.send(conversation, Message(text))
+        reply = await guarded(work, PLATFORM)
+        thread = reply.thread
+        if reply.just_points_to_thread and thread is not None and thread.platform == PLATFORM:
+            if split_key(thread.key)[0] == conversation:
+                return
+        await self.threads.send(conversation, Message(reply.text))
 
     @staticmethod
     def actor(activity: Activity) -> Actor:
