@@ -60,3 +60,19 @@ async def engine(
     await upgrade(eng)
     yield eng
     await eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def own_engine(
+    request: pytest.FixtureRequest, tmp_path: os.PathLike[str]
+) -> AsyncIterator[AsyncEngine]:
+    """A migrated database of the test's own: for tests whose workers take whatever is pending
+    (an outbox dispatcher would deliver other tests' rows from the shared database)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path}/own.db"
+    else:
+        url = await postgres.fresh_database(request.getfixturevalue("postgres_url"))
+    eng = make_engine(url)
+    await upgrade(eng)
+    yield eng
+    await eng.dispose()

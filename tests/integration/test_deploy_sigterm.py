@@ -105,6 +105,8 @@ async def test_sigterm_leaves_the_renewal_to_the_other_replica(
                 assert (await state_of(engine))["state"] == "code_issued"  # not failed
                 await sign_in(http, sandbox, code)
                 await until(lambda: posted(slack, "renewed and validated", "C-alerts"), timeout=60)
+                # the thread is paced apart from the alert channel: wait for its post too
+                await until(lambda: posted(slack, "Validated:", "C-ops"), timeout=60)
         assert (await state_of(engine))["state"] == "validated"
         assert len([p for p in posted(slack, "Validated:") if p.get("channel") == "C-ops"]) == 1
     finally:

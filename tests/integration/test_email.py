@@ -131,13 +131,13 @@ async def test_server_answers_become_plain_errors(smtp: SmtpStandIn, tmp_path: P
 
 
 async def test_two_replicas_send_each_email_and_take_each_step_once(
-    engine: AsyncEngine, box: SecretBox, smtp: SmtpStandIn
+    own_engine: AsyncEngine, box: SecretBox, smtp: SmtpStandIn
 ) -> None:
     """Two processes on one database: one invitation, one reminder, one mention."""
     clock = FrozenClock()
     chat = RecordingChatThreads()
     tenant = random_tenant("chase")
-    uow = functools.partial(SqlUnitOfWork, engine, box)
+    uow = functools.partial(SqlUnitOfWork, own_engine, box)
     async with uow() as u:
         await u.tenants.add(tenant)
         await u.commit()
