@@ -24,8 +24,9 @@ from sqlalchemy import insert
 
 from adapters.storage.crypto import SecretBox, generate_key
 from adapters.storage.database import make_engine, upgrade
-from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from adapters.storage.tables import tenants as tenants_table
+from adapters.storage.token_cache import SqlTokenCacheStore
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from bench.flows import CLIENT_ID, SandboxProcess, SystemClock, load_tenant
 from bot.bootstrap import compose
 from bot.settings import IdentitySettings, MonitorSettings

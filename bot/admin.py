@@ -16,8 +16,10 @@ from sqlalchemy import select, update
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
-from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork, audit_since
+from adapters.storage.records import audit_since
 from adapters.storage.tables import email_outbox, outbox, renewals, token_caches
+from adapters.storage.token_cache import SqlTokenCacheStore
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from bot.bootstrap import ConfigurationError, Runtime, runtime, secret_box
 from bot.check import schema_gap
 from bot.sandbox.directory import demo_directory

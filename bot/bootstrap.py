@@ -24,8 +24,9 @@ from adapters.slack.threads import SlackThreads, make_client
 from adapters.storage.conversations import SqlConversationStore
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
-from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
+from adapters.storage.token_cache import SqlTokenCacheStore
 from adapters.storage.tokens import SqlTokenGrants
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from adapters.storage.webhooks import SqlWebhookQueue
 from adapters.teams.app import TeamsBot
 from adapters.teams.auth import AppTokenSource, ChannelTokenValidator

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from adapters.storage.database import make_engine, schema_revision
-from adapters.storage.repository import SqlTokenCacheStore
+from adapters.storage.token_cache import SqlTokenCacheStore
 from bot.bootstrap import ConfigurationError, secret_box
 from bot.settings import Settings
 

@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.repository import SqlUnitOfWork
 from adapters.storage.tokens import SqlTokenGrants
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from bot.settings import Settings
 from core.tokens import new_key
 

@@ -190,7 +190,7 @@ def test_audit_export_csv_and_jsonl(tmp_path: Path) -> None:
 
     from adapters.storage.crypto import SecretBox
     from adapters.storage.database import make_engine
-    from adapters.storage.repository import SqlUnitOfWork
+    from adapters.storage.unit_of_work import SqlUnitOfWork
     from core.ports import AuditEntry
 
     async def seed() -> None:
@@ -229,7 +229,7 @@ async def _stored_caches(url: str, key: str, tenant_ids: list[str]) -> None:
     """Token caches as a running bot would have saved them with ``key``."""
     from adapters.storage.crypto import SecretBox
     from adapters.storage.database import make_engine, upgrade
-    from adapters.storage.repository import SqlTokenCacheStore
+    from adapters.storage.token_cache import SqlTokenCacheStore
 
     engine = make_engine(url)
     await upgrade(engine)

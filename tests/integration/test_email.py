@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.email.smtp import SmtpConfig, SmtpMailer
 from adapters.storage.crypto import SecretBox
-from adapters.storage.repository import SqlUnitOfWork
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from bot.bootstrap import compose
 from core.chasing import ChaseConfig
 from core.errors import EmailDeliveryError, EmailRejectedError

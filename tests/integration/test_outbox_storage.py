@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.repository import SqlUnitOfWork
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from core.model import ThreadRef
 from core.ports import Message, Outgoing
 

@@ -13,8 +13,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.storage.crypto import SecretBox, generate_key
-from adapters.storage.repository import SqlTokenCacheStore, SqlUnitOfWork
 from adapters.storage.tables import renewals
+from adapters.storage.token_cache import SqlTokenCacheStore
+from adapters.storage.unit_of_work import SqlUnitOfWork
 from core.errors import ConcurrencyError, StorageError, TokenCacheUnreadableError
 from core.model import Actor, AuthState, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
 from core.ports import HealthRecord

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import msal
 
-from adapters.storage.repository import SqlTokenCacheStore
+from adapters.storage.token_cache import SqlTokenCacheStore
 from adapters.storage.tokens import SqlTokenGrants
 from bot.bootstrap import Runtime
 from bot.sandbox.directory import DEFAULT_CLIENT_ID

@@ -1,0 +1,257 @@
+"""SqlRenewalRepository: the Renewal aggregate over the ``renewals`` table.
+
+Maps rows to core's Renewal by hand (no ORM identity map to surprise us), translates unique
+violations into RenewalInProgressError and lost updates into ConcurrencyError, and encrypts the
+device-flow state, the staged tokens and a browser sign-in's verifier. Leases: claim_work,
+claim_code.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, bindparam, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from adapters.storage.crypto import SecretBox
+from adapters.storage.tables import (
+    renewals,
+)
+from core.errors import (
+    ConcurrencyError,
+    RenewalInProgressError,
+)
+from core.model import (
+    ACTIVE_STATES,
+    Actor,
+    BrowserSignIn,
+    DeviceCode,
+    Origin,
+    Renewal,
+    RenewalState,
+    ThreadRef,
+)
+
+_ACTIVE = [s.value for s in ACTIVE_STATES]
+_IN_FLIGHT = [RenewalState.CODE_ISSUED.value, RenewalState.TOKENS_ACQUIRED.value]
+_CODE_STATES = [RenewalState.INVITED.value, RenewalState.CODE_ISSUED.value]
+
+# Statements on the busiest paths (a chat command, a poll) are built once: building one costs
+# more CPU than running it (SQLAlchemy caches the compiled form, not the construction). Values
+# go in as execute() parameters for the same reason: .values(**row) coerces every value anew.
+_NEWEST_RENEWAL = select(renewals).order_by(renewals.c.created_at.desc()).limit(1)
+_ACTIVE_RENEWAL = _NEWEST_RENEWAL.where(
+    renewals.c.tenant_key == bindparam("b_key"), renewals.c.state.in_(_ACTIVE)
+)
+_RENEWAL_BY_INVITATION = _NEWEST_RENEWAL.where(renewals.c.invitation_hash == bindparam("b_hash"))
+_SAVE_RENEWAL = update(renewals).where(
+    renewals.c.id == bindparam("b_id"), renewals.c.version == bindparam("b_version")
+)
+
+
+class SqlRenewalRepository:
+    def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
+        self.c = conn
+        self.box = box
+
+    def _values(self, r: Renewal) -> dict[str, Any]:
+        code = r.device_code
+        browser = r.browser_sign_in if r.is_active else None
+        return {
+            "id": r.id,
+            "tenant_key": r.tenant_key,
+            "state": r.state.value,
+            "requested_by_platform": r.requested_by.platform,
+            "requested_by_id": r.requested_by.user_id,
+            "requested_by_name": r.requested_by.name,
+            "invitation_email": r.invitation_email,
+            "expected_account": r.expected_account,
+            "origin_platform": r.origin.platform,
+            "origin_channel": r.origin.channel,
+            "created_at": r.created_at,
+            "updated_at": r.updated_at,
+            "invitation_hash": r.invitation_hash,
+            "invitation_expires_at": r.invitation_expires_at,
+            "user_code": code.user_code if code else None,
+            "verification_uri": code.verification_uri if code else None,
+            "code_expires_at": code.expires_at if code else None,
+            "poll_interval": code.interval if code else None,
+            "flow_state": self.box.seal(code.flow_state) if code else None,
+            "code_issued_at": r.code_issued_at,
+            "tokens_acquired": r.tokens_acquired,
+            "tokens_total": r.tokens_total,
+            "signed_in_account": r.signed_in_account,
+            "signed_in_is_global_admin": r.signed_in_is_global_admin,
+            "failure_code": r.failure_code,
+            "warnings": json.dumps(r.warnings),
+            "thread_platform": r.thread.platform if r.thread else None,
+            "thread_key": r.thread.key if r.thread else None,
+            "batch_id": r.batch,
+            "version": r.version,
+            "staged_tokens": self.box.seal(r.staged_tokens) if r.staged_tokens else None,
+            "awaiting_thread": r.awaiting_thread,
+            # kept only while the renewal is open: an ended renewal holds no verifier
+            "signin_state_hash": browser.state_hash if browser else None,
+            "signin_expires_at": browser.expires_at if browser else None,
+            "signin_flow": self.box.seal(browser.flow_state) if browser else None,
+            "invited_at": r.invited_at,
+            "link_opened_at": r.link_opened_at,
+            "codes_lapsed": r.codes_lapsed,
+        }
+
+    def _renewal(self, row: Row[Any]) -> Renewal:
+        code = None
+        if row.flow_state is not None:
+            code = DeviceCode(
+                row.user_code,
+                row.verification_uri,
+                row.code_expires_at,
+                row.poll_interval,
+                self.box.open(row.flow_state),
+            )
+        thread = ThreadRef(row.thread_platform, row.thread_key) if row.thread_platform else None
+        return Renewal(
+            id=row.id,
+            tenant_key=row.tenant_key,
+            state=RenewalState(row.state),
+            requested_by=Actor(
+                row.requested_by_platform, row.requested_by_id, row.requested_by_name
+            ),
+            invitation_email=row.invitation_email,
+            expected_account=row.expected_account,
+            origin=Origin(row.origin_platform, row.origin_channel),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+            invitation_hash=row.invitation_hash,
+            invitation_expires_at=row.invitation_expires_at,
+            device_code=code,
+            code_issued_at=row.code_issued_at,
+            tokens_acquired=row.tokens_acquired,
+            tokens_total=row.tokens_total,
+            signed_in_account=row.signed_in_account,
+            signed_in_is_global_admin=row.signed_in_is_global_admin,
+            failure_code=row.failure_code,
+            warnings=json.loads(row.warnings),
+            thread=thread,
+            batch=row.batch_id,
+            version=row.version,
+            staged_tokens=self.box.open(row.staged_tokens) if row.staged_tokens else None,
+            awaiting_thread=bool(row.awaiting_thread),
+            browser_sign_in=BrowserSignIn(
+                row.signin_state_hash, row.signin_expires_at, self.box.open(row.signin_flow)
+            )
+            if row.signin_flow is not None
+            else None,
+            invited_at=row.invited_at,
+            link_opened_at=row.link_opened_at,
+            codes_lapsed=row.codes_lapsed or 0,
+        )
+
+    async def _many(self, *where: Any, limit: int | None = None) -> list[Renewal]:
+        query = select(renewals).where(*where).order_by(renewals.c.created_at.desc())
+        if limit:
+            query = query.limit(limit)
+        return [self._renewal(r) for r in await self.c.execute(query)]
+
+    async def _one(self, *where: Any) -> Renewal | None:
+        found = await self._many(*where, limit=1)
+        return found[0] if found else None
+
+    async def add(self, renewal: Renewal) -> None:
+        try:
+            async with self.c.begin_nested():
+                await self.c.execute(insert(renewals), self._values(renewal))
+        except IntegrityError as exc:
+            raise RenewalInProgressError(await self.active_for(renewal.tenant_key)) from exc
+
+    async def get(self, renewal_id: str) -> Renewal | None:
+        return await self._one(renewals.c.id == renewal_id)
+
+    async def save(self, renewal: Renewal) -> None:
+        values = self._values(renewal)
+        values.update(version=renewal.version + 1, b_id=renewal.id, b_version=renewal.version)
+        result = await self.c.execute(_SAVE_RENEWAL, values)
+        if result.rowcount != 1:
+            raise ConcurrencyError
+        renewal.version += 1
+
+    async def in_batch(self, batch: str) -> list[Renewal]:
+        return list(reversed(await self._many(renewals.c.batch_id == batch)))
+
+    async def active_for(self, tenant_key: str) -> Renewal | None:
+        return await self._first(_ACTIVE_RENEWAL, {"b_key": tenant_key})
+
+    async def by_invitation(self, token_hash: str) -> Renewal | None:
+        return await self._first(_RENEWAL_BY_INVITATION, {"b_hash": token_hash})
+
+    async def _first(self, query: Any, params: dict[str, Any]) -> Renewal | None:
+        row = (await self.c.execute(query, params)).first()
+        return self._renewal(row) if row else None
+
+    async def resumable(self) -> list[Renewal]:
+        return await self._many(renewals.c.state.in_(_IN_FLIGHT))
+
+    async def awaiting_thread(self, before: datetime) -> list[Renewal]:
+        return await self._many(
+            renewals.c.state == RenewalState.INVITED.value,
+            renewals.c.awaiting_thread.is_(True),
+            renewals.c.updated_at < before,
+        )
+
+    async def claim_work(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        result = await self.c.execute(
+            update(renewals)
+            .where(
+                renewals.c.id == renewal_id,
+                renewals.c.state.in_(_ACTIVE),
+                or_(
+                    renewals.c.poll_owner.is_(None),
+                    renewals.c.poll_owner == owner,
+                    renewals.c.poll_lease_until < now,
+                ),
+            )
+            .values(poll_owner=owner, poll_lease_until=until)
+        )
+        return result.rowcount == 1
+
+    async def claim_code(self, renewal_id: str, owner: str, until: datetime, now: datetime) -> bool:
+        result = await self.c.execute(
+            update(renewals)
+            .where(
+                renewals.c.id == renewal_id,
+                renewals.c.state.in_(_CODE_STATES),
+                or_(renewals.c.code_owner.is_(None), renewals.c.code_claim_until < now),
+            )
+            .values(code_owner=owner, code_claim_until=until)
+        )
+        return result.rowcount == 1
+
+    async def release_code(self, renewal_id: str, owner: str) -> None:
+        await self.c.execute(
+            update(renewals)
+            .where(renewals.c.id == renewal_id, renewals.c.code_owner == owner)
+            .values(code_owner=None, code_claim_until=None)
+        )
+
+    async def open(self) -> list[Renewal]:
+        return await self._many(renewals.c.state.in_(_ACTIVE))
+
+    async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
+        return await self._many(renewals.c.tenant_key == tenant_key, limit=limit)
+
+    async def count_by_state(self) -> dict[RenewalState, int]:
+        rows = await self.c.execute(
+            select(renewals.c.state, func.count()).group_by(renewals.c.state)
+        )
+        return {RenewalState(state): int(n) for state, n in rows}
+
+    async def validation_times(self) -> list[float]:
+        rows = await self.c.execute(
+            select(renewals.c.created_at, renewals.c.updated_at).where(
+                renewals.c.state == RenewalState.VALIDATED.value
+            )
+        )
+        return [(done - start).total_seconds() for start, done in rows if done and start]

@@ -1,0 +1,93 @@
+"""SqlUnitOfWork: one transaction over one AsyncConnection, with every repository on it.
+
+Database failures become StorageError here, the one translation of SQLAlchemy's errors for
+everything a unit of work does. SQLite transactions of one process queue on the write gate.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from adapters.storage.crypto import SecretBox
+from adapters.storage.database import READ_ONLY, gate_for
+from adapters.storage.emails import SqlChaseLog, SqlEmailOutbox
+from adapters.storage.outbox import SqlOutbox
+from adapters.storage.records import SqlAuditLog, SqlIdentityErrorLog, SqlJobRuns
+from adapters.storage.renewals import SqlRenewalRepository
+from adapters.storage.tenants import SqlTenantRepository
+from adapters.storage.webhooks import SqlWebhookOutbox
+from core.errors import StorageError
+
+
+class SqlUnitOfWork:
+    """One transaction. Leaving the block without commit() rolls back."""
+
+    conn: AsyncConnection
+    tenants: SqlTenantRepository
+    renewals: SqlRenewalRepository
+    audit: SqlAuditLog
+    identity_errors: SqlIdentityErrorLog
+    jobs: SqlJobRuns
+    outbox: SqlOutbox
+    webhooks: SqlWebhookOutbox
+    emails: SqlEmailOutbox
+    chases: SqlChaseLog
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
+        self.engine = engine
+        self.box = box
+        self.read_only = read_only
+
+    async def __aenter__(self) -> SqlUnitOfWork:
+        # SQLite: writers queue on the gate; a reader reads its WAL snapshot beside them.
+        self._gate = None if self.read_only else gate_for(self.engine)
+        if self._gate is not None:
+            await self._gate.acquire()
+        try:
+            self.conn = await self.engine.connect()
+            if self.read_only:
+                await self.conn.execution_options(**{READ_ONLY: True})
+            await self.conn.begin()
+        except (OperationalError, DBAPIError, OSError) as exc:
+            self._release()
+            raise StorageError("the database is not reachable") from exc
+        except BaseException:
+            self._release()
+            raise
+        self.tenants = SqlTenantRepository(self.conn)
+        self.renewals = SqlRenewalRepository(self.conn, self.box)
+        self.audit = SqlAuditLog(self.conn)
+        self.identity_errors = SqlIdentityErrorLog(self.conn)
+        self.jobs = SqlJobRuns(self.conn)
+        self.outbox = SqlOutbox(self.conn, self.box)
+        self.webhooks = SqlWebhookOutbox(self.conn)
+        self.emails = SqlEmailOutbox(self.conn, self.box)
+        self.chases = SqlChaseLog(self.conn)
+        return self
+
+    def _release(self) -> None:
+        if self._gate is not None and self._gate.locked():
+            self._gate.release()
+        self._gate = None
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if self.conn.in_transaction():
+                await self.conn.rollback()
+        finally:
+            try:
+                await self.conn.close()
+            finally:
+                self._release()
+        if isinstance(exc, (OperationalError, DBAPIError)) and not isinstance(exc, IntegrityError):
+            raise StorageError("the database failed") from exc
+
+    async def commit(self) -> None:
+        try:
+            await self.conn.commit()
+        except (OperationalError, DBAPIError) as exc:
+            raise StorageError("the database failed to commit") from exc
+
+    async def rollback(self) -> None:
+        await self.conn.rollback()
