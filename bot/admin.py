@@ -12,12 +12,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from sqlalchemy import select, update
-
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import make_engine, upgrade
+from adapters.storage.keys import rotate_secrets
 from adapters.storage.records import audit_since
-from adapters.storage.tables import email_outbox, outbox, renewals, token_caches
 from adapters.storage.token_cache import SqlTokenCacheStore
 from adapters.storage.unit_of_work import SqlUnitOfWork
 from bot.bootstrap import ConfigurationError, Runtime, runtime, secret_box
@@ -122,7 +120,7 @@ async def manage(settings: Settings, args: argparse.Namespace) -> int:
 
             return await manage_service_keys(settings, engine, box, args)
         if args.command == "keys":
-            count = await rotate(engine, box)
+            count = await rotate_secrets(engine, box)
             print(f"re-encrypted {count} secrets with the first key")
             return 0
         return await _tenants(engine, box, args)
@@ -168,29 +166,6 @@ async def _tenants(engine, box: SecretBox, args: argparse.Namespace) -> int:  # 
         await uow.commit()
     print(f"added {len(new)} tenant(s)")
     return 0
-
-
-async def rotate(engine, box: SecretBox) -> int:  # type: ignore[no-untyped-def]
-    """Re-encrypt every stored secret with the first key (after adding a new key in front)."""
-    count = 0
-    async with engine.begin() as conn:
-        for table, key_col, col in (
-            (token_caches, token_caches.c.tenant_id, token_caches.c.ciphertext),
-            (renewals, renewals.c.id, renewals.c.flow_state),
-            (renewals, renewals.c.id, renewals.c.staged_tokens),
-            (outbox, outbox.c.id, outbox.c.body),  # text: the sealed token as a string
-            (email_outbox, email_outbox.c.id, email_outbox.c.body),  # emails: the Auth URL
-        ):
-            rows = (await conn.execute(select(key_col, col).where(col.is_not(None)))).all()
-            for key, sealed in rows:
-                again = (
-                    box.rotate(sealed.encode()).decode()
-                    if isinstance(sealed, str)
-                    else box.rotate(sealed)
-                )
-                await conn.execute(update(table).where(key_col == key).values({col.name: again}))
-                count += 1
-    return count
 
 
 async def export_audit(engine, since: str, fmt: str, out: TextIO) -> int:  # type: ignore[no-untyped-def]

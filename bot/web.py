@@ -18,8 +18,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from multidict import CIMultiDict
-from sqlalchemy import text
 
+from adapters.storage.database import ping
 from adapters.web.callback import BrowserSignInRoutes
 from adapters.web.intake import IntakeEndpoint
 from adapters.web.onboarding import OnboardingPage
@@ -124,8 +124,7 @@ async def readyz(request: web.Request) -> web.Response:
         return web.json_response({"status": "stopping"}, status=503)
     try:
         async with asyncio.timeout(3):
-            async with rt.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+            await ping(rt.engine)
     except Exception:  # any failure means "not ready"; the reason goes to the log only
         log.warning("readyz.database_unavailable", exc_info=True)
         return web.json_response({"status": "unavailable", "database": "down"}, status=503)

@@ -21,7 +21,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Insert, Table, event
+from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -133,3 +133,9 @@ async def schema_revision(engine: AsyncEngine) -> tuple[str | None, str]:
         current = await conn.run_sync(_current)
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     return current, head or ""
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """One round trip to the database (readiness). Raises whatever the driver raises."""
+    async with engine.connect() as conn:
+        await conn.execute(text("SELECT 1"))

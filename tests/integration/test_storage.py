@@ -296,7 +296,7 @@ async def test_database_gone_is_a_storage_error(box: SecretBox) -> None:
 async def test_key_rotation_reencrypts_everything(engine: AsyncEngine) -> None:
     """After `keys rotate`, the old key can be removed and every secret still opens."""
     from adapters.storage.database import make_engine, upgrade
-    from bot.admin import rotate
+    from adapters.storage.keys import rotate_secrets as rotate
     from tests.servers.postgres import fresh_database
 
     if engine.url.get_backend_name() == "postgresql":  # rotation touches every row: own database
