@@ -63,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     msub = manifests.add_subparsers(dest="platform", required=True)
     slack = msub.add_parser("slack", help="print the Slack app manifest")
     slack.add_argument("--public-url", required=True, help="https URL where renewbot serves")
-    slack.add_argument("--socket-mode", action="store_true", help="no public URL needed")
+    slack.add_argument(
+        "--socket-mode",
+        action="store_true",
+        help="commands and buttons over Socket Mode (Slack needs no Request URL; customers still "
+        "open the onboarding page at the public URL)",
+    )
     teams = msub.add_parser("teams", help="build the Teams app package (a zip to upload)")
     teams.add_argument("--app-id", required=True, help="the bot's Microsoft app id (a GUID)")
     teams.add_argument("--public-url", required=True, help="https URL where renewbot serves")

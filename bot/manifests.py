@@ -94,4 +94,23 @@ def entra(public_url: str) -> dict[str, Any]:
         "publicClient": {"redirectUris": [f"{public_url.rstrip('/')}/onboard/callback"]},
         "web": {"redirectUris": []},
         "spa": {"redirectUris": []},
+        # Microsoft Graph's delegated permissions renewbot itself reads (the well-known ids of
+        # "Microsoft Graph permissions reference"); add those of your Exchange and SharePoint
+        # token sets in the admin center (API permissions), as your platform needs them.
+        "requiredResourceAccess": [
+            {
+                "resourceAppId": GRAPH_APP_ID,
+                "resourceAccess": [
+                    {"id": USER_READ, "type": "Scope"},
+                    {"id": DIRECTORY_READ_ALL, "type": "Scope"},
+                    {"id": OFFLINE_ACCESS, "type": "Scope"},
+                ],
+            }
+        ],
     }
+
+
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+USER_READ = "e1fe6dd8-ba31-4d61-89e7-88639da4683d"
+DIRECTORY_READ_ALL = "06da0dbc-49e2-44d2-8312-53f166ab848a"
+OFFLINE_ACCESS = "7427e0e9-2fba-42fe-b0c0-848c9e6a8182"

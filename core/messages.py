@@ -72,7 +72,7 @@ def auth_url_posted(
     return (
         f"Auth URL for the customer (invitation for {email}, valid until {_when(expires_at)}):\n"
         f"{auth_url}\nSend it to the customer. They open it, check the admin username and press "
-        "Start authentication."
+        "Sign in with Microsoft (or Start authentication, for a code to enter on another device)."
     )
 
 
@@ -100,8 +100,9 @@ def validated(tenant: Tenant, account: str, warnings: tuple[str, ...]) -> str:
     return text
 
 
-def announcement_validated(tenant: Tenant, account: str) -> str:
-    return f"Tokens renewed and validated for {tenant.display_name} ({tenant.slug}) by {account}."
+def announcement_validated(tenant: Tenant, account: str, warnings: tuple[str, ...] = ()) -> str:
+    text = f"Tokens renewed and validated for {tenant.display_name} ({tenant.slug}) by {account}."
+    return text + "".join(f"\nWarning: {w}" for w in warnings)
 
 
 def failed(code: str) -> str:
@@ -402,16 +403,17 @@ def invitation_email(
             f"working with {tenant.display_name}'s Microsoft 365 (backup and management). "
             "The connection's sign-in has expired; it takes about two minutes and needs a "
             "Global Administrator account of your organization.",
-            "Open this link and press Start authentication:",
+            "Open this link and press Sign in with Microsoft:",
         ),
         link=link,
         link_label="Renew the Microsoft 365 connection",
         outro=(
             f"The link works until {_when(expires_at)} and only once. Do not forward it.",
-            "What you will see: our page shows a short code. Microsoft's sign-in page "
-            "(microsoft.com/devicelogin) asks for that code, then for your account. If it asks "
-            "for permissions, tick Consent on behalf of your organization and accept. Our page "
-            "then says: All tokens acquired! You can close this page now.",
+            "What you will see: Microsoft's own sign-in page (login.microsoftonline.com) asks "
+            "for your account. If it asks for permissions, tick Consent on behalf of your "
+            "organization and accept. Our page then says: All tokens acquired! You can close "
+            "this page now. (Signing in on another device? Our page can show a short code "
+            "instead, which you enter at microsoft.com/devicelogin.)",
             f"We will never ask for your password. If you did not expect this email, reply to it "
             f"or call {organization} before you sign in.",
         ),
@@ -429,7 +431,7 @@ def reminder_email(
             "Hello,",
             f"A reminder from {requester} of {organization}: {tenant.display_name}'s Microsoft "
             "365 connection still needs a sign-in by a Global Administrator (about two minutes).",
-            "Open this link and press Start authentication:",
+            "Open this link and press Sign in with Microsoft:",
         ),
         link=link,
         link_label=first.link_label,

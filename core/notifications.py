@@ -196,8 +196,9 @@ class Notifier:
     @staticmethod
     def announcement(tenant: Tenant, event: events.Event) -> Message | None:
         match event:
-            case events.RenewalValidated(account=account):
-                return Message(messages.announcement_validated(tenant, account), "success")
+            case events.RenewalValidated(account=account, warnings=warnings):
+                text = messages.announcement_validated(tenant, account, warnings)
+                return Message(text, "warning" if warnings else "success")
             case events.RenewalFailed(code=code) if not identity_codes.is_app_wide(code):
                 # (an app-registration failure is one registration alert, core/registration.py)
                 renew = Action("renew", tenant.slug, "Renew")

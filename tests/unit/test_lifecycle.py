@@ -204,15 +204,16 @@ async def test_consent_by_non_global_admin_fails(world: World) -> None:
 
 
 async def test_other_admin_account_validates_with_warning(world: World) -> None:
-    """A different admin account works but support is told which one signed in."""
+    """A different admin account works but support is told which one signed in, in the thread
+    and in the alert channel (the announcement keeps the warning)."""
     rid = await started(world)
     world.identity.polls = [signed("other@contoso.com")]
     await world.service.advance(rid)
     assert await state(world, rid) is RenewalState.VALIDATED
-    assert (
-        "other@contoso.com, but the tenant's M365 admin username is admin@contoso.com"
-        in (world.chat.texts()[-1])
-    )
+    warning = "other@contoso.com, but the tenant's M365 admin username is admin@contoso.com"
+    assert warning in world.chat.texts()[-1]
+    alert = world.chat.announced[-1]
+    assert alert.tone == "warning" and f"Warning: signed in as {warning}" in alert.text
 
 
 async def test_graph_unreachable_keeps_tokens_and_validate_again_finishes(world: World) -> None:
