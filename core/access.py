@@ -20,19 +20,10 @@ class Permission(StrEnum):
     OPERATE = "operate"
 
 
-_OPERATE = (
-    commands.RequestRenewal,
-    commands.RenewAllExpired,
-    commands.IssueCode,
-    commands.ResendInvitation,
-    commands.CancelRenewal,
-    commands.ValidateTenant,
-    commands.SnoozeAlerts,
-)
-
-
 def permission_for(cmd: commands.Command) -> Permission:
-    return Permission.OPERATE if isinstance(cmd, _OPERATE) else Permission.READ
+    """What ``cmd`` needs: the operate permission when its verb changes something (the one
+    table, commands.VERBS), else read."""
+    return Permission.OPERATE if isinstance(cmd, commands.OPERATING) else Permission.READ
 
 
 def _frozen(values: Iterable[str]) -> frozenset[str]:

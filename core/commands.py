@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -110,9 +111,6 @@ Command = (
     | SnoozeAlerts
 )
 
-_TENANT_VERBS = {"code", "cancel", "validate", "show", "history", "resend"}
-_NO_ARG_VERBS = {"pending", "status", "help"}
-_ALL_VERBS = _TENANT_VERBS | _NO_ARG_VERBS | {"errors", "snooze", "renew"}
 ALL_EXPIRED = "all-expired"
 ALL = "*"  # the "tenant" of a button that acts on all expired tenants
 _DURATION = re.compile(r"^(\d{1,4})([mhd])$")
@@ -174,35 +172,10 @@ def parse(text: str, origin: Origin, requester: Actor) -> Command:
         if args:
             raise CommandSyntaxError(f"`renew {ALL_EXPIRED}` takes no arguments.")
         return RenewAllExpired(origin, requester)
-    if verb in _NO_ARG_VERBS:
-        if args:
-            raise CommandSyntaxError(f"`{verb}` takes no arguments. Try `renew-token help`.")
-        no_arg: dict[str, Command] = {
-            "pending": ListPending(),
-            "status": ShowStatus(),
-            "help": ShowHelp(),
-        }
-        return no_arg[verb]
-    if verb == "snooze":
-        return _snooze(args, requester)
-    if verb == "errors":
-        return ShowErrors(_tenant(" ".join(args), verb) if args else None)
-    if verb in _TENANT_VERBS:
-        if not args:
-            raise CommandSyntaxError(f"Which tenant? Usage: renew-token {verb} <tenant>")
-        ref = _tenant(" ".join(args), verb)
-        if verb == "code":
-            return IssueCode(ref, requester)
-        if verb == "cancel":
-            return CancelRenewal(ref, requester)
-        if verb == "resend":
-            return ResendInvitation(ref, requester)
-        if verb == "validate":
-            return ValidateTenant(ref, requester)
-        if verb == "show":
-            return ShowTenant(ref)
-        return ShowHistory(ref)
-    if args and (guess := difflib.get_close_matches(verb, _ALL_VERBS, n=1, cutoff=0.75)):
+    entry = VERBS.get(verb)
+    if entry is not None and entry.read is not None:
+        return entry.read(verb, args, requester)
+    if args and (guess := difflib.get_close_matches(verb, known_verbs(), n=1, cutoff=0.75)):
         raise CommandSyntaxError(f"Unknown command '{verb[:30]}'. Did you mean `{guess[0]}`?")
     return _renew(words, origin, requester)
 
@@ -239,7 +212,132 @@ def _renew(words: list[str], origin: Origin, requester: Actor) -> RequestRenewal
 
 
 def known_verbs() -> frozenset[str]:
-    return frozenset(_ALL_VERBS)
+    return frozenset(name for name, v in VERBS.items() if v.read is not None) | {"renew"}
+
+
+# -- the one table: each command's verb, permission and help line, declared once -----------------
+
+Reader = Callable[[str, list[str], Actor], Command]
+
+
+def _no_args(make: Callable[[], Command]) -> Reader:
+    def read(verb: str, args: list[str], requester: Actor) -> Command:
+        if args:
+            raise CommandSyntaxError(f"`{verb}` takes no arguments. Try `renew-token help`.")
+        return make()
+
+    return read
+
+
+def _one_tenant(make: Callable[[str, Actor], Command]) -> Reader:
+    def read(verb: str, args: list[str], requester: Actor) -> Command:
+        if not args:
+            raise CommandSyntaxError(f"Which tenant? Usage: renew-token {verb} <tenant>")
+        return make(_tenant(" ".join(args), verb), requester)
+
+    return read
+
+
+def _errors(verb: str, args: list[str], requester: Actor) -> Command:
+    return ShowErrors(_tenant(" ".join(args), verb) if args else None)
+
+
+def _snooze_reader(verb: str, args: list[str], requester: Actor) -> Command:
+    return _snooze(args, requester)
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A command as a person types it: its usage and help line, whether it changes anything
+    (the operate permission, core.access), and how its arguments are read (None: the plain
+    renewal and `renew all-expired`, read by ``parse`` itself)."""
+
+    command: type
+    usage: str
+    help: str
+    operates: bool
+    read: Reader | None = None
+
+
+VERBS: dict[str, Verb] = {
+    "": Verb(
+        RequestRenewal,
+        "<tenant> [email]",
+        "start a renewal; posts the Auth URL in a new thread",
+        True,
+    ),
+    "renew all-expired": Verb(
+        RenewAllExpired,
+        "renew all-expired",
+        "one invitation per expired tenant, all in one summary thread",
+        True,
+    ),
+    "code": Verb(
+        IssueCode,
+        "code <tenant>",
+        "issue a device code now (during a call with the customer)",
+        True,
+        _one_tenant(IssueCode),
+    ),
+    "resend": Verb(
+        ResendInvitation,
+        "resend <tenant>",
+        "a fresh invitation (new Auth URL, emailed again if configured)",
+        True,
+        _one_tenant(ResendInvitation),
+    ),
+    "cancel": Verb(
+        CancelRenewal,
+        "cancel <tenant>",
+        "cancel the open renewal; its Auth URL stops working",
+        True,
+        _one_tenant(CancelRenewal),
+    ),
+    "validate": Verb(
+        ValidateTenant,
+        "validate <tenant>",
+        "validate the tenant's tokens again",
+        True,
+        _one_tenant(ValidateTenant),
+    ),
+    "show": Verb(
+        ShowTenant,
+        "show <tenant>",
+        "the tenant's configuration and last validation",
+        False,
+        _one_tenant(lambda ref, _who: ShowTenant(ref)),
+    ),
+    "pending": Verb(
+        ListPending, "pending", "open invitations with age and state", False, _no_args(ListPending)
+    ),
+    "status": Verb(
+        ShowStatus,
+        "status",
+        "renewals per state and tenants that need action",
+        False,
+        _no_args(ShowStatus),
+    ),
+    "history": Verb(
+        ShowHistory,
+        "history <tenant>",
+        "who asked, who signed in, when validated",
+        False,
+        _one_tenant(lambda ref, _who: ShowHistory(ref)),
+    ),
+    "errors": Verb(
+        ShowErrors, "errors [tenant]", "newest identity errors, explained", False, _errors
+    ),
+    "snooze": Verb(
+        SnoozeAlerts,
+        "snooze <tenant> 2d",
+        "silence the tenant's health alerts (30m, 12h, 2d; or off)",
+        True,
+        _snooze_reader,
+    ),
+    "help": Verb(ShowHelp, "help", "this text", False, _no_args(ShowHelp)),
+}
+
+OPERATING: tuple[type, ...] = tuple(v.command for v in VERBS.values() if v.operates)
 
 
 def from_action(kind: str | None, tenant: str, origin: Origin, actor: Actor) -> Command | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from core import identity_codes
+from core import commands, identity_codes
 from core.identity_codes import IdentityCode
 from core.model import ACTIVE_STATES, Renewal, RenewalState, Tenant
 from core.ports import Email
@@ -177,21 +177,13 @@ def tenant_summary(tenant: Tenant, open_renewal: Renewal | None) -> str:
     return "\n".join(lines)
 
 
-HELP = """renew-token commands:
-  renew-token <tenant> [email]   start a renewal; posts the Auth URL in a new thread
-  renew-token renew all-expired  one invitation per expired tenant, all in one summary thread
-  renew-token code <tenant>      issue a device code now (during a call with the customer)
-  renew-token resend <tenant>    a fresh invitation (new Auth URL, emailed again if configured)
-  renew-token cancel <tenant>    cancel the open renewal; its Auth URL stops working
-  renew-token validate <tenant>  validate the tenant's tokens again
-  renew-token show <tenant>      the tenant's configuration and last validation
-  renew-token pending            open invitations with age and state
-  renew-token status             renewals per state and tenants that need action
-  renew-token history <tenant>   who asked, who signed in, when validated
-  renew-token errors [tenant]    newest identity errors, explained
-  renew-token snooze <tenant> 2d silence the tenant's health alerts (30m, 12h, 2d; or off)
-  renew-token help               this text
-A tenant is its short name, display name, primary domain or tenant id."""
+HELP = "\n".join(
+    [
+        "renew-token commands:",
+        *(f"  renew-token {v.usage:<20}  {v.help}" for v in commands.VERBS.values()),
+        "A tenant is its short name, display name, primary domain or tenant id.",
+    ]
+)
 
 
 def withdrawn(tenant: Tenant) -> str:
