@@ -15,6 +15,8 @@ n = 0
 i = 0
 wrapped = 0
 pace = 0
+in_ack = 0
+busy = 0
 
 function setup(thread)
    table.insert(threads, thread)
@@ -48,15 +50,27 @@ function delay()
    return pace
 end
 
+-- answers that came in the body of the ack (`help`, "busy"): nothing follows at the stand-in
+function response(status, headers, body)
+   if status == 200 and body and #body > 0 then
+      in_ack = in_ack + 1
+      if body:find("is busy", 1, true) then
+         busy = busy + 1
+      end
+   end
+end
+
 function done(summary, latency, requests)
-   local w = 0
+   local w, a, b = 0, 0, 0
    for _, t in ipairs(threads) do
       w = w + (t:get("wrapped") or 0)
+      a = a + (t:get("in_ack") or 0)
+      b = b + (t:get("busy") or 0)
    end
    local e = summary.errors
    io.write(string.format(
       'WRKJSON {"requests": %d, "duration_us": %d, "non2xx": %d, "connect": %d, "read": %d, ' ..
-      '"write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, "wrapped": %d}\n',
+      '"write": %d, "timeout": %d, "p50_us": %d, "p99_us": %d, "max_us": %d, "wrapped": %d, "in_ack": %d, "busy_ack": %d}\n',
       summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
-      latency:percentile(50), latency:percentile(99), latency.max, w))
+      latency:percentile(50), latency:percentile(99), latency.max, w, a, b))
 end

@@ -22,8 +22,10 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -107,10 +109,10 @@ class Bench:
         r = await asyncio.to_thread(run_wrk, server.url, pool_file, conns, seconds, pace)
         r["drain_s"] = 0.0
         if server.kind == "renewbot":
-            acked = r["acked"]
+            later = r["acked"] - r["in_ack"]  # answered after the ack, at the stand-in
 
             def done(c: dict[str, Any]) -> bool:
-                return c["responses"] >= acked and (kind != "renew" or c["named"] >= acked)
+                return c["responses"] >= later and (kind != "renew" or c["named"] >= later)
 
             r["drain_s"] = await settle(stand, done, self.args.drain)
             r.update(stand.ask("count"))
@@ -185,9 +187,10 @@ def report(
                 note += f", pool wrapped {med['wrapped']}"
             if label in a.rows:
                 drained = "NOT drained" if med["drain_s"] >= a.drain else "drained"
-                note += (f", {drained} {med['drain_s']:.1f} s after, replies {med['responses']}"
-                         f"/{med['acked']}, apologies {med['apologies']}, pool timeouts "
-                         f"{med['pool_timeouts']}")  # fmt: skip
+                note += (f", {drained} {med['drain_s']:.1f} s after, answered in the ack "
+                         f"{med['in_ack']} (busy {med['busy_ack']}), replies {med['responses']}"
+                         f"/{med['acked'] - med['in_ack']}, apologies {med['apologies']}, "
+                         f"pool timeouts {med['pool_timeouts']}")  # fmt: skip
                 if label == "renew":
                     note += f", threads {med['named']}"
             notes.append(note)
@@ -204,7 +207,9 @@ def report(
         for r in sustained:
             out += (
                 f"| {r['rate']:g} | {r['acked'] / r['seconds']:.0f} | {r['p99_us'] / 1000:.1f} | "
-                f"{r['named']}/{r['acked']} | {r['responses']} ({r['busy']}, {r['apologies']}) | "
+                f"{r['named']}/{r['acked'] - r['in_ack']} | "
+                f"{r['responses']} + {r['in_ack']} in ack "
+                f"({r['busy_ack']} busy, {r['apologies']} apologies) | "
                 f"{r['drain_s']:.1f} | {r['cpu_ms']:.2f} | {r['pool_timeouts']} | {r['errors']} | "
                 f"{r['rss_mb']:.0f} |\n"
             )
@@ -238,6 +243,8 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("bench.wrk needs two cores: server on one, load on the other")
     os.sched_setaffinity(0, {LOAD_CORE})
+    # a TERM must still stop the servers and PostgreSQL (the `finally` blocks)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     table = asyncio.run(amain(a))
     now = datetime.now(UTC)
     text = (
