@@ -225,9 +225,8 @@ def configure(
         foreign_pre_chain=[*shared, _extra_to_event],
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            redact_secrets,
             structlog.processors.format_exc_info,
-            redact_secrets,
+            redact_secrets,  # once, after the traceback became text: it covers every key
             renderer,
         ],
     )

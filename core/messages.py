@@ -153,6 +153,14 @@ def apology(correlation_id: str) -> str:
     return f"Sorry, something went wrong on our side (reference {correlation_id})."
 
 
+def busy() -> str:
+    """Told at once, instead of an answer that would come late or not at all."""
+    return (
+        "renewbot is busy with many requests right now and did not start this one. "
+        "Nothing was changed: please try again in a minute."
+    )
+
+
 def _initial_domain(tenant: Tenant) -> str:
     host = f"{tenant.sharepoint_label}-admin.sharepoint.com"
     if tenant.initial_domain:

@@ -2,7 +2,12 @@
 
 Listeners ack at once (bolt runs with process_before_response, so no 10 ms wait loop) and hand the
 work to a supervised background task. Slack retries and double clicks are recognised by their
-trigger id. Requests with a missing, malformed or stale signature are refused with 401 before
+trigger id. Over HTTP, a slash command is acked here, ahead of bolt's dispatch (bolt dispatches
+block actions and events, and commands over Socket Mode, through the same `_accept`): `help` and
+a mistyped command are answered in the body of the ack (one call fewer, no background work), and
+with ``max_in_flight`` commands already being worked on, a command is told at once that the bot
+is busy instead of queueing behind them (no pool timeouts, no apology after the 200, bounded
+memory). Requests with a missing, malformed or stale signature are refused with 401 before
 bolt sees them, and no body is ever logged. With workspaces configured, a request that names
 none of them (or no workspace at all) is refused with 403 before any listener runs, over HTTP
 and Socket Mode alike.
@@ -15,6 +20,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+from urllib.parse import parse_qsl
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -27,9 +33,10 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.blocks import ACTION_PREFIX, action_kind, escape
 from adapters.slack.threads import PLATFORM, SlackThreads
-from core import commands
+from core import commands, messages
 from core.dedup import SeenTriggers
 from core.desk import Desk, Reply, guarded
+from core.errors import CommandSyntaxError
 from core.model import Actor, Origin
 from core.tasks import Supervisor
 
@@ -37,6 +44,10 @@ log = logging.getLogger("renewbot.slack")
 SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 MAX_SKEW = 300
 GROUPS_TTL = 300.0
+# Commands worked on at once before a new one is told the bot is busy. One core sustains about
+# 90-250 renewals/s (bench/README.md): 64 is well under a second of queue, and far from the
+# database pool (30 connections) timing out a waiting command.
+MAX_IN_FLIGHT = 64
 
 
 class SlackBot:
@@ -50,8 +61,12 @@ class SlackBot:
         supervisor: Supervisor,
         command: str = "/renew-token",
         workspaces: Iterable[str] = (),
+        max_in_flight: int = MAX_IN_FLIGHT,
     ) -> None:
         self.desk = desk
+        self.command = command
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
         self.threads = threads
         self.client = client
         self.supervisor = supervisor
@@ -87,28 +102,84 @@ class SlackBot:
         an event. Slack's url_verification and ssl_check never get here (bolt answers them in
         its built-in middleware, which runs first).
         """
-        if self.workspaces:
-            team, org = context.team_id or "", context.enterprise_id or ""
-            if not ({team, org} - {""}) & self.workspaces:
-                log.warning("slack.workspace_refused", extra={"team": team[:32] or "(none)"})
-                return BoltResponse(
-                    status=403,
-                    body='{"error":"workspace_not_allowed"}',
-                    headers={"content-type": "application/json"},
-                )
+        if not self._workspace_allowed(context.team_id or "", context.enterprise_id or ""):
+            return BoltResponse(
+                status=403,
+                body='{"error":"workspace_not_allowed"}',
+                headers={"content-type": "application/json"},
+            )
         return await next_()
+
+    def _workspace_allowed(self, team: str, org: str) -> bool:
+        if self.workspaces and not ({team, org} - {""}) & self.workspaces:
+            log.warning("slack.workspace_refused", extra={"team": team[:32] or "(none)"})
+            return False
+        return True
 
     # -- listeners: ack, then hand off ------------------------------------------------
 
     async def _on_command(self, ack: Any, body: dict[str, Any]) -> None:
-        await ack()
-        if self.seen.first_time(str(body.get("trigger_id", ""))):
-            self.supervisor.spawn(self._command(body), "slack.command")
+        text = await self._accept(body)
+        if text is None:
+            await ack()
+        else:
+            await ack(text=escape(text), response_type="ephemeral")
 
     async def _on_action(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
         if self.seen.first_time(str(body.get("trigger_id", ""))):
-            self.supervisor.spawn(self._action(body), "slack.action")
+            self._spawn(self._action(body), "slack.action")
+
+    async def _accept(self, body: dict[str, Any]) -> str | None:
+        """Take a slash command: what to answer in the ack itself, or None (work started)."""
+        if not self.seen.first_time(str(body.get("trigger_id", ""))):
+            return None  # a Slack retry or a double submit: the first one is being answered
+        quick = await self._quick_reply(body)
+        if quick is not None:
+            return quick
+        if self.in_flight >= self.max_in_flight:
+            log.warning("slack.busy", extra={"in_flight": self.in_flight})
+            return messages.busy()
+        self._spawn(self._command(body), "slack.command")
+        return None
+
+    async def _quick_reply(self, body: dict[str, Any]) -> str | None:
+        """`help` or a mistyped command, answered without I/O; None for everything else.
+
+        Only when the user's groups are cached (access rules may name groups); the desk still
+        decides (a refused `help` is audited there, like any refusal).
+        """
+        fetched_at, by_user = self._groups
+        if time.monotonic() - fetched_at > GROUPS_TTL:
+            return None
+        uid = str(body.get("user_id") or "")
+        actor = Actor(
+            PLATFORM,
+            uid,
+            str(body.get("user_name") or uid),
+            by_user.get(uid, frozenset()),
+            str(body.get("team_id") or ""),
+        )
+        origin = Origin(PLATFORM, str(body.get("channel_id", "")))
+        text = str(body.get("text", ""))
+        try:
+            quick = isinstance(commands.parse(text, origin, actor), commands.ShowHelp)
+        except CommandSyntaxError:
+            quick = True
+        if not quick:
+            return None
+        log.info("slack.command_received", extra={"user": uid, "answered": "in_ack"})
+        return (await self.desk.handle(text, origin, actor)).text
+
+    def _spawn(self, work: Awaitable[None], name: str) -> None:
+        self.in_flight += 1
+        self.supervisor.spawn(self._counted(work), name)
+
+    async def _counted(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        finally:
+            self.in_flight -= 1
 
     # -- the work after the ack ---------------------------------------------------------
 
@@ -193,6 +264,10 @@ class SlackBot:
         if not self.verifier.is_valid(raw, ts, signature):
             log.warning("slack.bad_signature")  # never the body
             return _unauthorized()
+        if b"command=" in raw and not raw.startswith(b"payload="):
+            body = dict(parse_qsl(raw.decode("utf-8", "replace")))
+            if body.get("command") == self.command and "ssl_check" not in body:
+                return await self._ack_command(body)
         resp = await self.app.async_dispatch(
             AsyncBoltRequest(
                 body=raw.decode("utf-8", "replace"),
@@ -202,6 +277,18 @@ class SlackBot:
         )
         content_type = resp.headers.get("content-type", ["text/plain"])[0].split(";")[0]
         return web.Response(status=resp.status, body=resp.body, content_type=content_type)
+
+    async def _ack_command(self, body: dict[str, Any]) -> web.Response:
+        """A slash command over HTTP: the workspace guard, then the same acceptance as bolt's
+        listener, answered here (bolt's dispatch would cost more than everything else)."""
+        if not self._workspace_allowed(
+            str(body.get("team_id", "")), str(body.get("enterprise_id", ""))
+        ):
+            return web.json_response({"error": "workspace_not_allowed"}, status=403)
+        text = await self._accept(body)
+        if text is None:
+            return web.Response(status=200)
+        return web.json_response({"response_type": "ephemeral", "text": escape(text)})
 
 
 def _unauthorized() -> web.Response:

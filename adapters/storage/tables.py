@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    func,
     text,
 )
 
@@ -70,6 +71,13 @@ tenants = Table(
     Index("ix_tenants_next_check", "next_check_at"),
     Index("ix_tenants_auth_state", "auth_state"),
 )
+# `/renew-token <ref>` finds a tenant by any of these, case-insensitively (repository's
+# _FIND_TENANT compares lower(column)): one expression index each, so the lookup is four index
+# probes instead of a scan of every tenant (migration 0014). The expressions must stay exactly
+# lower(<column>) for SQLite and PostgreSQL to match them against the query.
+TENANT_LOOKUP = ("slug", "display_name", "primary_domain", "tenant_id")
+for _column in TENANT_LOOKUP:
+    Index(f"ix_tenants_lower_{_column}", func.lower(tenants.c[_column]))
 
 renewals = Table(
     "renewals",

@@ -1,0 +1,264 @@
+"""`python -m bench.wrk`: the Slack path measured from outside, with wrk as the load generator.
+
+The server under test runs on core 0, everything else on core 1 (wrk, the Slack stand-in,
+PostgreSQL; bench/wrk_servers.py). renewbot runs as `renewbot serve` with its production logging
+(JSON at INFO) against PostgreSQL holding ``--tenants`` tenants. Each request is a slash command
+with its own trigger_id, signed for that run (bench/wrk.lua rotates through a pool signed just
+before the run; Slack accepts a timestamp within 5 minutes). The raw aiohttp row (read the form,
+check the signature, 200) shows the generator is not the ceiling.
+
+Rows, ``--repeats`` times each, min / median / max, anchors and renewbot in turn: raw aiohttp,
+bolt's ack-only app, renewbot `help`, `status` and `/renew-token <tenant>` at each concurrency
+(closed loop: each connection sends its next command when the last was answered); then sustained
+renewals at fixed rates (wrk's delay() hook paces each connection) with every thread counted at
+the stand-in. CPU per request: the server's CPU time (/proc) from the start of a run until its
+work is done (every reply, and for renewals every thread, seen at the stand-in), per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.wrk_servers import (
+    HERE,
+    LOAD_CORE,
+    Server,
+    StandIn,
+    cpu_seconds,
+    pool,
+    release_tenants,
+    rss_mb,
+    seed,
+    start_anchor,
+    start_renewbot,
+)
+
+# Requests signed per second of a run, per path: above what each path can answer, so the pool
+# never runs out (the summary's `wrapped` says if it did).
+POOL_RATE = {"raw": 15000, "bolt": 6000, "help": 5000, "status": 3000, "renew": 2500}
+
+
+def run_wrk(
+    url: str, pool_file: Path, conns: int, seconds: float, pace_ms: float = 0
+) -> dict[str, Any]:
+    cmd = [
+        "taskset", "-c", str(LOAD_CORE), "wrk", "-t1", f"-c{conns}", f"-d{seconds:g}s",
+        "--timeout", "10s", "-s", str(HERE / "wrk.lua"), url, "--", str(pool_file), f"{pace_ms:g}",
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith("WRKJSON "))
+    result: dict[str, Any] = json.loads(line.removeprefix("WRKJSON "))
+    result["seconds"] = result["duration_us"] / 1e6
+    result["acked"] = result["requests"] - result["non2xx"]
+    return result
+
+
+async def settle(stand: StandIn, want: Callable[[dict[str, Any]], bool], timeout: float) -> float:
+    """Seconds until the stand-in's counts satisfy ``want`` (or ``timeout``)."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if want(stand.ask("count")):
+            break
+        await asyncio.sleep(0.25)
+    return time.monotonic() - started
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, database_url: str, workdir: Path) -> None:
+        self.args, self.database_url, self.workdir = args, database_url, workdir
+
+    async def texts(self, kind: str, n: int) -> list[str]:
+        if kind == "renew":
+            await release_tenants(self.database_url)  # every tenant free again
+            return [f"load-{i}" for i in range(1, min(n, self.args.tenants) + 1)]
+        return ["status" if kind == "status" else "help"] * n
+
+    async def run(
+        self,
+        server: Server,
+        kind: str,
+        conns: int,
+        seconds: float,
+        rate: float = 0.0,
+        label: str = "",
+    ) -> dict[str, Any]:
+        """One wrk run; for renewbot, waits until its work shows at the stand-in."""
+        stand = self.stand
+        stand.ask("reset")
+        server.log_errors()
+        per_s = rate * 1.3 if rate else POOL_RATE[label or kind]
+        n = int(per_s * seconds)
+        pool_file = self.workdir / "pool.txt"
+        pool(pool_file, await self.texts(kind, n), stand.response_url)
+        cpu0 = cpu_seconds(server.proc.pid)
+        pace = conns * 1000.0 / rate if rate else 0.0
+        r = await asyncio.to_thread(run_wrk, server.url, pool_file, conns, seconds, pace)
+        r["drain_s"] = 0.0
+        if server.kind == "renewbot":
+            later = r["acked"] - r["in_ack"]  # answered after the ack, at the stand-in
+
+            def done(c: dict[str, Any]) -> bool:
+                return c["responses"] >= later and (kind != "renew" or c["named"] >= later)
+
+            r["drain_s"] = await settle(stand, done, self.args.drain)
+            r.update(stand.ask("count"))
+        r["cpu_ms"] = (cpu_seconds(server.proc.pid) - cpu0) * 1000 / max(1, r["acked"])
+        r["rps"] = r["requests"] / r["seconds"]
+        r["rss_mb"] = rss_mb(server.proc.pid)
+        r.update(server.log_errors())
+        return r
+
+    async def main(self) -> str:
+        a = self.args
+        self.stand = StandIn()
+        servers = {
+            "raw": await start_anchor("raw", self.stand.api_url, self.workdir),
+            "bolt": await start_anchor("bolt", self.stand.api_url, self.workdir),
+            "renewbot": await start_renewbot(self.database_url, self.stand.api_url, self.workdir),
+        }
+        try:
+            for name, server in servers.items():  # warm up: imports, caches, connections
+                await self.run(server, "help", 16, 2, label=name if name != "renewbot" else "")
+            rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+            paths = [(k, k, "help") for k in ("raw", "bolt")] + [(k, "renewbot", k) for k in a.rows]
+            for _ in range(a.repeats):
+                for conns in a.conns:
+                    for label, name, kind in paths:
+                        r = await self.run(servers[name], kind, conns, a.duration, label=label)
+                        rows.setdefault((label, conns), []).append(r)
+            sustained = []
+            for rate in a.rates:
+                r = await self.run(servers["renewbot"], "renew", 64, a.sustain, rate=rate)
+                r["rate"] = rate
+                sustained.append(r)
+        finally:
+            for server in servers.values():
+                server.stop()
+            self.stand.stop()
+        return report(a, rows, sustained)
+
+
+def spread(values: list[float], fmt: str = "{:.0f}") -> str:
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def report(
+    a: argparse.Namespace,
+    rows: dict[tuple[str, int], list[dict[str, Any]]],
+    sustained: list[dict[str, Any]],
+) -> str:
+    labels = {"raw": "raw aiohttp + signature check", "bolt": "bolt, ack-only listener",
+              "help": "renewbot `help`", "status": "renewbot `status`",
+              "renew": "renewbot `/renew-token <tenant>`"}  # fmt: skip
+    head = ["path"]
+    for c in a.conns:
+        head += [f"c{c} req/s (min / med / max)", f"c{c} vs bolt", f"c{c} CPU ms/cmd (med)"]
+    lines = [
+        "| " + " | ".join([*head, "notes (median run)"]) + " |",
+        "|" + "---|" * (len(head) + 1),
+    ]
+    for label in ["raw", "bolt", *a.rows]:
+        cells = [labels[label]]
+        notes = []
+        for c in a.conns:
+            runs = rows[(label, c)]
+            rps = [r["rps"] for r in runs]
+            bolt = statistics.median(r["rps"] for r in rows[("bolt", c)])
+            cells += [spread(rps), f"{statistics.median(rps) / bolt:.2f}x",
+                      f"{statistics.median(r['cpu_ms'] for r in runs):.2f}"]  # fmt: skip
+            med = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+            note = f"c{c}: p99 {med['p99_us'] / 1000:.1f} ms"
+            if med["non2xx"] or med["wrapped"] or med["timeout"]:
+                note += f", non-2xx {med['non2xx']}, timeouts {med['timeout']}"
+                note += f", pool wrapped {med['wrapped']}"
+            if label in a.rows:
+                drained = "NOT drained" if med["drain_s"] >= a.drain else "drained"
+                note += (f", {drained} {med['drain_s']:.1f} s after, answered in the ack "
+                         f"{med['in_ack']} (busy {med['busy_ack']}), replies {med['responses']}"
+                         f"/{med['acked'] - med['in_ack']}, apologies {med['apologies']}, "
+                         f"pool timeouts {med['pool_timeouts']}")  # fmt: skip
+                if label == "renew":
+                    note += f", threads {med['named']}"
+            notes.append(note)
+        lines.append("| " + " | ".join([*cells, "; ".join(notes)]) + " |")
+    out = "\n".join(lines)
+    if sustained:
+        out += (
+            "\n\nSustained renewals (64 connections paced by wrk's delay(), "
+            f"{a.sustain:g} s each; every thread counted at the stand-in):\n\n"
+            "| offered /s | acked /s | ack p99 ms | threads | replies (busy, apologies) | "
+            "drained after stop s | CPU ms/renewal | pool timeouts | errors | RSS MB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n"
+        )
+        for r in sustained:
+            out += (
+                f"| {r['rate']:g} | {r['acked'] / r['seconds']:.0f} | {r['p99_us'] / 1000:.1f} | "
+                f"{r['named']}/{r['acked'] - r['in_ack']} | "
+                f"{r['responses']} + {r['in_ack']} in ack "
+                f"({r['busy_ack']} busy, {r['apologies']} apologies) | "
+                f"{r['drain_s']:.1f} | {r['cpu_ms']:.2f} | {r['pool_timeouts']} | {r['errors']} | "
+                f"{r['rss_mb']:.0f} |\n"
+            )
+    return out
+
+
+async def amain(a: argparse.Namespace) -> str:
+    from tests.servers.postgres import fresh_database, postgres_server
+
+    with postgres_server() as server:  # started after pinning: PostgreSQL stays on core 1
+        url = await fresh_database(server)
+        await seed(url, a.tenants)
+        return await Bench(a, url, Path(tempfile.mkdtemp(prefix="renewbot-wrk-"))).main()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.wrk", description=__doc__.split("\n")[0])
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per run")
+    p.add_argument("--conns", type=lambda s: [int(x) for x in s.split(",")], default=[16, 64])
+    p.add_argument("--rows", type=lambda s: s.split(","), default=["help", "status", "renew"])
+    p.add_argument(
+        "--rates",
+        type=lambda s: [float(x) for x in s.split(",") if x],
+        default=[50.0, 100.0, 200.0],
+    )
+    p.add_argument("--sustain", type=float, default=20.0, help="seconds per sustained rate")
+    p.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the backlog")
+    p.add_argument("--tenants", type=int, default=30_000)
+    a = p.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("bench.wrk needs two cores: server on one, load on the other")
+    os.sched_setaffinity(0, {LOAD_CORE})
+    # a TERM must still stop the servers and PostgreSQL (the `finally` blocks)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    table = asyncio.run(amain(a))
+    now = datetime.now(UTC)
+    text = (
+        f"# Slack path under wrk, {now:%Y-%m-%d %H:%M} UTC\n\n"
+        f"{platform.python_implementation()} {platform.python_version()}; server on core 0, wrk "
+        f"+ Slack stand-in + PostgreSQL on core 1; {a.tenants:,} tenants; {a.repeats} runs of "
+        f"{a.duration:g} s per row; requests pre-signed per run (fresh trigger_id each)."
+        f"\n\n{table}\n"
+    )
+    print(text)
+    out = HERE / "results" / f"wrk-{now:%Y-%m-%d-%H%M}.md"
+    out.write_text(text)
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,257 @@
+"""The processes of `python -m bench.wrk` (bench/wrk.py): servers on core 0, the rest on core 1.
+
+renewbot runs as `python -m bot serve` with its production logging (JSON at INFO) against the
+bench's PostgreSQL; the anchors (bench/anchors.py) run as processes of their own on the same
+core. The Slack stand-in (bench/standin.py) runs on core 1 beside wrk and PostgreSQL. Request
+pools are signed here. Nothing here talks to anything beyond 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+
+from bench.local import free_port
+from bench.slack import BOT_TOKEN, SECRET
+
+HERE = Path(__file__).parent
+SERVER_CORE, LOAD_CORE = 0, 1
+ACTIVE = "('requested', 'invited', 'code_issued', 'tokens_acquired')"
+
+
+def pool(path: Path, texts: list[str], response_url: str) -> None:
+    """Sign one request per text, each with a fresh trigger_id, one line per request."""
+    ts = str(int(time.time()))
+    key = SECRET.encode()
+    with path.open("w") as out:
+        for text in texts:
+            body = urlencode(
+                {
+                    "team_id": "T1",
+                    "channel_id": "C-ops",
+                    "user_id": "U-bench",
+                    "user_name": "bench",
+                    "command": "/renew-token",
+                    "text": text,
+                    "response_url": response_url,
+                    "trigger_id": uuid.uuid4().hex,
+                }
+            )
+            mac = hmac.new(key, f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+            out.write(f"{ts}\tv0={mac}\t{body}\n")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int) -> float:
+    match = re.search(r"VmRSS:\s+(\d+)", Path(f"/proc/{pid}/status").read_text())
+    return int(match.group(1)) / 1024 if match else 0.0
+
+
+def on_core(core: int) -> Any:
+    return lambda: os.sched_setaffinity(0, {core})
+
+
+class StandIn:
+    """bench/standin.py in its own process (core 1)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.standin"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        hello = self._read()
+        self.api_url, self.response_url = hello["api_url"], hello["response_url"]
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout
+        return dict(json.loads(self.proc.stdout.readline()))
+
+    def ask(self, what: str) -> dict[str, Any]:
+        assert self.proc.stdin
+        self.proc.stdin.write(what + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def stop(self) -> None:
+        assert self.proc.stdin
+        self.proc.stdin.close()
+        self.proc.wait(10)
+
+
+@dataclass
+class Server:
+    kind: str  # raw | bolt | renewbot
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    errors_seen: int = 0
+
+    def log_errors(self) -> dict[str, int]:
+        """Pool timeouts and error lines in the serve log since the last call."""
+        if not self.log.exists():
+            return {"pool_timeouts": 0, "errors": 0}
+        text = self.log.read_text(errors="replace")
+        lines = [ln for ln in text.splitlines() if '"level": "error"' in ln]
+        new = lines[self.errors_seen :]
+        self.errors_seen = len(lines)
+        return {"pool_timeouts": sum("QueuePool limit" in ln for ln in new), "errors": len(new)}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+async def ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}")
+            try:
+                async with http.get(url) as resp:
+                    if resp.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+async def start_anchor(kind: str, api_url: str, workdir: Path) -> Server:
+    port = free_port()
+    log = workdir / f"{kind}.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220 (a start of a long-lived server, once)
+            [sys.executable, "-m", "bench.anchors", kind, str(port), api_url],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=on_core(SERVER_CORE),
+        )
+    url = f"http://127.0.0.1:{port}/slack/events"
+    await ready(url, proc)
+    return Server(kind, proc, url, log)
+
+
+async def start_renewbot(database_url: str, api_url: str, workdir: Path) -> Server:
+    from adapters.storage.crypto import generate_key
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RENEWBOT_")}
+    env.update(
+        {
+            "RENEWBOT_ENVIRONMENT": "development",  # the IdP stand-in address is loopback
+            "RENEWBOT_LOG__LEVEL": "INFO",
+            "RENEWBOT_LOG__FORMAT": "json",
+            "RENEWBOT_DATABASE__URL": database_url,
+            "RENEWBOT_WEB__HOST": "127.0.0.1",
+            "RENEWBOT_WEB__PORT": str(port),
+            "RENEWBOT_WEB__PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "RENEWBOT_IDENTITY__AUTHORITY_HOST": "https://127.0.0.1:9",
+            "RENEWBOT_IDENTITY__CLIENT_ID": "bench",
+            "RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
+            "RENEWBOT_MONITOR__ENABLED": "false",  # the Slack path alone
+            "RENEWBOT_SLACK__BOT_TOKEN": BOT_TOKEN,
+            "RENEWBOT_SLACK__SIGNING_SECRET": SECRET,
+            "RENEWBOT_SLACK__API_URL": api_url,
+        }
+    )
+    log = workdir / "serve.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(  # noqa: ASYNC220 (a start of a long-lived server, once)
+            [sys.executable, "-m", "bot", "serve"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=on_core(SERVER_CORE),
+        )
+    await ready(f"http://127.0.0.1:{port}/readyz", proc)
+    return Server("renewbot", proc, f"http://127.0.0.1:{port}/slack/events", log)
+
+
+async def seed(database_url: str, n: int) -> None:
+    """Migrate and insert ``n`` tenants (slug load-i), one in twenty expired or expiring."""
+    from sqlalchemy import insert
+
+    from adapters.storage.database import make_engine, upgrade
+    from adapters.storage.tables import tenants
+
+    engine = make_engine(database_url)
+    try:
+        await upgrade(engine)
+        now = datetime.now(UTC)
+        states = ["healthy"] * 18 + ["expiring", "expired"]
+        rows = [
+            {
+                "key": f"k{i}",
+                "slug": f"load-{i}",
+                "display_name": f"Load {i}",
+                "tenant_id": f"00000000-0000-4000-9000-{i:012d}",
+                "primary_domain": f"load-{i}.example",
+                "admin_upn": f"admin@load-{i}.example",
+                "created_at": now,
+                "auth_state": states[i % len(states)],
+                "last_refresh_at": now,
+            }
+            for i in range(1, n + 1)
+        ]
+        async with engine.begin() as conn:
+            for start in range(0, n, 5000):
+                await conn.execute(insert(tenants), rows[start : start + 5000])
+    finally:
+        await engine.dispose()
+
+
+async def release_tenants(database_url: str) -> None:
+    """Cancel every active renewal, so the next renewal row starts with free tenants."""
+    from sqlalchemy import text
+
+    from adapters.storage.database import make_engine
+
+    engine = make_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(f"UPDATE renewals SET state = 'cancelled' WHERE state IN {ACTIVE}")  # noqa: S608
+            )
+    finally:
+        await engine.dispose()
+
+
+@dataclass
+class Tenants:
+    """Hands out tenant slugs in order; the caller releases them when the range runs out."""
+
+    total: int
+    next: int = 1
+    ranges: list[tuple[int, int]] = field(default_factory=list)
+
+    def take(self, n: int) -> list[str] | None:
+        if self.next + n - 1 > self.total:
+            return None
+        first, self.next = self.next, self.next + n
+        return [f"load-{i}" for i in range(first, first + n)]

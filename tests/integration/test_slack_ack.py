@@ -1,0 +1,61 @@
+"""What a slash command gets in its acknowledgement: `help` answered there, and, at capacity, an
+immediate "busy" instead of a 200 followed by a late answer or an apology (issue 18)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from tests.integration.live import Live, live_bot, until
+from tests.integration.test_slack import command_body, parent, signed, slack_settings
+from tests.servers.slack import SlackStandIn
+
+
+@pytest.fixture
+async def live(tmp_path: Path, slack: SlackStandIn) -> AsyncIterator[Live]:
+    async with live_bot(tmp_path, slack=slack_settings(slack)) as bot:
+        yield bot
+
+
+async def ack(live: Live, body: str) -> tuple[int, dict[str, Any] | None]:
+    async with live.http.post(
+        live.base_url + "/slack/events", data=body, headers=signed(body)
+    ) as resp:
+        has_json = resp.content_type == "application/json"
+        return resp.status, (await resp.json() if has_json else None)
+
+
+async def test_help_is_answered_in_the_acknowledgement(live: Live, slack: SlackStandIn) -> None:
+    """`help` shows up with the ack itself: no response_url call, nothing left to do after."""
+    assert (await ack(live, command_body(slack, "help")))[0] == 200
+    await until(lambda: slack.responses)  # the first learns the user's groups, then answers
+    before = len(slack.responses)
+    status, answer = await ack(live, command_body(slack, "help"))
+    assert status == 200 and answer is not None
+    assert answer["response_type"] == "ephemeral"
+    assert "renew-token commands" in answer["text"]
+    status, answer = await ack(live, command_body(slack, "cancel"))  # which tenant?
+    assert status == 200 and answer is not None and "Which tenant?" in answer["text"]
+    assert live.rt.slack is not None and live.rt.slack.in_flight == 0
+    assert len(slack.responses) == before
+
+
+async def test_a_command_at_capacity_is_told_at_once_and_changes_nothing(
+    live: Live, slack: SlackStandIn
+) -> None:
+    """Busy: the person reads it in the ack and no renewal starts; below capacity it works."""
+    assert live.rt.slack is not None
+    live.rt.slack.max_in_flight = 0
+    status, answer = await ack(live, command_body(slack, "contoso"))
+    assert status == 200 and answer is not None
+    assert "busy" in answer["text"] and "try again" in answer["text"]
+    async with live.rt.engine.connect() as conn:
+        assert (await conn.execute(text("SELECT count(*) FROM renewals"))).scalar() == 0
+    live.rt.slack.max_in_flight = 64
+    assert (await ack(live, command_body(slack, "contoso")))[0] == 200
+    await until(lambda: parent(slack))
+    assert not [r for r in slack.responses if "went wrong" in str(r.get("text"))]
