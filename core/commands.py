@@ -89,6 +89,13 @@ class ShowHelp:
 
 
 @dataclass(frozen=True)
+class ListTenants:
+    """Tenants with their token state; ``state`` narrows to one (expired, expiring ...)."""
+
+    state: str | None
+
+
+@dataclass(frozen=True)
 class SnoozeAlerts:
     tenant_ref: str
     duration: timedelta | None  # None: alerts back on
@@ -109,6 +116,7 @@ Command = (
     | ShowErrors
     | ShowHelp
     | SnoozeAlerts
+    | ListTenants
 )
 
 ALL_EXPIRED = "all-expired"
@@ -242,6 +250,18 @@ def _errors(verb: str, args: list[str], requester: Actor) -> Command:
     return ShowErrors(_tenant(" ".join(args), verb) if args else None)
 
 
+TENANT_STATES = ("expired", "expiring", "healthy", "unknown")
+
+
+def _tenants(verb: str, args: list[str], requester: Actor) -> Command:
+    if not args:
+        return ListTenants(None)
+    state = args[0].lower()
+    if len(args) > 1 or state not in TENANT_STATES:
+        raise CommandSyntaxError(f"Usage: renew-token tenants [{'|'.join(TENANT_STATES)}]")
+    return ListTenants(state)
+
+
 def _snooze_reader(verb: str, args: list[str], requester: Actor) -> Command:
     return _snooze(args, requester)
 
@@ -306,6 +326,13 @@ VERBS: dict[str, Verb] = {
         "the tenant's configuration and last validation",
         False,
         _one_tenant(lambda ref, _who: ShowTenant(ref)),
+    ),
+    "tenants": Verb(
+        ListTenants,
+        "tenants [state]",
+        "tenants with their token state (expired, expiring, healthy, unknown)",
+        False,
+        _tenants,
     ),
     "pending": Verb(
         ListPending, "pending", "open invitations with age and state", False, _no_args(ListPending)

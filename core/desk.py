@@ -152,6 +152,8 @@ class Desk:
                 return Reply(await self.views.tenant(ref))
             case commands.ListPending():
                 return Reply(await self.views.pending())
+            case commands.ListTenants(state=state):
+                return Reply(await self.views.tenants(state))
             case commands.ShowStatus():
                 return Reply(await self.views.status())
             case commands.ShowHistory(tenant_ref=ref):

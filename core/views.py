@@ -54,6 +54,27 @@ class Views:
             summary += "\n" + messages.tokens_unreadable(tenant.slug)
         return summary
 
+    async def tenants(self, state: str | None, limit: int = 50) -> str:
+        """`tenants [state]`: how many in each state, then the tenants (one state, or those that
+        need action first), at most ``limit`` named."""
+        order = [AuthState.EXPIRED, AuthState.EXPIRING, AuthState.UNKNOWN, AuthState.HEALTHY]
+        wanted = [AuthState(state)] if state else order
+        async with self.uow(read_only=True) as uow:
+            counts = await uow.tenants.counts_by_state()
+            listed: list[Tenant] = []
+            for s in wanted:
+                if len(listed) < limit:
+                    listed += await uow.tenants.in_state(s, limit - len(listed))
+        total = sum(counts.get(s, 0) for s in wanted)
+        if not total:
+            return f"No {state} tenants." if state else "No tenants yet."
+        summary = ", ".join(f"{counts[s]} {s.value}" for s in wanted if counts.get(s))
+        lines = [f"{total} tenants ({summary}):"]
+        lines += [f"  {t.display_name} ({t.slug}): {t.auth_state.value}" for t in listed]
+        if total > len(listed):
+            lines.append(f"  ... and {total - len(listed)} more (narrow with `tenants <state>`)")
+        return "\n".join(lines)
+
     async def history(self, ref: str) -> str:
         """`history`: the tenant's audit trail, newest first."""
         async with self.uow(read_only=True) as uow:

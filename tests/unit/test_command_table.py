@@ -19,6 +19,7 @@ EXAMPLES = {
     "validate": "validate contoso",
     "show": "show contoso",
     "pending": "pending",
+    "tenants": "tenants expired",
     "status": "status",
     "history": "history contoso",
     "errors": "errors",

@@ -350,3 +350,16 @@ async def test_snooze_and_validate_again_are_in_the_history(world: World) -> Non
     assert kinds == ["tenant.snoozed", "tenant.revalidated"]
     history = await world.say("history contoso")
     assert "snoozed by Sam Support" in history and "revalidated by Sam Support (ok)" in history
+
+
+async def test_tenants_lists_each_with_its_token_state(world: World) -> None:
+    """`tenants` names every tenant with its state; `tenants expired` only the expired ones."""
+    from core.model import AuthState
+
+    world.store.tenants[CONTOSO.key].auth_state = AuthState.EXPIRED
+    listing = await world.say("tenants")
+    assert listing.startswith("2 tenants (1 expired, 1 unknown):")
+    assert "Contoso Ltd (contoso): expired" in listing and "Fabrikam Inc (fabrikam)" in listing
+    only = await world.say("tenants expired")
+    assert "contoso" in only and "fabrikam" not in only
+    assert "Usage: renew-token tenants" in await world.say("tenants sleepy")
