@@ -175,6 +175,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 return _said(problems)
             for warning in settings.warnings():
                 print(f"renewbot: warning: {warning}", file=sys.stderr)
+                logging.getLogger("renewbot.startup").warning(
+                    "startup.setting_warning", extra={"warning": warning}
+                )
             return await _until_signal(admin.serve(settings))
         return await admin.manage(settings, args)
     except Exception as exc:

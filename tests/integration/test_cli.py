@@ -257,7 +257,9 @@ def _serve_env(tmp_path: Path, key: str) -> dict[str, str]:
     }
 
 
-async def _serve_until_listening_or_exit(env: dict[str, str]) -> tuple[int | None, str, str]:
+async def _serve_until_listening_or_exit(
+    env: dict[str, str], cwd: Path | None = None
+) -> tuple[int | None, str, str]:
     """Start `renewbot serve`; return (exit status or None if it is listening, stdout, stderr).
     A server that listens is stopped with SIGTERM before returning."""
     import asyncio
@@ -268,6 +270,7 @@ async def _serve_until_listening_or_exit(env: dict[str, str]) -> tuple[int | Non
         "bot",
         "serve",
         env=env,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
