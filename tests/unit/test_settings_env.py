@@ -148,7 +148,7 @@ def test_production_warns_on_default_sqlite_no_chat_no_alerts() -> None:
         database={"url": "postgresql+asyncpg://db/r"}, slack={**slack, "alert_channel": "C1"}
     )
     assert ready.problems() == [] and ready.warnings() == []
-    development = bot_settings.Settings(_env_file=None, environment="development")  # type: ignore[call-arg]
+    development = bot_settings.Settings(_env_file=None, environment="development")
     assert development.warnings() == []
 
 
