@@ -98,7 +98,7 @@ async def metrics(request: web.Request) -> web.Response:
     async with rt.uow() as uow:
         renewals = await uow.renewals.count_by_state()
         tenants = await uow.tenants.counts_by_state()
-        durations = await uow.renewals.validation_times()
+        durations = await uow.renewals.validation_histogram(bot_metrics.BUCKETS)
         outbox = await uow.outbox.stats()
     totals = rt.core.monitor.totals
     text = bot_metrics.render(
