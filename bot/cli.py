@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="CSV: slug,display_name,tenant_id,primary_domain,admin_upn"
     )
     imp.add_argument("file")
+    imp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be added or updated; change nothing",
+    )
     manifests = sub.add_parser("manifests", help="chat app manifests")
     msub = manifests.add_subparsers(dest="platform", required=True)
     slack = msub.add_parser("slack", help="print the Slack app manifest")
