@@ -23,8 +23,9 @@ from bot.check import schema_gap
 from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox
 from bot.settings import Settings
-from bot.tenants import TenantInputError, make_tenant, read_csv
+from bot.tenants import TenantInputError, make_tenant, plan_import, read_csv
 from bot.web import create_app, start_site
+from core.model import Tenant
 
 log = logging.getLogger("renewbot.startup")
 
@@ -151,20 +152,42 @@ async def _tenants(engine, box: SecretBox, args: argparse.Namespace) -> int:  # 
                     f"{t.slug}\t{t.display_name}\t{t.tenant_id}\t{t.primary_domain}\t{t.admin_upn}"
                 )
             return 0
-        clashes = [
-            t.slug
-            for t in new
-            if await uow.tenants.find_exact(t.slug) or await uow.tenants.find_exact(t.tenant_id)
-        ]
-        if clashes:
-            print(
-                f"renewbot: already known, nothing imported: {', '.join(clashes)}", file=sys.stderr
-            )
+        if args.action == "import":
+            return await _import(uow, new, args.dry_run)
+        if await uow.tenants.find_exact(new[0].slug) or await uow.tenants.find_exact(
+            new[0].tenant_id
+        ):
+            print(f"renewbot: already known, nothing added: {new[0].slug}", file=sys.stderr)
             return 2
-        for t in new:
-            await uow.tenants.add(t)
+        await uow.tenants.add(new[0])
         await uow.commit()
     print(f"added {len(new)} tenant(s)")
+    return 0
+
+
+async def _import(uow: SqlUnitOfWork, new: list[Tenant], dry_run: bool) -> int:
+    """Add the new tenants and update the known ones, all or nothing; --dry-run writes nothing."""
+    try:
+        plan = plan_import(new, await uow.tenants.all())
+    except TenantInputError as exc:
+        for problem in exc.problems:
+            print(f"renewbot: {problem}", file=sys.stderr)
+        print("renewbot: nothing imported", file=sys.stderr)
+        return 2
+    for line in plan.lines():
+        print(line)
+    counts = (
+        f"{len(plan.added)} added, {len(plan.updated)} updated, {len(plan.unchanged)} unchanged"
+    )
+    if dry_run:
+        print(f"dry run, nothing changed: {counts}")
+        return 0
+    for tenant in plan.added:
+        await uow.tenants.add(tenant)
+    for tenant, _ in plan.updated:
+        await uow.tenants.update_details(tenant)
+    await uow.commit()
+    print(counts)
     return 0
 
 

@@ -59,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         "import", help="CSV: slug,display_name,tenant_id,primary_domain,admin_upn"
     )
     imp.add_argument("file")
+    imp.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be added or updated; change nothing",
+    )
     manifests = sub.add_parser("manifests", help="chat app manifests")
     msub = manifests.add_subparsers(dest="platform", required=True)
     slack = msub.add_parser("slack", help="print the Slack app manifest")
@@ -175,6 +180,9 @@ async def _dispatch(args: argparse.Namespace) -> int:
                 return _said(problems)
             for warning in settings.warnings():
                 print(f"renewbot: warning: {warning}", file=sys.stderr)
+                logging.getLogger("renewbot.startup").warning(
+                    "startup.setting_warning", extra={"warning": warning}
+                )
             return await _until_signal(admin.serve(settings))
         return await admin.manage(settings, args)
     except Exception as exc:

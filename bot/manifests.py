@@ -52,7 +52,10 @@ def teams_manifest(app_id: str, public_url: str, version: str = "1.0.0") -> dict
     doc["version"] = version
     doc["bots"][0]["botId"] = app_id.lower()
     site = public_url.rstrip("/")
-    doc["developer"].update(websiteUrl=site, privacyUrl=site, termsOfUseUrl=site)
+    # Both pages are served by `renewbot serve` (adapters/web/legal.py).
+    doc["developer"].update(
+        websiteUrl=site, privacyUrl=f"{site}/privacy", termsOfUseUrl=f"{site}/terms"
+    )
     doc["validDomains"] = [host]
     return doc
 

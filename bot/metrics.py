@@ -1,6 +1,8 @@
 """GET /metrics in the Prometheus text format: renewals by state, time to validation, tenant
 health, monitor sweeps and failures, alerts. Gauges are read from the database at scrape time, so
-every replica reports the same totals; counters are this process's own."""
+every replica reports the same totals; counters are this process's own. A scrape's work is
+bounded: the database answers with aggregates (counts by state, the histogram's buckets in one
+row), never a row per renewal."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from core.delivery import DeliveryTotals
+from core.ports import DurationHistogram
 
 BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 4 * 3600.0, 24 * 3600.0, 7 * 24 * 3600.0)
 
@@ -19,20 +22,20 @@ class ProcessMetrics:
     last_sweep_seconds: float = 0.0
 
 
-def _histogram(name: str, help_text: str, values: list[float]) -> list[str]:
+def _histogram(name: str, help_text: str, hist: DurationHistogram) -> list[str]:
     lines = [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    for bound in BUCKETS:
-        lines.append(f'{name}_bucket{{le="{bound:g}"}} {sum(v <= bound for v in values)}')
-    lines.append(f'{name}_bucket{{le="+Inf"}} {len(values)}')
-    lines.append(f"{name}_sum {sum(values):.3f}")
-    lines.append(f"{name}_count {len(values)}")
+    for bound, count in zip(hist.bounds, hist.at_most, strict=True):
+        lines.append(f'{name}_bucket{{le="{bound:g}"}} {count}')
+    lines.append(f'{name}_bucket{{le="+Inf"}} {hist.count}')
+    lines.append(f"{name}_sum {hist.total_seconds:.3f}")
+    lines.append(f"{name}_count {hist.count}")
     return lines
 
 
 def render(
     renewals: dict[str, int],
     tenants: dict[str, int],
-    durations: list[float],
+    durations: DurationHistogram,
     process: ProcessMetrics,
     checks: int,
     failures: int,

@@ -356,22 +356,31 @@ class Settings(BaseSettings):
                 )
             if not self.web.public_url.startswith("https://"):
                 found.append("RENEWBOT_WEB__PUBLIC_URL must be an https:// URL in production")
-            found.extend(self._production_gaps())
         return found
 
-    def _production_gaps(self) -> list[str]:
-        """A production start that would run but do nothing useful, or lose its data."""
+    def warnings(self) -> list[str]:
+        """What a production start allows but an operator should know: it starts anyway, and
+        `renewbot serve` says each in one line naming the variable (issue 17: warnings, not
+        refusals, so a first start shows the onboarding page before chat is wired up)."""
+        if self.environment != "production":
+            return []
         found = []
         if "url" not in self.database.model_fields_set:
             found.append(
-                "RENEWBOT_DATABASE__URL is not set: production keeps its tokens in PostgreSQL "
-                "(postgresql+asyncpg://user:password@host:5432/renewbot), not in ./renewbot.db"
+                "RENEWBOT_DATABASE__URL is not set: tokens go to ./renewbot.db (SQLite, one "
+                "process only); set postgresql+asyncpg://user:password@host:5432/renewbot"
+            )
+        elif self.database.url.startswith("sqlite"):
+            found.append(
+                "RENEWBOT_DATABASE__URL is SQLite: one process only; run more than one replica "
+                "on PostgreSQL"
             )
         if not self.has_chat:
             found.append(
                 "neither Slack nor Teams is configured: set RENEWBOT_SLACK__BOT_TOKEN (and "
                 "RENEWBOT_SLACK__SIGNING_SECRET or RENEWBOT_SLACK__APP_TOKEN) or "
-                "RENEWBOT_TEAMS__APP_ID and RENEWBOT_TEAMS__APP_PASSWORD"
+                "RENEWBOT_TEAMS__APP_ID and RENEWBOT_TEAMS__APP_PASSWORD; nobody can ask for a "
+                "renewal until then"
             )
         elif not (
             (self.slack.bot_token is not None and self.slack.alert_channel)
@@ -381,19 +390,6 @@ class Settings(BaseSettings):
                 "no alert channel: set RENEWBOT_SLACK__ALERT_CHANNEL (a channel id such as "
                 "C0123456789) or RENEWBOT_TEAMS__ALERT_CONVERSATION (19:...@thread.tacv2), "
                 "where expired tenants and results are announced"
-            )
-        return found
-
-    def warnings(self) -> list[str]:
-        """What a production start allows but an operator should know."""
-        found = []
-        explicit_sqlite = "url" in self.database.model_fields_set and self.database.url.startswith(
-            "sqlite"
-        )
-        if explicit_sqlite and self.environment == "production":
-            found.append(
-                "RENEWBOT_DATABASE__URL is SQLite: one process only; run more than one replica "
-                "on PostgreSQL"
             )
         return found
 

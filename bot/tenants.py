@@ -1,4 +1,7 @@
-"""Tenant management for the CLI: validate input, add one, import a CSV all-or-nothing."""
+"""Tenant management for the CLI: validate input, add one, import a CSV all-or-nothing.
+
+An import adds new tenants and updates known ones (matched by tenant id), planned in full before
+anything is written. It must not change a tenant's id or its token health."""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import csv
 import re
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from core.model import Tenant
 
@@ -93,3 +96,55 @@ def read_csv(lines: Iterable[str]) -> list[Tenant]:
     if problems:
         raise TenantInputError(tuple(problems))
     return tenants
+
+
+# What an import may change of a known tenant; its key, tenant id and health stay.
+UPDATABLE = ("slug", "display_name", "primary_domain", "admin_upn", "initial_domain")
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    added: list[Tenant] = field(default_factory=list)
+    updated: list[tuple[Tenant, list[str]]] = field(default_factory=list)  # new, the changes
+    unchanged: list[Tenant] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """The difference, one line per tenant added or updated."""
+        said = [f"add {t.slug}: {t.display_name}, {t.tenant_id}" for t in self.added]
+        said += [f"update {t.slug}: {'; '.join(changes)}" for t, changes in self.updated]
+        return said
+
+
+def plan_import(incoming: Iterable[Tenant], known: Iterable[Tenant]) -> ImportPlan:
+    """Match each incoming tenant to a known one by tenant id. Raises TenantInputError when a
+    slug belongs to another known tenant (a different tenant id): nothing is written then."""
+    by_id = {t.tenant_id.lower(): t for t in known}
+    by_slug = {t.slug: t for t in by_id.values()}
+    plan, problems = ImportPlan(), []
+    for new in incoming:
+        old = by_id.get(new.tenant_id.lower())
+        holder = by_slug.get(new.slug)
+        if holder is not None and holder is not old:
+            problems.append(
+                f"{new.slug}: that slug is already tenant {holder.tenant_id}, not "
+                f"{new.tenant_id} (a tenant id never changes; choose another slug)"
+            )
+            continue
+        if old is None:
+            plan.added.append(new)
+            continue
+        wanted = replace(old, **{f: getattr(new, f) for f in UPDATABLE})
+        if not new.initial_domain:  # not in the file: keep the one learnt from Graph
+            wanted = replace(wanted, initial_domain=old.initial_domain)
+        changes = [
+            f"{f} {getattr(old, f)!r} -> {getattr(wanted, f)!r}"
+            for f in UPDATABLE
+            if getattr(old, f) != getattr(wanted, f)
+        ]
+        if changes:
+            plan.updated.append((wanted, changes))
+        else:
+            plan.unchanged.append(old)
+    if problems:
+        raise TenantInputError(tuple(problems))
+    return plan

@@ -22,6 +22,7 @@ from multidict import CIMultiDict
 from adapters.storage.database import ping
 from adapters.web.callback import BrowserSignInRoutes
 from adapters.web.intake import IntakeEndpoint
+from adapters.web.legal import LegalPages
 from adapters.web.onboarding import OnboardingPage
 from adapters.web.page import SignInChoices
 from adapters.web.ratelimit import ClientAddress
@@ -97,7 +98,7 @@ async def metrics(request: web.Request) -> web.Response:
     async with rt.uow() as uow:
         renewals = await uow.renewals.count_by_state()
         tenants = await uow.tenants.counts_by_state()
-        durations = await uow.renewals.validation_times()
+        durations = await uow.renewals.validation_histogram(bot_metrics.BUCKETS)
         outbox = await uow.outbox.stats()
     totals = rt.core.monitor.totals
     text = bot_metrics.render(
@@ -201,6 +202,8 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     app.add_routes(sign_in.routes())  # first: /onboard/callback is not an Auth URL token
     app.add_routes(page.routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
+    signin = rt.settings.signin
+    app.add_routes(LegalPages(signin.app_name, signin.msp_name or signin.publisher).routes())
     app.router.add_get("/metrics", metrics)
     keys = rt.settings.monitor.api_keys
     intake = IntakeEndpoint(

@@ -432,8 +432,20 @@ class RenewalRepository(Protocol):
 
     async def count_by_state(self) -> dict[RenewalState, int]: ...
 
-    async def validation_times(self) -> list[float]:
-        """Seconds from request to validation of every validated renewal."""
+    async def validation_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
+        """Seconds from request to validation of the validated renewals, as counts at most
+        each bound: one aggregate, the same small answer whatever the number of renewals."""
+
+
+@dataclass(frozen=True)
+class DurationHistogram:
+    """``at_most[i]`` renewals took at most ``bounds[i]`` seconds; ``count`` in all, together
+    ``total_seconds``."""
+
+    bounds: tuple[float, ...]
+    at_most: tuple[int, ...]
+    total_seconds: float
+    count: int
 
 
 @dataclass(frozen=True)

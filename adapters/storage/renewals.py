@@ -9,10 +9,11 @@ claim_code.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -34,6 +35,7 @@ from core.model import (
     RenewalState,
     ThreadRef,
 )
+from core.ports import DurationHistogram
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [RenewalState.CODE_ISSUED.value, RenewalState.TOKENS_ACQUIRED.value]
@@ -248,10 +250,28 @@ class SqlRenewalRepository:
         )
         return {RenewalState(state): int(n) for state, n in rows}
 
-    async def validation_times(self) -> list[float]:
-        rows = await self.c.execute(
-            select(renewals.c.created_at, renewals.c.updated_at).where(
-                renewals.c.state == RenewalState.VALIDATED.value
-            )
+    async def validation_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
+        # One aggregate row (a sum per bucket), not a row per renewal: /metrics reads this at
+        # every scrape, and validated renewals only accumulate.
+        took = _seconds(self.c.dialect.name)
+        validated = renewals.c.state == RenewalState.VALIDATED.value
+        # SQLite's julianday arithmetic is exact to about 0.1 ms: a renewal of exactly a bound
+        # still counts in that bound's bucket (Prometheus' le is inclusive).
+        columns = [
+            func.coalesce(func.sum(case((took <= b + 0.001, 1), else_=0)), 0) for b in bounds
+        ]
+        query = select(func.count(), func.coalesce(func.sum(took), 0.0), *columns).where(
+            validated, renewals.c.updated_at.is_not(None)
         )
-        return [(done - start).total_seconds() for start, done in rows if done and start]
+        count, total, *at_most = (await self.c.execute(query)).one()
+        return DurationHistogram(
+            tuple(bounds), tuple(int(n) for n in at_most), float(total), int(count)
+        )
+
+
+def _seconds(dialect: str) -> ColumnElement[Any]:
+    """updated_at - created_at in seconds, in this database's own arithmetic."""
+    start, done = renewals.c.created_at, renewals.c.updated_at
+    if dialect == "postgresql":
+        return func.extract("epoch", done - start)
+    return (func.julianday(done) - func.julianday(start)) * 86400.0  # SQLite stores text

@@ -95,6 +95,21 @@ class SqlTenantRepository:
         }
         await self.c.execute(insert(tenants), values)
 
+    async def update_details(self, tenant: Tenant) -> None:
+        """Write what an operator may change (slug, names, domains, admin); the tenant id
+        and the token health stay as they are."""
+        await self.c.execute(
+            update(tenants)
+            .where(tenants.c.key == tenant.key)
+            .values(
+                slug=tenant.slug,
+                display_name=tenant.display_name,
+                primary_domain=tenant.primary_domain,
+                admin_upn=tenant.admin_upn,
+                initial_domain=tenant.initial_domain,
+            )
+        )
+
     async def get(self, key: str) -> Tenant | None:
         row = (await self.c.execute(select(tenants).where(tenants.c.key == key))).first()
         return _tenant(row) if row else None

@@ -26,6 +26,7 @@ from core.ports import (
     AuditEntry,
     BrowserSignInStart,
     DirectoryCheck,
+    DurationHistogram,
     Email,
     EmailRecord,
     HealthRecord,
@@ -240,12 +241,14 @@ class _Renewals:
             counts[r.state] = counts.get(r.state, 0) + 1
         return counts
 
-    async def validation_times(self) -> list[float]:
-        return [
+    async def validation_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
+        took = [
             (r.updated_at - r.created_at).total_seconds()
             for r in self._all().values()
             if r.state is RenewalState.VALIDATED and r.updated_at
         ]
+        at_most = tuple(sum(t <= b for t in took) for b in bounds)
+        return DurationHistogram(tuple(bounds), at_most, sum(took), len(took))
 
     async def in_batch(self, batch: str) -> list[Renewal]:
         found = [r for r in self._all().values() if r.batch == batch]

@@ -146,7 +146,56 @@ def test_tenants_import_is_all_or_nothing(tmp_path: Path) -> None:
     listed = renewbot("tenants", "list", env=env).stdout
     assert "acme\tAcme Corp\t3f2504e0-4f89-11d3-9a0c-0305e82c3301" in listed
     again = renewbot("tenants", "import", str(ok), env=env)
-    assert again.returncode == 2 and "already known" in again.stderr
+    assert again.returncode == 0 and again.stdout == "0 added, 0 updated, 1 unchanged\n"
+
+
+def test_tenants_import_updates_known_tenants_and_dry_run_changes_nothing(tmp_path: Path) -> None:
+    """Before: one known tenant refused the whole file. Now known tenants (by tenant id) are
+    updated, new ones added; --dry-run prints the difference and writes nothing; a slug that
+    belongs to another tenant id refuses the file, naming it."""
+    env = {
+        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
+        "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
+    }
+    assert renewbot("db", "upgrade", env=env).returncode == 0
+    header = "slug,display_name,tenant_id,primary_domain,admin_upn\n"
+    acme = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
+    first = tmp_path / "first.csv"
+    first.write_text(header + f"acme,Acme,{acme},acme.com,admin@acme.com\n")
+    assert renewbot("tenants", "import", str(first), env=env).returncode == 0
+    second = tmp_path / "second.csv"
+    second.write_text(
+        header
+        + f"acme,Acme Corp,{acme.upper()},acme.com,it@acme.com\n"
+        + "beta,Beta,7c9e6679-7425-40de-944b-e07fc1f90ae7,beta.com,admin@beta.com\n"
+    )
+    dry = renewbot("tenants", "import", "--dry-run", str(second), env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.splitlines() == [
+        "add beta: Beta, 7c9e6679-7425-40de-944b-e07fc1f90ae7",
+        "update acme: display_name 'Acme' -> 'Acme Corp'; "
+        "admin_upn 'admin@acme.com' -> 'it@acme.com'",
+        "dry run, nothing changed: 1 added, 1 updated, 0 unchanged",
+    ]
+    assert renewbot("tenants", "list", env=env).stdout == (
+        f"acme\tAcme\t{acme}\tacme.com\tadmin@acme.com\n"
+    )
+    done = renewbot("tenants", "import", str(second), env=env)
+    assert done.stdout.splitlines()[-1] == "1 added, 1 updated, 0 unchanged"
+    listed = renewbot("tenants", "list", env=env).stdout
+    assert f"acme\tAcme Corp\t{acme}\tacme.com\tit@acme.com" in listed and "beta\tBeta" in listed
+    clash = tmp_path / "clash.csv"
+    clash.write_text(
+        header
+        + "gamma,Gamma,9b2f3e4a-1c2d-4e5f-8a9b-0c1d2e3f4a5b,gamma.com,admin@gamma.com\n"
+        + "beta,Other,11111111-2222-4333-8444-555555555555,other.com,admin@other.com\n"
+    )
+    refused = renewbot("tenants", "import", str(clash), env=env)
+    assert refused.returncode == 2
+    assert (
+        "beta: that slug is already tenant 7c9e6679-7425-40de-944b-e07fc1f90ae7" in refused.stderr
+    )
+    assert "gamma" not in renewbot("tenants", "list", env=env).stdout
 
 
 def test_keys_generate_prints_a_usable_key() -> None:
@@ -257,7 +306,9 @@ def _serve_env(tmp_path: Path, key: str) -> dict[str, str]:
     }
 
 
-async def _serve_until_listening_or_exit(env: dict[str, str]) -> tuple[int | None, str, str]:
+async def _serve_until_listening_or_exit(
+    env: dict[str, str], cwd: Path | None = None
+) -> tuple[int | None, str, str]:
     """Start `renewbot serve`; return (exit status or None if it is listening, stdout, stderr).
     A server that listens is stopped with SIGTERM before returning."""
     import asyncio
@@ -268,6 +319,7 @@ async def _serve_until_listening_or_exit(env: dict[str, str]) -> tuple[int | Non
         "bot",
         "serve",
         env=env,
+        cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

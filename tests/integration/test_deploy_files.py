@@ -78,7 +78,8 @@ def test_kustomize_renders_objects_the_schemas_accept(overlay: str, tmp_path: Pa
 def test_production_overlay_has_what_the_issue_asks() -> None:
     """Two replicas, probes on /healthz and /readyz, limits, a read-only root file system,
     no privilege escalation, the migration as a Job, a disruption budget, and an Ingress for
-    the onboarding page and the webhooks only (not /metrics)."""
+    the onboarding page, the webhooks and the Teams package's privacy and terms pages only
+    (not /metrics)."""
     docs = {(d["kind"], d["metadata"]["name"]): d for d in render("production")}
     assert all(
         d["metadata"].get("namespace") == "renewbot" for k, d in docs.items() if k[0] != "Namespace"
@@ -103,7 +104,7 @@ def test_production_overlay_has_what_the_issue_asks() -> None:
         for r in docs[("Ingress", "renewbot")]["spec"]["rules"]
         for p in r["http"]["paths"]
     }
-    assert paths == {"/onboard", "/slack/events", "/api/messages"}
+    assert paths == {"/onboard", "/slack/events", "/api/messages", "/privacy", "/terms"}
     assert ("Secret", "renewbot-secrets") not in docs  # real secrets never come from git
     assert docs[("ConfigMap", "renewbot-config")]["data"]["RENEWBOT_WEB__PUBLIC_URL"].startswith(
         "https://"

@@ -135,6 +135,7 @@ async def test_metrics_in_prometheus_format(live: Live) -> None:
         body = await resp.text()
     assert 'renewbot_renewals{state="validated"} 1' in body
     assert "renewbot_renewal_validation_seconds_count 1" in body
+    assert 'renewbot_renewal_validation_seconds_bucket{le="604800"} 1' in body
     assert 'renewbot_tenants{auth_state="healthy"} 1' in body
     assert 'renewbot_tenants{auth_state="expired"} 3' in body  # never signed in
     assert "renewbot_monitor_checks_total 4" in body

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -325,3 +325,29 @@ async def test_daily_job_is_claimed_by_one_replica(engine: AsyncEngine, box: Sec
     assert [r for r in first if r is True] == [True]
     async with SqlUnitOfWork(engine, box) as uow:
         assert await uow.jobs.claim(name, NOW + timedelta(hours=25), timedelta(hours=24))
+
+
+async def test_validation_histogram_counts_in_the_database(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """/metrics' time-to-validation comes from one aggregate (bucket counts, sum, count) on
+    both databases instead of loading every validated renewal at each scrape: only validated
+    renewals count, a renewal of exactly a bound is in that bound's bucket."""
+    took = {30.0: "validated", 200.0: "validated", 3600.0: "validated", 864000.0: "validated"}
+    rows = [*took.items(), (45.0, "failed")]
+    for seconds, state in rows:
+        tenant = await add_tenant(own_engine, box)
+        r = new_renewal(tenant.key)
+        async with SqlUnitOfWork(own_engine, box) as uow:
+            await uow.renewals.add(r)
+            await uow.commit()
+        async with own_engine.begin() as conn:
+            await conn.execute(
+                update(renewals)
+                .where(renewals.c.id == r.id)
+                .values(state=state, updated_at=NOW + timedelta(seconds=seconds))
+            )
+    async with SqlUnitOfWork(own_engine, box) as uow:
+        hist = await uow.renewals.validation_histogram((60.0, 300.0, 3600.0, 86400.0))
+    assert hist.at_most == (1, 2, 3, 3)
+    assert hist.count == 4 and hist.total_seconds == pytest.approx(sum(took), abs=0.01)

@@ -80,6 +80,8 @@ def test_teams_bot_has_every_scope_and_the_commands() -> None:
     titles = [c["title"] for c in bot["commandLists"][0]["commands"]]
     assert titles[0] == "renew-token" and "renew-token status" in titles
     assert doc["validDomains"] == ["bot.example.com"]
+    assert doc["developer"]["privacyUrl"] == "https://bot.example.com/privacy"
+    assert doc["developer"]["termsOfUseUrl"] == "https://bot.example.com/terms"
 
 
 def test_teams_icons_have_the_sizes_teams_requires() -> None:

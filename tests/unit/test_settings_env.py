@@ -129,20 +129,27 @@ def production(**groups: object) -> bot_settings.Settings:
     return bot_settings.Settings(_env_file=None, **{**base, **groups})  # type: ignore[arg-type]
 
 
-def test_production_refuses_default_sqlite_no_chat_no_alerts() -> None:
-    """A production start that would keep tokens in ./renewbot.db, talk to nobody, or
-    announce nothing is refused, each with what to set."""
-    said = production().problems()
-    assert any(p.startswith("RENEWBOT_DATABASE__URL is not set") for p in said)
-    assert any(p.startswith("neither Slack nor Teams is configured") for p in said)
+def test_production_warns_on_default_sqlite_no_chat_no_alerts() -> None:
+    """A production start that would keep tokens in ./renewbot.db, talk to nobody, or announce
+    nothing is allowed (issue 17: warnings, not refusals), each warning saying what to set."""
+    bare = production()
+    assert bare.problems() == []
+    said = bare.warnings()
+    assert [w.split(":")[0] for w in said] == [
+        "RENEWBOT_DATABASE__URL is not set",
+        "neither Slack nor Teams is configured",
+    ]
     slack = {"bot_token": "xoxb-test", "signing_secret": "s"}
     no_alerts = production(database={"url": "postgresql+asyncpg://db/r"}, slack=slack)
-    (alerts,) = [p for p in no_alerts.problems() if "alert" in p]
+    assert no_alerts.problems() == []
+    (alerts,) = no_alerts.warnings()
     assert alerts.startswith("no alert channel: set RENEWBOT_SLACK__ALERT_CHANNEL")
     ready = production(
         database={"url": "postgresql+asyncpg://db/r"}, slack={**slack, "alert_channel": "C1"}
     )
     assert ready.problems() == [] and ready.warnings() == []
+    development = bot_settings.Settings(_env_file=None, environment="development")
+    assert development.warnings() == []
 
 
 def test_explicit_sqlite_in_production_only_warns() -> None:
