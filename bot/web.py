@@ -6,12 +6,14 @@ Socket Mode, webhook delivery). The access log never shows an Auth URL token.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hashlib
 import logging
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -29,9 +31,11 @@ from adapters.web.ratelimit import ClientAddress
 from adapters.web.tokens import TokenEndpoint
 from bot import metrics as bot_metrics
 from bot import workers
-from bot.bootstrap import Runtime
+from bot.bootstrap import Core, Runtime
 from core import logcontext
 from core.errors import StorageError
+from core.ports import UnitOfWorkFactory
+from core.scheduler import DeviceFlowScheduler
 
 log = logging.getLogger("renewbot.web")
 RUNTIME = web.AppKey("runtime", Runtime)
@@ -93,43 +97,57 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
     return response
 
 
-async def metrics(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    async with rt.uow() as uow:
-        renewals = await uow.renewals.count_by_state()
-        tenants = await uow.tenants.counts_by_state()
-        durations = await uow.renewals.validation_histogram(bot_metrics.BUCKETS)
-        outbox = await uow.outbox.stats()
-    totals = rt.core.monitor.totals
-    text = bot_metrics.render(
-        {s.value: n for s, n in renewals.items()},
-        {s.value: n for s, n in tenants.items()},
-        durations,
-        rt.metrics,
-        totals.checked,
-        totals.failures,
-        totals.alerts,
-        outbox,
-        rt.core.dispatcher.totals,
-    )
-    return bot_metrics.response(text)
+@dataclass
+class Probes:
+    """`/healthz` (the process answers) and `/readyz` (it can serve: not stopping, database up),
+    holding only what they read."""
+
+    database: Callable[[], Awaitable[None]]  # one round trip (storage's ping)
+    scheduler: DeviceFlowScheduler
+    stopping: asyncio.Event
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        if self.stopping.is_set():  # SIGTERM: take no new traffic; the other replicas have it
+            return web.json_response({"status": "stopping"}, status=503)
+        try:
+            async with asyncio.timeout(3):
+                await self.database()
+        except Exception:  # any failure means "not ready"; the reason goes to the log only
+            log.warning("readyz.database_unavailable", exc_info=True)
+            return web.json_response({"status": "unavailable", "database": "down"}, status=503)
+        return web.json_response({"status": "ready", "pending_flows": self.scheduler.pending})
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+@dataclass
+class Metrics:
+    """`GET /metrics` in Prometheus' text format, from bounded queries and process counters."""
 
+    uow: UnitOfWorkFactory
+    core: Core
+    process: bot_metrics.ProcessMetrics
 
-async def readyz(request: web.Request) -> web.Response:
-    rt = request.app[RUNTIME]
-    if rt.stopping.is_set():  # SIGTERM: take no new traffic; the other replicas have it
-        return web.json_response({"status": "stopping"}, status=503)
-    try:
-        async with asyncio.timeout(3):
-            await ping(rt.engine)
-    except Exception:  # any failure means "not ready"; the reason goes to the log only
-        log.warning("readyz.database_unavailable", exc_info=True)
-        return web.json_response({"status": "unavailable", "database": "down"}, status=503)
-    return web.json_response({"status": "ready", "pending_flows": rt.scheduler.pending})
+    async def handle(self, request: web.Request) -> web.Response:
+        async with self.uow(read_only=True) as uow:
+            renewals = await uow.renewals.count_by_state()
+            tenants = await uow.tenants.counts_by_state()
+            durations = await uow.renewals.validation_histogram(bot_metrics.BUCKETS)
+            outbox = await uow.outbox.stats()
+        totals = self.core.monitor.totals
+        text = bot_metrics.render(
+            {s.value: n for s, n in renewals.items()},
+            {s.value: n for s, n in tenants.items()},
+            durations,
+            self.process,
+            totals.checked,
+            totals.failures,
+            totals.alerts,
+            outbox,
+            self.core.dispatcher.totals,
+        )
+        return bot_metrics.response(text)
 
 
 async def _workers(app: web.Application) -> AsyncIterator[None]:
@@ -201,10 +219,13 @@ def create_app(rt: Runtime, extra: list[web.RouteDef] | None = None) -> web.Appl
     )
     app.add_routes(sign_in.routes())  # first: /onboard/callback is not an Auth URL token
     app.add_routes(page.routes())
-    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), *(extra or [])])
+    probes = Probes(functools.partial(ping, rt.engine), rt.scheduler, rt.stopping)
+    app.add_routes(
+        [web.get("/healthz", probes.healthz), web.get("/readyz", probes.readyz), *(extra or [])]
+    )
     signin = rt.settings.signin
     app.add_routes(LegalPages(signin.app_name, signin.msp_name or signin.publisher).routes())
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", Metrics(rt.uow, rt.core, rt.metrics).handle)
     keys = rt.settings.monitor.api_keys
     intake = IntakeEndpoint(
         rt.intake, (keys.get_secret_value() if keys else "").split(","), client=client
