@@ -85,13 +85,24 @@ async def test_typo_suggests_close_tenant_names(world: World) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "   ", "status extra", "cancel", "a|b", "x" * 600, "cancle contoso"]
+    ("text", "answer"),
+    [
+        ("", "Which tenant?"),
+        ("   ", "Which tenant?"),
+        ("status extra", "`status` takes no arguments"),
+        ("cancel", "Which tenant? Usage: renew-token cancel <tenant>"),
+        ("a|b", "does not look like a tenant name"),
+        ("x" * 600, "That command is too long"),
+        ("cancle contoso", "Did you mean `cancel`?"),
+    ],
 )
-async def test_odd_text_gets_a_plain_answer_and_changes_nothing(world: World, text: str) -> None:
-    """Bad input is answered in words and leaves no rows behind."""
+async def test_odd_text_gets_a_plain_answer_and_changes_nothing(
+    world: World, text: str, answer: str
+) -> None:
+    """Bad input is answered in words that say what to write, and nothing is committed."""
     reply = await world.say(text)
-    assert reply and "Traceback" not in reply
-    assert world.store.renewals == {} and world.chat.threads == {}
+    assert answer in reply
+    assert world.store.renewals == {} and world.chat.threads == {} and world.store.audit == []
 
 
 async def test_tenant_found_by_domain_and_tenant_id(world: World) -> None:
