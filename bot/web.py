@@ -47,10 +47,19 @@ def redact_path(path: str) -> str:
     return _SECRET_PATH.sub(r"\1<redacted>", path)
 
 
+# Answered chat webhooks are logged by their adapters when they act (a command, a click); a
+# line per Slack or Teams request as well cost a sixth of a `help` command's CPU under load
+# (py-spy, bench/wrk.py). At DEBUG they are logged too; errors and refusals always.
+_QUIET_WHEN_OK = frozenset({"/slack/events", "/api/messages"})
+
+
 class RedactingAccessLogger(AbstractAccessLogger):
     """Method, path without secrets, status and time. No query string, no Referer."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.status < 400 and request.path in _QUIET_WHEN_OK:
+            if not self.logger.isEnabledFor(logging.DEBUG):
+                return
         self.logger.info(
             "http.request",
             extra={

@@ -168,7 +168,9 @@ class SlackBot:
             quick = True
         if not quick:
             return None
-        log.info("slack.command_received", extra={"user": uid, "answered": "in_ack"})
+        # Answered in the ack (help, a typo): the access log's line is enough at INFO; logging
+        # it twice was a sixth of a `help` command's CPU under load (py-spy, bench/wrk.py).
+        log.debug("slack.command_received", extra={"user": uid, "answered": "in_ack"})
         return (await self.desk.handle(text, origin, actor)).text
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
