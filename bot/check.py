@@ -17,6 +17,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import aiohttp
@@ -52,6 +53,20 @@ def where(url: str) -> str:
         return f"SQLite file {parsed.database}"
     port = f":{parsed.port}" if parsed.port else ""
     return f"PostgreSQL at {parsed.host}{port}/{parsed.database or ''}"
+
+
+def _missing_sqlite_file(url: str) -> bool:
+    """A SQLite URL whose file is not there (in-memory databases are never missing)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return False
+    name = parsed.database or ""
+    return (
+        parsed.get_backend_name() == "sqlite"
+        and name not in ("", ":memory:")
+        and not Path(name).exists()
+    )
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -142,6 +157,9 @@ async def diagnose(settings: Settings) -> list[Finding]:
 
 async def _database(settings: Settings, box: object) -> list[Finding]:
     url = settings.database.url
+    missing = _missing_sqlite_file(url)
+    if missing:  # connecting would create it: `check` changes nothing
+        return [Finding("error", f"{where(url)} does not exist yet: run `renewbot db upgrade`")]
     engine = make_engine(url)
     try:
         async with asyncio.timeout(10):

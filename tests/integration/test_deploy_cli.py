@@ -210,6 +210,10 @@ async def test_check_diagnoses_without_starting(tmp_path: Path) -> None:
     assert "[error] RENEWBOT_SECURITY__ENCRYPTION_KEYS opens none of the 2 stored" in bad.stdout
     assert "[error] identity: cannot reach" in bad.stdout  # the sandbox is gone
     fresh = {**env, "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/fresh.db"}
+    missing = await asyncio.to_thread(renewbot, "check", env=fresh)
+    assert "fresh.db does not exist yet: run `renewbot db upgrade`" in missing.stdout
+    assert not (tmp_path / "fresh.db").exists()  # `check` creates nothing
+    (tmp_path / "fresh.db").touch()  # an empty database file: no tables
     unmigrated = await asyncio.to_thread(renewbot, "check", env=fresh)
     assert "has no renewbot tables yet: run `renewbot db upgrade` first" in unmigrated.stdout
     assert other_key not in bad.stdout + bad.stderr and KEY not in unmigrated.stdout
