@@ -226,14 +226,7 @@ class MsalIdentityProvider:
             return PollPending(updated)
         if "access_token" not in result:
             raise to_error(result)
-        claims = result.get("id_token_claims") or {}
-        return SignedIn(
-            account=str(claims.get("preferred_username", "")),
-            tenant_id=str(claims.get("tid", "")),
-            object_id=str(claims.get("oid", "")),
-            roles=frozenset(claims.get("wids") or ()),
-            staged=staged,
-        )
+        return _signed_in(result, staged)
 
     async def _silent(
         self,
@@ -429,11 +422,16 @@ class MsalIdentityProvider:
         result = await self._with_staged(tenant, staged, redeem)
         if "access_token" not in result:
             raise to_error(result)
-        claims = result.get("id_token_claims") or {}
-        return SignedIn(
-            account=str(claims.get("preferred_username", "")),
-            tenant_id=str(claims.get("tid", "")),
-            object_id=str(claims.get("oid", "")),
-            roles=frozenset(claims.get("wids") or ()),
-            staged=staged,
-        )
+        return _signed_in(result, staged)
+
+
+def _signed_in(result: dict[str, Any], staged: StagedTokens) -> SignedIn:
+    """The account a successful sign-in (device code or browser) names, its tokens staged."""
+    claims = result.get("id_token_claims") or {}
+    return SignedIn(
+        account=str(claims.get("preferred_username", "")),
+        tenant_id=str(claims.get("tid", "")),
+        object_id=str(claims.get("oid", "")),
+        roles=frozenset(claims.get("wids") or ()),
+        staged=staged,
+    )
