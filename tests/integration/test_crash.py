@@ -100,6 +100,52 @@ async def served(env: dict[str, str], port: int, log: Path) -> AsyncIterator[Pro
                 await proc.wait()
 
 
+def serve_env(
+    url: str,
+    port: int,
+    sandbox: Sandbox,
+    key: str,
+    slack: SlackStandIn,
+    *,
+    public: str | None = None,
+    poll_lease: str = "2",
+) -> dict[str, str]:
+    """The environment of a `renewbot serve` on ``port`` against the sandbox and the Slack
+    stand-in (development mode, monitor off, a short poll lease so a dead process's work is
+    adopted quickly)."""
+    return {
+        "RENEWBOT_ENVIRONMENT": "development",
+        "RENEWBOT_DATABASE__URL": url,
+        "RENEWBOT_WEB__HOST": "127.0.0.1",
+        "RENEWBOT_WEB__PORT": str(port),
+        "RENEWBOT_WEB__PUBLIC_URL": public or f"http://127.0.0.1:{port}",
+        "RENEWBOT_IDENTITY__AUTHORITY_HOST": sandbox.authority_host,
+        "RENEWBOT_IDENTITY__CLIENT_ID": DEFAULT_CLIENT_ID,
+        "RENEWBOT_IDENTITY__CA_BUNDLE": str(sandbox.ca_path),
+        "RENEWBOT_IDENTITY__GRAPH_URL": sandbox.graph_url,
+        "RENEWBOT_IDENTITY__POLL_LEASE_SECONDS": poll_lease,
+        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": key,
+        "RENEWBOT_MONITOR__ENABLED": "false",
+        **{f"RENEWBOT_SLACK__{k.upper()}": str(v) for k, v in slack_settings(slack).items()},
+    }
+
+
+async def seed_demo_tenants(url: str, sandbox: Sandbox, key: str) -> None:
+    """Migrate and add the sandbox's demo tenants, as `db upgrade` and `tenants import` do."""
+    settings = Settings(
+        _env_file=None,
+        environment="development",
+        database={"url": url},
+        security={"encryption_keys": key},
+        identity={"authority_host": sandbox.authority_host, "client_id": DEFAULT_CLIENT_ID},
+    )
+    async with runtime(settings) as rt:
+        async with rt.uow() as uow:
+            for t in demo_tenants(sandbox.directory):
+                await uow.tenants.add(t)
+            await uow.commit()
+
+
 async def state_of(engine: Any) -> dict[str, Any]:
     async with engine.connect() as conn:
         row = (
@@ -149,33 +195,8 @@ async def test_renewal_survives_sigkill(
     port = sock.getsockname()[1]
     sock.close()
     key = generate_key()
-    env = {
-        "RENEWBOT_ENVIRONMENT": "development",
-        "RENEWBOT_DATABASE__URL": url,
-        "RENEWBOT_WEB__HOST": "127.0.0.1",
-        "RENEWBOT_WEB__PORT": str(port),
-        "RENEWBOT_WEB__PUBLIC_URL": f"http://127.0.0.1:{port}",
-        "RENEWBOT_IDENTITY__AUTHORITY_HOST": sandbox.authority_host,
-        "RENEWBOT_IDENTITY__CLIENT_ID": DEFAULT_CLIENT_ID,
-        "RENEWBOT_IDENTITY__CA_BUNDLE": str(sandbox.ca_path),
-        "RENEWBOT_IDENTITY__GRAPH_URL": sandbox.graph_url,
-        "RENEWBOT_IDENTITY__POLL_LEASE_SECONDS": "2",
-        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": key,
-        "RENEWBOT_MONITOR__ENABLED": "false",
-        **{f"RENEWBOT_SLACK__{k.upper()}": str(v) for k, v in slack_settings(slack).items()},
-    }
-    settings = Settings(
-        _env_file=None,
-        environment="development",
-        database={"url": url},
-        security={"encryption_keys": key},
-        identity={"authority_host": sandbox.authority_host, "client_id": DEFAULT_CLIENT_ID},
-    )
-    async with runtime(settings) as rt:  # migrate and seed, as `db upgrade` + `tenants add`
-        async with rt.uow() as uow:
-            for t in demo_tenants(sandbox.directory):
-                await uow.tenants.add(t)
-            await uow.commit()
+    env = serve_env(url, port, sandbox, key, slack)
+    await seed_demo_tenants(url, sandbox, key)
     engine = make_engine(url)
     holds, killed_at = STEPS[step]
     log = tmp_path / "serve.log"

@@ -17,14 +17,19 @@ import pytest
 
 from adapters.storage.crypto import generate_key
 from adapters.storage.database import make_engine
-from bot.bootstrap import runtime
-from bot.demo import demo_tenants
-from bot.sandbox.directory import DEFAULT_CLIENT_ID, demo_directory
+from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
-from bot.settings import Settings
 from tests.integration.live import until
-from tests.integration.test_crash import posted, served, sign_in, state_of, tail
-from tests.integration.test_slack import command_body, signed, slack_settings
+from tests.integration.test_crash import (
+    posted,
+    seed_demo_tenants,
+    serve_env,
+    served,
+    sign_in,
+    state_of,
+    tail,
+)
+from tests.integration.test_slack import command_body, signed
 from tests.servers.postgres import fresh_database
 from tests.servers.slack import SlackStandIn
 
@@ -48,34 +53,9 @@ async def test_sigterm_leaves_the_renewal_to_the_other_replica(
     ports = free_port(), free_port()
 
     def env(port: int) -> dict[str, str]:
-        return {
-            "RENEWBOT_ENVIRONMENT": "development",
-            "RENEWBOT_DATABASE__URL": url,
-            "RENEWBOT_WEB__HOST": "127.0.0.1",
-            "RENEWBOT_WEB__PORT": str(port),
-            "RENEWBOT_WEB__PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "RENEWBOT_IDENTITY__AUTHORITY_HOST": sandbox.authority_host,
-            "RENEWBOT_IDENTITY__CLIENT_ID": DEFAULT_CLIENT_ID,
-            "RENEWBOT_IDENTITY__CA_BUNDLE": str(sandbox.ca_path),
-            "RENEWBOT_IDENTITY__GRAPH_URL": sandbox.graph_url,
-            "RENEWBOT_IDENTITY__POLL_LEASE_SECONDS": "2",
-            "RENEWBOT_SECURITY__ENCRYPTION_KEYS": key,
-            "RENEWBOT_MONITOR__ENABLED": "false",
-            **{f"RENEWBOT_SLACK__{k.upper()}": str(v) for k, v in slack_settings(slack).items()},
-        }
+        return serve_env(url, port, sandbox, key, slack)
 
-    settings = Settings(
-        _env_file=None,
-        environment="development",
-        database={"url": url},
-        security={"encryption_keys": key},
-        identity={"authority_host": sandbox.authority_host, "client_id": DEFAULT_CLIENT_ID},
-    )
-    async with runtime(settings) as rt:  # as `db upgrade` and `tenants import`
-        async with rt.uow() as uow:
-            for t in demo_tenants(sandbox.directory):
-                await uow.tenants.add(t)
-            await uow.commit()
+    await seed_demo_tenants(url, sandbox, key)
     engine = make_engine(url)
     logs = tmp_path / "a.log", tmp_path / "b.log"
     try:

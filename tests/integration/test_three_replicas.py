@@ -18,15 +18,12 @@ from sqlalchemy import text
 
 from adapters.storage.crypto import generate_key
 from adapters.storage.database import make_engine
-from bot.bootstrap import runtime
-from bot.demo import demo_tenants
-from bot.sandbox.directory import DEFAULT_CLIENT_ID, demo_directory
+from bot.sandbox.directory import demo_directory
 from bot.sandbox.server import Sandbox, bind_loopback
-from bot.settings import Settings
 from tests.conftest import need
 from tests.integration.live import until
-from tests.integration.test_crash import posted, served, sign_in
-from tests.integration.test_slack import command_body, signed, slack_settings
+from tests.integration.test_crash import posted, seed_demo_tenants, serve_env, served, sign_in
+from tests.integration.test_slack import command_body, signed
 from tests.servers import postgres
 from tests.servers.slack import SlackStandIn
 
@@ -56,37 +53,12 @@ async def test_three_replicas_one_thread_and_a_database_restart(
     url = await postgres.fresh_database(server_url)
     sandbox = await Sandbox(demo_directory(interval=1), workdir=tmp_path / "sandbox").start()
     key = generate_key()
-    settings = Settings(
-        _env_file=None,
-        environment="development",
-        database={"url": url},
-        security={"encryption_keys": key},
-        identity={"authority_host": sandbox.authority_host, "client_id": DEFAULT_CLIENT_ID},
-    )
-    async with runtime(settings) as rt:
-        async with rt.uow() as uow:
-            for t in demo_tenants(sandbox.directory):
-                await uow.tenants.add(t)
-            await uow.commit()
+    await seed_demo_tenants(url, sandbox, key)
     ports = [free_port() for _ in range(3)]
     public = f"http://127.0.0.1:{ports[0]}"
 
     def env(port: int) -> dict[str, str]:
-        return {
-            "RENEWBOT_ENVIRONMENT": "development",
-            "RENEWBOT_DATABASE__URL": url,
-            "RENEWBOT_WEB__HOST": "127.0.0.1",
-            "RENEWBOT_WEB__PORT": str(port),
-            "RENEWBOT_WEB__PUBLIC_URL": public,
-            "RENEWBOT_IDENTITY__AUTHORITY_HOST": sandbox.authority_host,
-            "RENEWBOT_IDENTITY__CLIENT_ID": DEFAULT_CLIENT_ID,
-            "RENEWBOT_IDENTITY__CA_BUNDLE": str(sandbox.ca_path),
-            "RENEWBOT_IDENTITY__GRAPH_URL": sandbox.graph_url,
-            "RENEWBOT_IDENTITY__POLL_LEASE_SECONDS": "3",
-            "RENEWBOT_SECURITY__ENCRYPTION_KEYS": key,
-            "RENEWBOT_MONITOR__ENABLED": "false",
-            **{f"RENEWBOT_SLACK__{k.upper()}": str(v) for k, v in slack_settings(slack).items()},
-        }
+        return serve_env(url, port, sandbox, key, slack, public=public, poll_lease="3")
 
     engine = make_engine(url)
     try:
