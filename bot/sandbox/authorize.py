@@ -23,7 +23,7 @@ from aiohttp import web
 
 from bot.sandbox import shapes
 from bot.sandbox.directory import AuthCode, AuthRequest, Directory, Registration, SandboxAccount
-from bot.sandbox.login import page
+from bot.sandbox.login import consent_choices, page
 
 DIRECTORY_KEY = web.AppKey("authorize_directory", Directory)
 _TROUBLE = "Sorry, but we're having trouble signing you in"
@@ -170,15 +170,7 @@ def _consent_page(
     d: Directory, txn: str, req: AuthRequest, account: SandboxAccount
 ) -> web.Response:
     registration = _registration(d, req.client_id)
-    asks = "".join(f"<li>{html.escape(p)}</li>" for p in registration.graph_permissions)
-    admin_box = (  # unticked: a Global Administrator may consent for themself only
-        (
-            "<p><label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
-            "your organization</label></p>"
-        )
-        if account.global_admin and account.user_type == "Member"
-        else ""
-    )
+    asks, admin_box = consent_choices(registration, account)
     return page(
         "Permissions requested",
         (

@@ -18,7 +18,13 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.directory import DeviceFlow, Directory, Registration, SandboxTenant
+from bot.sandbox.directory import (
+    DeviceFlow,
+    Directory,
+    Registration,
+    SandboxAccount,
+    SandboxTenant,
+)
 
 DIRECTORY_KEY = web.AppKey("directory", Directory)
 
@@ -146,15 +152,7 @@ async def sign_in(request: web.Request) -> web.Response:
         )
     if not tenant.consented(account):
         registration = d.registrations.get(flow.client_id) or Registration(flow.client_id)
-        asks = "".join(f"<li>{html.escape(p)}</li>" for p in registration.graph_permissions)
-        admin_box = (  # unticked: a Global Administrator may consent for themself only
-            (
-                "<p><label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
-                "your organization</label></p>"
-            )
-            if account.global_admin and account.user_type == "Member"
-            else ""
-        )
+        asks, admin_box = consent_choices(registration, account)
         return page(
             "Permissions requested",
             (
@@ -263,3 +261,19 @@ def http_app(directory: Directory) -> web.Application:
     app.router.add_post("/_sandbox/registrations/{client_id}", set_registration)
     app.router.add_get("/_sandbox/state", state)
     return app
+
+
+def consent_choices(registration: Registration, account: SandboxAccount) -> tuple[str, str]:
+    """The consent screen's list of permissions, and its "Consent on behalf of your
+    organization" box: unticked, and only for a Global Administrator (a GA may consent for
+    themself only). Shared by the device code's and the browser's consent screens."""
+    asks = "".join(f"<li>{html.escape(p)}</li>" for p in registration.graph_permissions)
+    admin_box = (
+        (
+            "<p><label><input type=checkbox name=org value=1 id=org> Consent on behalf of "
+            "your organization</label></p>"
+        )
+        if account.global_admin and account.user_type == "Member"
+        else ""
+    )
+    return asks, admin_box
