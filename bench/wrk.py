@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import profile
 from bench.wrk_servers import (
     HERE,
     LOAD_CORE,
@@ -106,7 +107,14 @@ class Bench:
         pool(pool_file, await self.texts(kind, n), stand.response_url)
         cpu0 = cpu_seconds(server.proc.pid)
         pace = conns * 1000.0 / rate if rate else 0.0
+        spy = None
+        if self.args.profile and rate:
+            raw = self.workdir / f"profile-{rate:g}.raw"
+            spy = profile.record(server.proc.pid, seconds, raw)
         r = await asyncio.to_thread(run_wrk, server.url, pool_file, conns, seconds, pace)
+        if spy is not None:
+            await asyncio.to_thread(spy.wait)
+            r["profile"] = profile.table(raw)
         r["drain_s"] = 0.0
         if server.kind == "renewbot":
             later = r["acked"] - r["in_ack"]  # answered after the ack, at the stand-in
@@ -171,7 +179,7 @@ def report(
         "| " + " | ".join([*head, "notes (median run)"]) + " |",
         "|" + "---|" * (len(head) + 1),
     ]
-    for label in ["raw", "bolt", *a.rows]:
+    for label in ["raw", "bolt", *a.rows] if rows else []:
         cells = [labels[label]]
         notes = []
         for c in a.conns:
@@ -195,7 +203,7 @@ def report(
                     note += f", threads {med['named']}"
             notes.append(note)
         lines.append("| " + " | ".join([*cells, "; ".join(notes)]) + " |")
-    out = "\n".join(lines)
+    out = "\n".join(lines) if rows else ""
     if sustained:
         out += (
             "\n\nSustained renewals (64 connections paced by wrk's delay(), "
@@ -213,6 +221,10 @@ def report(
                 f"{r['drain_s']:.1f} | {r['cpu_ms']:.2f} | {r['pool_timeouts']} | {r['errors']} | "
                 f"{r['rss_mb']:.0f} |\n"
             )
+        for r in sustained:
+            if "profile" in r:
+                out += f"\nProfile of `renewbot serve` at {r['rate']:g}/s offered (py-spy):\n\n"
+                out += r["profile"] + "\n"
     return out
 
 
@@ -239,6 +251,7 @@ def main() -> None:
     p.add_argument("--sustain", type=float, default=20.0, help="seconds per sustained rate")
     p.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the backlog")
     p.add_argument("--tenants", type=int, default=30_000)
+    p.add_argument("--profile", action="store_true", help="py-spy the server in sustained runs")
     a = p.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("bench.wrk needs two cores: server on one, load on the other")
