@@ -2,8 +2,9 @@
 
 `bench.wrk --profile` records the server during each sustained-renewal run. A sample is counted
 once: under "logging" if a log call is anywhere on its stack (whoever called it), else under
-the kind of its innermost frame that has one (the package whose own code was running). py-spy reads the process from outside
-(no instrumentation in the server); it is in the ``bench`` dependency group.
+the kind of its innermost frame that has one (the package whose own code was running). py-spy
+reads the process from outside (no instrumentation in the server); it is in the ``bench``
+dependency group.
 """
 
 from __future__ import annotations
