@@ -18,12 +18,13 @@ from datetime import timedelta
 from core import commands, logcontext, messages, registration
 from core.browser import BrowserSignIns
 from core.errors import (
+    ConcurrencyError,
     IdentityProviderError,
     InvalidTransitionError,
     InvitationGoneError,
     InvitationNotFoundError,
     NoActiveRenewalError,
-    RenewalInProgressError,
+    UnknownTenantError,
 )
 from core.mailing import InvitationMail
 from core.model import (
@@ -119,36 +120,42 @@ class RenewalService:
         """
         now = self.clock.now()
         token = secrets.token_urlsafe(32)
-        async with self.uow(read_only=True) as uow:
-            tenant = await resolve(uow, cmd.tenant_ref)
-            existing = await uow.renewals.active_for(tenant.key)
-        if existing is not None:
-            raise RenewalInProgressError(existing)
-        renewal = Renewal(
-            id=uuid.uuid4().hex,
-            tenant_key=tenant.key,
-            requested_by=cmd.requester,
-            invitation_email=cmd.email or tenant.admin_upn,
-            origin=cmd.origin,
-            created_at=now,
-            expected_account=tenant.admin_upn,
-            thread=thread,
-            batch=batch,
-        )
-        renewal.invite(
-            hash_invitation(token), now + self.config.invitation_ttl, self.auth_url(token), now
-        )
         # The row first: the database's one-open-renewal-per-tenant constraint picks the winner
         # before anything reaches chat, so a retried or doubled command never opens a second
-        # thread, whichever replica it reaches.
-        renewal.awaiting_thread = renewal.thread is None
+        # thread, whichever replica it reaches. The tenant is looked up in the same transaction
+        # (an open renewal is found by the insert, not by a read before it).
+        ref = cmd.tenant_ref.strip()
         async with self.uow() as uow:
-            await uow.renewals.add(renewal)
-            await self.audit(uow, renewal, "renewal.requested", cmd.requester)
-            if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
-                await self._stage_invitation(uow, tenant, renewal)
-                await self.notifier.stage(uow, tenant, renewal)
-            await uow.commit()
+            tenant = await uow.tenants.find_exact(ref) if ref else None
+            if tenant is not None:
+                renewal = Renewal(
+                    id=uuid.uuid4().hex,
+                    tenant_key=tenant.key,
+                    requested_by=cmd.requester,
+                    invitation_email=cmd.email or tenant.admin_upn,
+                    origin=cmd.origin,
+                    created_at=now,
+                    expected_account=tenant.admin_upn,
+                    thread=thread,
+                    batch=batch,
+                )
+                renewal.invite(
+                    hash_invitation(token),
+                    now + self.config.invitation_ttl,
+                    self.auth_url(token),
+                    now,
+                )
+                renewal.awaiting_thread = renewal.thread is None
+                await uow.renewals.add(renewal)  # RenewalInProgressError: one is open
+                await self.audit(uow, renewal, "renewal.requested", cmd.requester)
+                if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
+                    await self._stage_invitation(uow, tenant, renewal)
+                    await self.notifier.stage(uow, tenant, renewal)
+                await uow.commit()
+        if tenant is None:  # the close matches, looked for outside the write transaction
+            async with self.uow(read_only=True) as uow:
+                await resolve(uow, cmd.tenant_ref)
+            raise UnknownTenantError(ref, [])  # added meanwhile: ask again
         logcontext.bind(renewal_id=renewal.id, tenant=tenant.slug)
         log.info("renewal.requested")
         if renewal.awaiting_thread:
@@ -161,10 +168,15 @@ class RenewalService:
         URL) in one transaction: a crash on either side of it loses and doubles nothing."""
         thread = await self.notifier.open_thread(tenant, renewal)
         async with self.uow() as uow:
-            stored = await self.load(uow, renewal.id)
+            stored = renewal
             stored.thread, stored.awaiting_thread = thread, False
-            stored.events = renewal.events
-            await uow.renewals.save(stored)
+            try:
+                await uow.renewals.save(stored)  # as written a moment ago (version checked)
+            except ConcurrencyError:  # changed meanwhile (a replica reopening it): as it is now
+                stored = await self.load(uow, renewal.id)
+                stored.thread, stored.awaiting_thread = thread, False
+                stored.events = renewal.events
+                await uow.renewals.save(stored)
             await self._stage_invitation(uow, tenant, stored)
             await self.notifier.stage(uow, tenant, stored)
             await uow.commit()

@@ -1,20 +1,25 @@
 """The Slack entry points: `/renew-token` and the thread's buttons, over HTTP or Socket Mode.
 
-Listeners ack at once (bolt runs with process_before_response, so no 10 ms wait loop) and hand the
-work to a supervised background task. Slack retries and double clicks are recognised by their
-trigger id. Over HTTP, a slash command is acked here, ahead of bolt's dispatch (bolt dispatches
-block actions and events, and commands over Socket Mode, through the same `_accept`): `help` and
-a mistyped command are answered in the body of the ack (one call fewer, no background work), and
-with ``max_in_flight`` commands already being worked on, a command is told at once that the bot
-is busy instead of queueing behind them (no pool timeouts, no apology after the 200, bounded
-memory). Requests with a missing, malformed or stale signature are refused with 401 before
-bolt sees them, and no body is ever logged. With workspaces configured, a request that names
-none of them (or no workspace at all) is refused with 403 before any listener runs, over HTTP
-and Socket Mode alike.
+A slash command is answered in the body of its acknowledgement whenever the answer is ready
+within ``ACK_BUDGET`` (Slack waits 3 seconds for the ack, then shows the person
+"operation_timeout"): the work runs in a supervised task and the ack waits for its reply up to the
+budget; a command still working then is acked empty and answered through its response_url when
+done. So a renewal costs no response_url call and, its thread being in the channel the command
+was typed in, no chat.getPermalink call either (two of its four Slack calls). `help` and a
+mistyped command are answered without any task. Over HTTP, a slash command is acked here, ahead
+of bolt's dispatch (bolt dispatches block actions and events, and commands over Socket Mode,
+through the same `_accept`); clicks are acked at once and answered through their response_url.
+Slack retries and double clicks are recognised by their trigger id. With ``max_in_flight``
+commands already being worked on, a command is told at once that the bot is busy instead of
+queueing behind them (no pool timeouts, no apology after the 200, bounded memory). Requests
+with a missing, malformed or stale signature are refused with 401 before bolt sees them, and no
+body is ever logged. With workspaces configured, a request that names none of them (or no
+workspace at all) is refused with 403 before any listener runs, over HTTP and Socket Mode alike.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -32,7 +37,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.blocks import ACTION_PREFIX, action_kind, escape
-from adapters.slack.threads import PLATFORM, SlackThreads
+from adapters.slack.threads import PLATFORM, SlackThreads, split_key
 from core import commands, messages
 from core.dedup import SeenTriggers
 from core.desk import Desk, Reply, guarded
@@ -48,6 +53,34 @@ GROUPS_TTL = 300.0
 # 90-250 renewals/s (bench/README.md): 64 is well under a second of queue, and far from the
 # database pool (30 connections) timing out a waiting command.
 MAX_IN_FLIGHT = 64
+# Seconds a command may work before its ack goes out empty (then the answer follows through the
+# response_url). Slack shows "operation_timeout" after 3 s: a second left for the network.
+ACK_BUDGET = 2.0
+
+
+class _Answer:
+    """Where a command's reply goes: into the ack while it waits, else (late) the response_url."""
+
+    __slots__ = ("late", "ready")
+
+    def __init__(self) -> None:
+        self.ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.late = False
+
+    def give(self, text: str) -> bool:
+        """Hand the reply to the waiting ack; False when the ack has gone without it."""
+        if self.late:
+            return False
+        self.ready.set_result(text)
+        return True
+
+    def take(self) -> str | None:
+        """The reply if it is ready (the ack carries it); else the ack goes empty, the reply
+        will be sent late."""
+        if self.ready.done():
+            return self.ready.result()
+        self.late = True
+        return None
 
 
 class SlackBot:
@@ -62,10 +95,12 @@ class SlackBot:
         command: str = "/renew-token",
         workspaces: Iterable[str] = (),
         max_in_flight: int = MAX_IN_FLIGHT,
+        ack_budget: float = ACK_BUDGET,
     ) -> None:
         self.desk = desk
         self.command = command
         self.max_in_flight = max_in_flight
+        self.ack_budget = ack_budget
         self.in_flight = 0
         self.threads = threads
         self.client = client
@@ -123,7 +158,7 @@ class SlackBot:
         if text is None:
             await ack()
         else:
-            await ack(text=escape(text), response_type="ephemeral")
+            await ack(text=text, response_type="ephemeral")
 
     async def _on_action(self, ack: Any, body: dict[str, Any]) -> None:
         await ack()
@@ -131,17 +166,25 @@ class SlackBot:
             self._spawn(self._action(body), "slack.action")
 
     async def _accept(self, body: dict[str, Any]) -> str | None:
-        """Take a slash command: what to answer in the ack itself, or None (work started)."""
+        """Take a slash command: the answer (Slack mrkdwn) for the ack itself, or None when the
+        ack goes empty (a retry, or work that outlasted the budget and will answer late)."""
         if not self.seen.first_time(str(body.get("trigger_id", ""))):
             return None  # a Slack retry or a double submit: the first one is being answered
         quick = await self._quick_reply(body)
         if quick is not None:
-            return quick
+            return escape(quick)
         if self.in_flight >= self.max_in_flight:
             log.warning("slack.busy", extra={"in_flight": self.in_flight})
-            return messages.busy()
-        self._spawn(self._command(body), "slack.command")
-        return None
+            return escape(messages.busy())
+        answer = _Answer()
+        self._spawn(self._command(body, answer), "slack.command")
+        try:
+            await asyncio.wait_for(asyncio.shield(answer.ready), self.ack_budget)
+        except TimeoutError:
+            log.info("slack.answer_late", extra={"budget_s": self.ack_budget})
+        finally:
+            text = answer.take()
+        return text
 
     async def _quick_reply(self, body: dict[str, Any]) -> str | None:
         """`help` or a mistyped command, answered without I/O; None for everything else.
@@ -185,11 +228,14 @@ class SlackBot:
 
     # -- the work after the ack ---------------------------------------------------------
 
-    async def _command(self, body: dict[str, Any]) -> None:
+    async def _command(self, body: dict[str, Any], answer: _Answer) -> None:
         actor = await self.actor(body.get("user_id"), body.get("user_name"), body.get("team_id"))
         origin = Origin(PLATFORM, str(body.get("channel_id", "")))
         log.info("slack.command_received", extra={"user": actor.user_id})
-        await self._answer(body, self.desk.handle(str(body.get("text", "")), origin, actor))
+        reply = await guarded(self.desk.handle(str(body.get("text", "")), origin, actor), PLATFORM)
+        text = await self._shown(reply, origin)
+        if not answer.give(text):
+            await self._respond(body, text)
 
     async def _action(self, body: dict[str, Any]) -> None:
         user = body.get("user") or {}
@@ -202,16 +248,23 @@ class SlackBot:
         if cmd is None:
             return
         log.info("slack.action_received", extra={"user": actor.user_id, "action": kind})
-        await self._answer(body, self.desk.execute(cmd, origin, actor))
+        reply = await guarded(self.desk.execute(cmd, origin, actor), PLATFORM)
+        await self._respond(body, await self._shown(reply, origin))
 
-    async def _answer(self, body: dict[str, Any], work: Awaitable[Reply]) -> None:
-        """Show the reply to the person who acted, only to them, with a link to the thread."""
-        reply = await guarded(work, PLATFORM)
+    async def _shown(self, reply: Reply, origin: Origin) -> str:
+        """The reply as Slack mrkdwn, with a link to the thread it names, unless it only points
+        to a thread just opened in this very channel (the person sees it appear there)."""
         text = escape(reply.text)
-        if reply.thread is not None and reply.thread.platform == PLATFORM:
-            link = await self.threads.permalink(reply.thread)
-            if link:
-                text += f"\n<{link}|Open the thread>"
+        thread = reply.thread
+        if thread is None or thread.platform != PLATFORM:
+            return text
+        if reply.just_points_to_thread and split_key(thread.key)[0] == origin.channel:
+            return text.removesuffix(".") + ": the bot's message just posted in this channel."
+        link = await self.threads.permalink(thread)
+        return text + f"\n<{link}|Open the thread>" if link else text
+
+    async def _respond(self, body: dict[str, Any], text: str) -> None:
+        """Show ``text`` to the person who acted, only to them, through the response_url."""
         url = body.get("response_url")
         if not url:
             return
@@ -290,7 +343,7 @@ class SlackBot:
         text = await self._accept(body)
         if text is None:
             return web.Response(status=200)
-        return web.json_response({"response_type": "ephemeral", "text": escape(text)})
+        return web.json_response({"response_type": "ephemeral", "text": text})
 
 
 def _unauthorized() -> web.Response:

@@ -166,9 +166,10 @@ class _Renewals:
         return {**self.s.renewals, **self.staged}
 
     async def add(self, renewal: Renewal) -> None:
-        if any(r.tenant_key == renewal.tenant_key and r.is_active for r in self._all().values()):
-            raise RenewalInProgressError()
-        self.staged[renewal.id] = renewal
+        for r in self._all().values():
+            if r.tenant_key == renewal.tenant_key and r.is_active:  # as the partial index does
+                raise RenewalInProgressError(copy.deepcopy(r))
+        self.staged[renewal.id] = copy.deepcopy(renewal)
 
     async def get(self, renewal_id: str) -> Renewal | None:
         r = self._all().get(renewal_id)

@@ -55,9 +55,9 @@ def in_slack(live: Live, stand: SlackStandIn) -> Ask:
             live.base_url + "/slack/events", data=body, headers=signed(body)
         ) as resp:
             assert resp.status == 200
-            if resp.content_type == "application/json":  # answered in the ack (`help`)
+            if resp.content_type == "application/json":  # answered in the ack
                 return html.unescape(str((await resp.json())["text"]))
-        answers = await until(lambda: stand.responses[seen:])
+        answers = await until(lambda: stand.responses[seen:])  # answered late
         return html.unescape(str(answers[0]["text"]))
 
     return ask

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import pytest
 from sqlalchemy import text
@@ -104,12 +104,24 @@ def click_body(
 
 
 async def post(live: Live, body: str, headers: dict[str, str] | None = None) -> int:
+    """Send a signed request as Slack would. An answer in the ack's body is what Slack shows
+    the person, like a response_url post: it is recorded at the stand-in's response_url too
+    (marked ``"via": "ack"``), so a test reads every answer in one place, in order."""
     async with live.http.post(
         live.base_url + "/slack/events",
         data=body,
         headers=signed(body) if headers is None else headers,
     ) as resp:
+        if resp.status == 200 and resp.content_type == "application/json":
+            await show_ack(live, body, await resp.json())
         return resp.status
+
+
+async def show_ack(live: Live, body: str, answer: dict[str, Any]) -> None:
+    urls = parse_qs(body).get("response_url")
+    if urls and "text" in answer:
+        async with live.http.post(urls[0], json={**answer, "via": "ack"}) as resp:
+            assert resp.status == 200
 
 
 def parent(stand: SlackStandIn, channel: str = "C-ops") -> tuple[str, str] | None:
@@ -140,8 +152,10 @@ async def test_full_renewal_in_a_slack_thread(live: Live, slack: SlackStandIn) -
     """Command, thread with Auth URL and code, customer signs in, green validated, alert."""
     assert await post(live, command_body(slack, "contoso")) == 200
     reply = await until(lambda: slack.responses)
-    assert "started in a thread" in reply[0]["text"] and "Open the thread" in reply[0]["text"]
-    assert reply[0]["response_type"] == "ephemeral"
+    # answered in the ack: no response_url call, no permalink (the thread is in this channel)
+    assert reply[0]["via"] == "ack" and reply[0]["response_type"] == "ephemeral"
+    assert "started in a thread: the bot's message just posted in this channel" in reply[0]["text"]
+    assert not slack.called("chat.getPermalink")
     channel, ts = await until(lambda: parent(slack))
     await until(lambda: any("/onboard/" in t for t in texts(slack, channel, ts)))
     status = await live.press(auth_url(slack))
