@@ -38,11 +38,11 @@ def signed(body: str, secret: str) -> dict[str, str]:
     }
 
 
-def body(text: str, response_url: str) -> str:
+def body(text: str, response_url: str, channel: str = "C-ops") -> str:
     return urlencode(
         {
             "team_id": "T1",
-            "channel_id": "C-ops",
+            "channel_id": channel,
             "user_id": "U-bench",
             "user_name": "bench",
             "command": "/renew-token",

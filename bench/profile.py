@@ -67,6 +67,12 @@ def kinds(raw: Path) -> tuple[int, Counter[str]]:
     return total, per
 
 
+def shares(raw: Path) -> dict[str, float]:
+    """Percent of busy samples per kind."""
+    total, per = kinds(raw)
+    return {kind: 100 * n / total for kind, n in per.items()} if total else {}
+
+
 def table(raw: Path) -> str:
     total, per = kinds(raw)
     if not total:

@@ -29,11 +29,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench import profile
+from bench.slack import SECRET
 from bench.wrk_servers import (
     HERE,
     LOAD_CORE,
@@ -114,64 +116,169 @@ class Bench:
         r = await asyncio.to_thread(run_wrk, server.url, pool_file, conns, seconds, pace)
         if spy is not None:
             await asyncio.to_thread(spy.wait)
-            r["profile"] = profile.table(raw)
+            r["profile"], r["shares"] = profile.table(raw), profile.shares(raw)
         r["drain_s"] = 0.0
         if server.kind == "renewbot":
             later = r["acked"] - r["in_ack"]  # answered after the ack, at the stand-in
+            started = r["acked"] - r["busy_ack"]  # renewals begun (not told "busy")
 
             def done(c: dict[str, Any]) -> bool:
-                return c["responses"] >= later and (kind != "renew" or c["named"] >= later)
+                return c["responses"] >= later and (
+                    kind != "renew" or (c["named"] >= started and c["auth_urls"] >= started)
+                )
 
             r["drain_s"] = await settle(stand, done, self.args.drain)
             r.update(stand.ask("count"))
+            r["started"] = started
         r["cpu_ms"] = (cpu_seconds(server.proc.pid) - cpu0) * 1000 / max(1, r["acked"])
         r["rps"] = r["requests"] / r["seconds"]
         r["rss_mb"] = rss_mb(server.proc.pid)
         r.update(server.log_errors())
         return r
 
-    async def main(self) -> str:
+    async def first_posts(self, server: Server, n: int) -> dict[str, Any]:
+        """``n`` renewals at ``--first-post-rate`` from the stand-in's process (open loop): from
+        sending each to the first top-level post naming it, on one clock."""
+        texts = await self.texts("renew", n)
+        job = {"url": server.url, "secret": SECRET, "texts": texts,
+               "rate": self.args.first_post_rate, "settle": 30}  # fmt: skip
+        self.stand.ask("reset")
+        r = self.stand.ask(json.dumps({"open_loop": job}))
+        posts = sorted(r["first_post_ms"])
+        r["p50"], r["p99"] = quantile(posts, 50), quantile(posts, 99)
+        r["posted"], r["sent"] = len(posts), n
+        return r
+
+    async def main(self) -> Results:
         a = self.args
         self.stand = StandIn()
-        servers = {
-            "raw": await start_anchor("raw", self.stand.api_url, self.workdir),
-            "bolt": await start_anchor("bolt", self.stand.api_url, self.workdir),
-            "renewbot": await start_renewbot(self.database_url, self.stand.api_url, self.workdir),
-        }
+        kinds = ["raw", "bolt", "bolt-post"]
+        servers = {k: await start_anchor(k, self.stand.api_url, self.workdir) for k in kinds}
+        servers["renewbot"] = await start_renewbot(
+            self.database_url, self.stand.api_url, self.workdir
+        )
+        out = Results()
         try:
             for name, server in servers.items():  # warm up: imports, caches, connections
-                await self.run(server, "help", 16, 2, label=name if name != "renewbot" else "")
-            rows: dict[tuple[str, int], list[dict[str, Any]]] = {}
+                if name != "bolt-post":
+                    await self.run(server, "help", 16, 2, label=name if name != "renewbot" else "")
             paths = [(k, k, "help") for k in ("raw", "bolt")] + [(k, "renewbot", k) for k in a.rows]
             for _ in range(a.repeats):
                 for conns in a.conns:
                     for label, name, kind in paths:
                         r = await self.run(servers[name], kind, conns, a.duration, label=label)
-                        rows.setdefault((label, conns), []).append(r)
-            sustained = []
-            for rate in a.rates:
-                r = await self.run(servers["renewbot"], "renew", 64, a.sustain, rate=rate)
-                r["rate"] = rate
-                sustained.append(r)
+                        out.rows.setdefault((label, conns), []).append(r)
+                if a.first_post_n:
+                    for name in ("bolt-post", "renewbot"):
+                        r = await self.first_posts(servers[name], a.first_post_n)
+                        out.first.setdefault(name, []).append(r)
+            rates = list(a.rates)
+            if a.overload and ("renew", 64) in out.rows:  # twice what one core sustains
+                sustainable = statistics.median(r["rps"] for r in out.rows[("renew", 64)])
+                rates.append(round(2 * sustainable))
+                out.overload_rate = rates[-1]
+            for rate in rates:
+                seconds = a.overload if rate == out.overload_rate else a.sustain
+                r = await self.run(servers["renewbot"], "renew", 64, seconds, rate=rate)
+                r["rate"], r["sustain"] = rate, seconds
+                out.sustained.append(r)
         finally:
             for server in servers.values():
                 server.stop()
             self.stand.stop()
-        return report(a, rows, sustained)
+        return out
+
+
+@dataclass
+class Results:
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    first: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    sustained: list[dict[str, Any]] = field(default_factory=list)
+    overload_rate: float = -1.0
+
+
+def quantile(values: list[float], q: int) -> float:
+    if not values:
+        return float("nan")
+    return sorted(values)[min(len(values) - 1, int(len(values) * q / 100))]
 
 
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:
     return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
-def report(
-    a: argparse.Namespace,
-    rows: dict[tuple[str, int], list[dict[str, Any]]],
-    sustained: list[dict[str, Any]],
-) -> str:
+def goals(a: argparse.Namespace, res: Results) -> list[list[str]]:
+    """Issue 18's goals, each with min / median / max over the repeats and whether it is met
+    (judged on the median). Ratios pair each renewbot run with the anchor's run of the same
+    repeat (they ran one after the other)."""
+    out: list[list[str]] = []
+
+    def add(what: str, values: list[float], goal: str, met: bool | None, fmt: str) -> None:
+        verdict = "" if met is None else ("met" if met else "NOT met")
+        out.append([what, spread(values, fmt) if values else "-", goal, verdict])
+
+    rows = res.rows
+    for c in a.conns:
+        if ("raw", c) in rows:
+            raw = [r["rps"] for r in rows[("raw", c)]]
+            bolt = [r["rps"] for r in rows[("bolt", c)]]
+            ratio = [x / y for x, y in zip(raw, bolt, strict=True)]
+            add(f"wrk not the ceiling: raw aiohttp req/s, c{c}", raw, "several thousand",
+                statistics.median(raw) >= 3000, "{:.0f}")  # fmt: skip
+            add(f"  (raw / bolt, c{c})", ratio, "", None, "{:.2f}x")
+        if ("help", c) in rows:
+            helps, bolts = rows[("help", c)], rows[("bolt", c)]
+            ratio = [h["rps"] / b["rps"] for h, b in zip(helps, bolts, strict=True)]
+            add(f"`help` req/s vs bolt ack-only, c{c}", ratio, ">= 1.0x",
+                statistics.median(ratio) >= 1.0, "{:.2f}x")  # fmt: skip
+            cpu = [h["cpu_ms"] / b["cpu_ms"] for h, b in zip(helps, bolts, strict=True)]
+            add(f"`help` CPU per command vs bolt's, c{c}", cpu, "<= 2x",
+                statistics.median(cpu) <= 2.0, "{:.2f}x")  # fmt: skip
+    if ("renew", 64) in rows:
+        runs = rows[("renew", 64)]
+        full = [r for r in runs if r["named"] >= r["started"] and r["auth_urls"] >= r["started"]]
+        rps = [r["rps"] for r in runs]
+        met = statistics.median(rps) >= 250 and len(full) == len(runs)
+        add("renewals/s on one core, c64, every thread + Auth URL posted", rps, ">= 250", met,
+            "{:.0f}")  # fmt: skip
+        cpu = [r["cpu_ms"] for r in runs]
+        add("CPU per renewal, all Slack calls included (ms)", cpu, "<= 4",
+            statistics.median(cpu) <= 4.0, "{:.2f}")  # fmt: skip
+    if res.first:
+        ours, bolt = res.first["renewbot"], res.first["bolt-post"]
+        ratio = [o["p99"] / b["p99"] for o, b in zip(ours, bolt, strict=True)]
+        add(f"command -> first post p99 at {a.first_post_rate:g}/s vs bolt + background post",
+            ratio, "<= 1.2x", statistics.median(ratio) <= 1.2, "{:.2f}x")  # fmt: skip
+        add("  renewbot p99 (ms)", [o["p99"] for o in ours], "", None, "{:.1f}")
+        add("  bolt + background post p99 (ms)", [b["p99"] for b in bolt], "", None, "{:.1f}")
+    for r in res.sustained:
+        if r["rate"] == res.overload_rate:
+            posted = r["named"] >= r["started"] and r["auth_urls"] >= r["started"]
+            clean = posted and not r["apologies"] and not r["pool_timeouts"]
+            clean = clean and r["drain_s"] < a.drain
+            out.append([
+                f"overload: {r['rate']:g}/s offered (2x sustainable) for {r['sustain']:g} s",
+                f"{r['started']} started, {r['named']} threads, {r['auth_urls']} Auth URLs, "
+                f"{r['busy_ack']} told busy, {r['apologies']} apologies, {r['pool_timeouts']} "
+                f"pool timeouts, drained {r['drain_s']:.1f} s after, RSS {r['rss_mb']:.0f} MB",
+                "each completes or is told busy; no pool timeouts/apologies; drains",
+                "met" if clean else "NOT met",
+            ])  # fmt: skip
+        if "shares" in r:
+            share = r["shares"].get("logging", 0.0)
+            add(f"logging share of CPU at {r['rate']:g}/s (py-spy)", [share], "< 5%",
+                share < 5.0, "{:.1f}%")  # fmt: skip
+    return out
+
+
+def report(a: argparse.Namespace, res: Results) -> str:
     labels = {"raw": "raw aiohttp + signature check", "bolt": "bolt, ack-only listener",
               "help": "renewbot `help`", "status": "renewbot `status`",
               "renew": "renewbot `/renew-token <tenant>`"}  # fmt: skip
+    text = "## Goals (issue 18)\n\n| goal | min / median / max | target | verdict |\n"
+    text += "|---|---|---|---|\n"
+    text += "".join("| " + " | ".join(row) + " |\n" for row in goals(a, res))
+    rows, sustained = res.rows, res.sustained
     head = ["path"]
     for c in a.conns:
         head += [f"c{c} req/s (min / med / max)", f"c{c} vs bolt", f"c{c} CPU ms/cmd (med)"]
@@ -196,36 +303,46 @@ def report(
             if label in a.rows:
                 drained = "NOT drained" if med["drain_s"] >= a.drain else "drained"
                 note += (f", {drained} {med['drain_s']:.1f} s after, answered in the ack "
-                         f"{med['in_ack']} (busy {med['busy_ack']}), replies {med['responses']}"
-                         f"/{med['acked'] - med['in_ack']}, apologies {med['apologies']}, "
-                         f"pool timeouts {med['pool_timeouts']}")  # fmt: skip
+                         f"{med['in_ack']} (busy {med['busy_ack']}), late replies "
+                         f"{med['responses']}/{med['acked'] - med['in_ack']}, apologies "
+                         f"{med['apologies']}, pool timeouts {med['pool_timeouts']}")  # fmt: skip
                 if label == "renew":
-                    note += f", threads {med['named']}"
+                    note += f", threads {med['named']}, Auth URLs {med['auth_urls']}"
             notes.append(note)
         lines.append("| " + " | ".join([*cells, "; ".join(notes)]) + " |")
-    out = "\n".join(lines) if rows else ""
+    if rows:
+        text += f"\n## Closed loop ({a.repeats} runs of {a.duration:g} s per row)\n\n"
+        text += "\n".join(lines) + "\n"
+    if res.first:
+        text += (f"\n## Command -> first thread post, {a.first_post_n} renewals at "
+                 f"{a.first_post_rate:g}/s (open loop from the stand-in's process)\n\n"
+                 "| server | p50 ms (min / med / max) | p99 ms (min / med / max) | posted | "
+                 "sender lag max ms |\n|---|---|---|---|---|\n")  # fmt: skip
+        for name, runs in res.first.items():
+            text += (f"| {name} | {spread([r['p50'] for r in runs], '{:.1f}')} | "
+                     f"{spread([r['p99'] for r in runs], '{:.1f}')} | "
+                     f"{min(r['posted'] for r in runs)}/{runs[0]['sent']} | "
+                     f"{max(r['lag_ms'] for r in runs):.1f} |\n")  # fmt: skip
     if sustained:
-        out += (
-            "\n\nSustained renewals (64 connections paced by wrk's delay(), "
-            f"{a.sustain:g} s each; every thread counted at the stand-in):\n\n"
-            "| offered /s | acked /s | ack p99 ms | threads | replies (busy, apologies) | "
-            "drained after stop s | CPU ms/renewal | pool timeouts | errors | RSS MB |\n"
-            "|---|---|---|---|---|---|---|---|---|---|\n"
+        text += (
+            "\n## Sustained renewals (64 connections paced by wrk's delay(); every thread and "
+            "Auth URL counted at the stand-in)\n\n"
+            "| offered /s | s | acked /s | ack p99 ms | started | threads | Auth URLs | "
+            "busy | apologies | drained after stop s | CPU ms/renewal | pool timeouts | errors "
+            "| RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
         for r in sustained:
-            out += (
-                f"| {r['rate']:g} | {r['acked'] / r['seconds']:.0f} | {r['p99_us'] / 1000:.1f} | "
-                f"{r['named']}/{r['acked'] - r['in_ack']} | "
-                f"{r['responses']} + {r['in_ack']} in ack "
-                f"({r['busy_ack']} busy, {r['apologies']} apologies) | "
-                f"{r['drain_s']:.1f} | {r['cpu_ms']:.2f} | {r['pool_timeouts']} | {r['errors']} | "
-                f"{r['rss_mb']:.0f} |\n"
+            text += (
+                f"| {r['rate']:g} | {r['sustain']:g} | {r['acked'] / r['seconds']:.0f} | "
+                f"{r['p99_us'] / 1000:.1f} | {r['started']} | {r['named']} | {r['auth_urls']} | "
+                f"{r['busy_ack']} | {r['apologies']} | {r['drain_s']:.1f} | {r['cpu_ms']:.2f} | "
+                f"{r['pool_timeouts']} | {r['errors']} | {r['rss_mb']:.0f} |\n"
             )
         for r in sustained:
             if "profile" in r:
-                out += f"\nProfile of `renewbot serve` at {r['rate']:g}/s offered (py-spy):\n\n"
-                out += r["profile"] + "\n"
-    return out
+                text += f"\nProfile of `renewbot serve` at {r['rate']:g}/s offered (py-spy):\n\n"
+                text += r["profile"] + "\n"
+    return text
 
 
 async def amain(a: argparse.Namespace) -> str:
@@ -234,7 +351,8 @@ async def amain(a: argparse.Namespace) -> str:
     with postgres_server() as server:  # started after pinning: PostgreSQL stays on core 1
         url = await fresh_database(server)
         await seed(url, a.tenants)
-        return await Bench(a, url, Path(tempfile.mkdtemp(prefix="renewbot-wrk-"))).main()
+        res = await Bench(a, url, Path(tempfile.mkdtemp(prefix="renewbot-wrk-"))).main()
+        return report(a, res)
 
 
 def main() -> None:
@@ -252,6 +370,11 @@ def main() -> None:
     p.add_argument("--drain", type=float, default=120.0, help="seconds to wait for the backlog")
     p.add_argument("--tenants", type=int, default=30_000)
     p.add_argument("--profile", action="store_true", help="py-spy the server in sustained runs")
+    p.add_argument("--first-post-n", type=int, default=250, help="renewals per first-post run")
+    p.add_argument("--first-post-rate", type=float, default=50.0)
+    p.add_argument(
+        "--overload", type=float, default=30.0, help="seconds at twice the sustainable rate"
+    )
     a = p.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("bench.wrk needs two cores: server on one, load on the other")
@@ -264,7 +387,8 @@ def main() -> None:
         f"# Slack path under wrk, {now:%Y-%m-%d %H:%M} UTC\n\n"
         f"{platform.python_implementation()} {platform.python_version()}; server on core 0, wrk "
         f"+ Slack stand-in + PostgreSQL on core 1; {a.tenants:,} tenants; {a.repeats} runs of "
-        f"{a.duration:g} s per row; requests pre-signed per run (fresh trigger_id each)."
+        f"{a.duration:g} s per row; requests pre-signed per run (fresh trigger_id each). "
+        f"Reproduce: python -m bench.wrk {' '.join(sys.argv[1:])}"
         f"\n\n{table}\n"
     )
     print(text)

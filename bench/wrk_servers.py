@@ -31,6 +31,12 @@ from bench.slack import BOT_TOKEN, SECRET
 
 HERE = Path(__file__).parent
 SERVER_CORE, LOAD_CORE = 0, 1
+# Commands come from this many channels, in turn. Slack takes about one post a second per
+# channel (chat.postMessage, "Rate limiting"), and renewbot paces each thread's replies by it: a
+# renewal's Auth URL reply is its thread's second post in that channel. A rate of renewals that
+# one core can sustain (hundreds a second) exists only across many channels or workspaces (an
+# MSP's teams); in one channel it would be Slack's limit, not renewbot's, being measured.
+CHANNELS = [f"C-load-{i:03d}" for i in range(512)]
 ACTIVE = "('requested', 'invited', 'code_issued', 'tokens_acquired')"
 
 
@@ -39,11 +45,11 @@ def pool(path: Path, texts: list[str], response_url: str) -> None:
     ts = str(int(time.time()))
     key = SECRET.encode()
     with path.open("w") as out:
-        for text in texts:
+        for k, text in enumerate(texts):
             body = urlencode(
                 {
                     "team_id": "T1",
-                    "channel_id": "C-ops",
+                    "channel_id": CHANNELS[k % len(CHANNELS)],
                     "user_id": "U-bench",
                     "user_name": "bench",
                     "command": "/renew-token",
