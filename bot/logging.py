@@ -195,6 +195,16 @@ _STD_ATTRS = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mes
 # they speak too (everything they say is redacted); at INFO and above they only warn. Set
 # explicitly both ways: sqlalchemy sets its own logger to WARNING when imported.
 NOISY = ("msal", "urllib3", "aiohttp.access", "sqlalchemy", "asyncio", "aiosqlite", "asyncpg")
+# slack_sdk decides whether to build a request's debug text from the `level` of these very
+# loggers (`logger.level <= DEBUG`), not their effective level: left NOTSET (0), it formatted a
+# debug line of every Web API call and response_url post at INFO and threw it away.
+SLACK_SDK = (
+    "slack_sdk.web.async_base_client",
+    "slack_sdk.web.base_client",
+    "slack_sdk.webhook.async_client",
+    "slack_sdk.webhook.client",
+    "slack_sdk.webhook.internal_utils",
+)
 
 
 def configure(
@@ -239,6 +249,8 @@ def configure(
         logging.getLogger(noisy).setLevel(
             logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING)
         )
+    for name in SLACK_SDK:
+        logging.getLogger(name).setLevel(level)
 
 
 def log_uncaught() -> None:

@@ -44,3 +44,20 @@ def test_bound_ids_end_with_their_block() -> None:
     with logcontext.bound(tenant="contoso", renewal_id=None):
         assert logcontext.current() == {"tenant": "contoso"}
     assert logcontext.current() == {}
+
+
+def test_slack_sdk_builds_no_debug_text_at_info() -> None:
+    """slack_sdk formats a debug line of every call when its own logger's `level` is at most
+    DEBUG (NOTSET counts): at INFO it must be above, at DEBUG the lines are there."""
+    from slack_sdk.web.async_client import AsyncWebClient
+    from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+    try:
+        configure(json=True, stream=io.StringIO(), level=logging.INFO)
+        web, hook = AsyncWebClient(token="xoxb-x"), AsyncWebhookClient("http://127.0.0.1:9/x")
+        assert web._logger.level > logging.DEBUG and hook.logger.level > logging.DEBUG
+        configure(json=True, stream=io.StringIO(), level=logging.DEBUG)
+        assert web._logger.level == logging.DEBUG and hook.logger.level == logging.DEBUG
+    finally:
+        configure(json=True, stream=io.StringIO(), level=logging.INFO)
+        logging.getLogger().handlers.clear()
