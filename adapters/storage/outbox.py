@@ -183,6 +183,17 @@ class SqlOutbox:
         failed: str = "",
         until: datetime | None = None,
     ) -> Outgoing | None:
+        # The lease row first, then the messages: the order a claim locks them in (PostgreSQL),
+        # so an owner finishing and a replica taking over never wait on each other in a circle.
+        mine = and_(outbox_leases.c.conversation == conversation, outbox_leases.c.owner == owner)
+        if until is not None:
+            renewed = await self.c.execute(
+                update(outbox_leases).where(mine).values(lease_until=until)
+            )
+            go_on = renewed.rowcount == 1  # else taken over: the new owner goes on
+        else:  # the usual end: the last message went, and the lease goes with it
+            dropped = await self.c.execute(self._drop_if_empty(conversation, mine, done))
+            go_on = dropped.rowcount != 1
         if done is not None and failed:
             await self.c.execute(
                 update(outbox)
@@ -191,15 +202,8 @@ class SqlOutbox:
             )
         elif done is not None:
             await self.c.execute(delete(outbox).where(outbox.c.id == done))
-        mine = and_(outbox_leases.c.conversation == conversation, outbox_leases.c.owner == owner)
-        if until is not None:
-            renewed = await self.c.execute(
-                update(outbox_leases).where(mine).values(lease_until=until)
-            )
-            if renewed.rowcount != 1:
-                return None  # taken over: the new owner goes on
-        elif (await self.c.execute(self._drop_if_empty(conversation, mine))).rowcount == 1:
-            return None  # the usual end: the last message went, and the lease with it
+        if not go_on:
+            return None
         first = (
             select(func.min(outbox.c.id))
             .where(outbox.c.conversation == conversation, outbox.c.state == PENDING)
@@ -212,15 +216,13 @@ class SqlOutbox:
             return None
         return marked[0]
 
-    def _drop_if_empty(self, conversation: str, mine: Any) -> Any:
-        """Drop the lease row when the queue is empty (a message added later is found by the next
-        claim, which makes the row again)."""
-        return delete(outbox_leases).where(
-            mine,
-            ~select(outbox.c.id)
-            .where(outbox.c.conversation == conversation, outbox.c.state == PENDING)
-            .exists(),
-        )
+    def _drop_if_empty(self, conversation: str, mine: Any, but: int | None = None) -> Any:
+        """Drop the lease row when the queue is empty, message ``but`` aside (it is being removed).
+        A message added later is found by the next claim, which makes the row again."""
+        others = [outbox.c.conversation == conversation, outbox.c.state == PENDING]
+        if but is not None:
+            others.append(outbox.c.id != but)
+        return delete(outbox_leases).where(mine, ~select(outbox.c.id).where(*others).exists())
 
     async def renew(self, conversation: str, owner: str, until: datetime) -> bool:
         renewed = await self.c.execute(
