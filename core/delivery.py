@@ -8,13 +8,22 @@ tries the same row again; a transient failure backs off exponentially (the row s
 given up, any replica may retry later); a permanent refusal keeps the row as failed and reports it
 in the alert channel(s) of the other conversations and in /metrics, never only in the log.
 
+Transactions, the hot path's cost: one claim for every conversation claimed at once hands out
+each one's oldest row; then one transaction per row sent removes it and hands out the next (the
+last one's drops the lease as well). A conversation with one message costs that one transaction
+beyond the shared claim. The lease is renewed only when less than half of it is left (in the
+transaction that hands out the next row, or just before a send after a long wait for the pace);
+until then no other process may take the conversation, so a send needs no database check.
+
 Guarantee: at least once, in order per conversation. A row is deleted only after the platform
-accepted it, so a crash or restart loses nothing. A crash between the platform's acceptance and
-the delete sends that one message again, unless the adapter can tell it arrived (Slack: the row id
-travels as message metadata and is looked up before a resend, see ``DeliveryCheck``); Teams has no
-such lookup, so there a crash in that window can show one message twice. Status updates are
-"latest wins": a newer status replaces an older one still waiting. Must not know any chat
-platform's API: pacing keys and limits come from the composition root.
+accepted it, so a crash or restart loses nothing. A row is counted as tried (its ``attempts``) in
+the very transaction that hands it out, before it is sent, and a row given back unsent gets its
+true count back (release). So a crash between the platform's acceptance and the delete leaves a
+tried row, and the next owner asks the adapter whether it arrived before sending it again (Slack:
+the row id travels as message metadata, see ``DeliveryCheck``); Teams has no such lookup, so there
+a crash in that window can show one message twice. Status updates are "latest wins": a newer
+status replaces an older one still waiting. Must not know any chat platform's API: pacing keys
+and limits come from the composition root.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core.chat import ChatRouter
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError, StorageError
@@ -108,6 +117,20 @@ class _Bucket:
 
 
 @dataclass
+class _Hand:
+    """A conversation this process holds the lease of, and the message in hand with the tries
+    it has had (what is stored as its count if it goes back unsent)."""
+
+    conversation: str
+    until: datetime
+    item: Outgoing | None = None
+    tries: int = 0
+
+    def hold(self, item: Outgoing | None) -> None:
+        self.item, self.tries = item, item.attempts if item else 0
+
+
+@dataclass
 class DeliveryTotals:
     delivered: int = 0
     rate_limited: int = 0
@@ -156,12 +179,13 @@ class Dispatcher:
             while not stopping.is_set():
                 self._wake.clear()
                 try:
-                    for conversation in await self._claim():
-                        if conversation not in self._active:
-                            self._active[conversation] = asyncio.create_task(
-                                self._serve(conversation), name=f"outbox:{conversation}"
+                    for hand in await self._claim():
+                        if hand.conversation not in self._active:
+                            task = asyncio.create_task(
+                                self._serve(hand), name=f"outbox:{hand.conversation}"
                             )
-                            self._active[conversation].add_done_callback(self._done)
+                            self._active[hand.conversation] = task
+                            task.add_done_callback(self._done)
                 except StorageError:
                     log.warning("outbox.claim_failed")
                 await _first(self._wake, stopping, self.poll_every)
@@ -183,55 +207,66 @@ class Dispatcher:
 
     async def drain(self) -> None:
         """Deliver everything deliverable now, in this task (one-shot runs and the unit tests)."""
-        while fresh := [c for c in await self._claim() if c not in self._active]:
-            for conversation in fresh:
-                await self._serve(conversation)
+        while fresh := [h for h in await self._claim() if h.conversation not in self._active]:
+            for hand in fresh:
+                await self._serve(hand)
 
-    async def _claim(self) -> list[str]:
+    async def _claim(self) -> list[_Hand]:
+        """One transaction for every conversation claimed at once, their first messages in it."""
+        limit = max(0, self.concurrency - len(self._active))
+        if not limit:
+            return []
         now = self.clock.now()
         async with self.uow() as uow:
-            limit = max(0, self.concurrency - len(self._active))
-            if not limit:
-                return []
-            taken = await uow.outbox.claim(self.owner, now, now + self.lease, limit)
+            claimed = await uow.outbox.claim(self.owner, now, now + self.lease, limit)
             await uow.commit()
-        return taken
+        return [_Hand(c, now + self.lease, first) for c, first in claimed.items()]
 
-    async def _serve(self, conversation: str) -> None:
-        """Send the conversation's rows until it is empty, or must wait; then give it up."""
+    async def _serve(self, hand: _Hand) -> None:
+        """Send the conversation's messages until it is empty, or must wait; then give it up.
+
+        One transaction per message: it removes the message sent and hands out the next one
+        (the last one's drops the lease too)."""
         wait: float | None = None
         error = ""
         try:
-            while not self._stopping and wait is None:
-                async with self.uow(read_only=True) as uow:
-                    items = await uow.outbox.head(conversation, 20)
-                if not items:
+            item = hand.item or await self._advance(hand)
+            hand.hold(item)
+            while item is not None:
+                if self._stopping:
+                    wait = 0.0
                     break
-                for item in items:
-                    wait, error = await self._one(item)
-                    if wait is not None:
-                        break
+                wait, error, refused = await self._one(hand, item)
+                if wait is not None:
+                    break
+                hand.hold(await self._advance(hand, item.id, refused))
+                if refused:
+                    await self._report(item, refused)
+                item = hand.item
         finally:
-            not_before = None if wait is None else self.clock.now() + timedelta(seconds=wait)
-            async with self.uow() as uow:
-                await uow.outbox.release(conversation, self.owner, not_before, error)
-                await uow.commit()
+            if hand.item is not None:  # still ours: stopping, backing off, or a failure
+                not_before = None if wait is None else self.clock.now() + timedelta(seconds=wait)
+                unsent = replace(hand.item, attempts=hand.tries)
+                async with self.uow() as uow:
+                    await uow.outbox.release(
+                        hand.conversation, self.owner, not_before, error, unsent
+                    )
+                    await uow.commit()
 
-    async def _one(self, item: Outgoing) -> tuple[float | None, str]:
-        """Deliver one row. Returns (seconds to back off, why) or (None, "") to go on."""
-        attempts = item.attempts
-        maybe_sent = attempts > 0  # an earlier try may have reached the platform (a crash)
+    async def _one(self, hand: _Hand, item: Outgoing) -> tuple[float | None, str, str]:
+        """Deliver one message. Returns (seconds to back off, why, "") or, to go on, (None, "",
+        the platform's reason when it refused the message for good)."""
+        maybe_sent = item.attempts > 0  # an earlier try may have reached the platform (a crash)
         while True:
             if item.kind == "status" and item.thread and item.message:
                 if self.memo.shown(item.thread, item.message):
-                    await self._delivered(item.id)
-                    return None, ""
+                    return None, "", ""
             await self._bucket(item).take()
             if self._stopping:
-                return 0.0, ""
-            if not await self._attempt(item):
-                return 0.0, "lease lost"  # another process serves it now: stop here
-            attempts += 1
+                return 0.0, "", ""
+            if not await self._keep(hand):
+                return 0.0, "lease lost", ""  # another process serves it now: stop here
+            hand.tries += 1
             try:
                 if not (maybe_sent and await self._arrived(item)):
                     await self._send(item)
@@ -240,21 +275,18 @@ class Dispatcher:
                 self.totals.rate_limited += 1
                 self._bucket(item).hold_until = asyncio.get_running_loop().time() + exc.retry_after
                 if exc.retry_after > self.lease.total_seconds() / 3:
-                    return exc.retry_after, str(exc)
-                continue  # the bucket waits out Retry-After; the lease is renewed on retry
+                    return exc.retry_after, str(exc), ""
+                continue  # the bucket waits out Retry-After; the lease is renewed if need be
             except ChatRejectedError as exc:
-                await self._failed(item.id, exc.reason)
-                await self._report(item, exc.reason)
-                return None, ""
+                return None, "", exc.reason
             except ChatDeliveryError as exc:
                 self.totals.retried += 1
-                if attempts == REPORT_AFTER:
+                if hand.tries == REPORT_AFTER:
                     await self._report(item, str(exc), stuck=True)
-                backoff = min(self.max_backoff, 2 ** min(attempts, 16))
-                return random.uniform(backoff / 2, backoff), str(exc)
-            await self._delivered(item.id)
+                backoff = min(self.max_backoff, 2 ** min(hand.tries, 16))
+                return random.uniform(backoff / 2, backoff), str(exc), ""
             self.totals.delivered += 1
-            return None, ""
+            return None, "", ""
 
     def _bucket(self, item: Outgoing) -> _Bucket:
         pace = self.pacing.get(item.platform)
@@ -268,22 +300,34 @@ class Dispatcher:
             self._buckets[(item.platform, key)] = found
         return found
 
-    async def _attempt(self, item: Outgoing) -> bool:
-        until = self.clock.now() + self.lease
+    def _renew_due(self, hand: _Hand) -> datetime | None:
+        """The new end of the lease when less than half of it is left, else None."""
+        now = self.clock.now()
+        return now + self.lease if hand.until - now < self.lease / 2 else None
+
+    async def _keep(self, hand: _Hand) -> bool:
+        """Before a send: is the lease still ours? Asked of the database only when it is due
+        for renewal; until then nobody else may take the conversation."""
+        until = self._renew_due(hand)
+        if until is None:
+            return True
         async with self.uow() as uow:
-            mine = await uow.outbox.attempt(item.id, item.conversation, self.owner, until)
+            mine = await uow.outbox.renew(hand.conversation, self.owner, until)
             await uow.commit()
+        hand.until = until
         return mine
 
-    async def _delivered(self, item_id: int) -> None:
+    async def _advance(
+        self, hand: _Hand, done: int | None = None, refused: str = ""
+    ) -> Outgoing | None:
+        until = self._renew_due(hand)
         async with self.uow() as uow:
-            await uow.outbox.delivered(item_id)
+            item = await uow.outbox.advance(
+                hand.conversation, self.owner, self.clock.now(), done, refused, until
+            )
             await uow.commit()
-
-    async def _failed(self, item_id: int, reason: str) -> None:
-        async with self.uow() as uow:
-            await uow.outbox.failed(item_id, reason, self.clock.now())
-            await uow.commit()
+        hand.until = until or hand.until
+        return item
 
     def _adapter(self, platform: str) -> ChatThreads:
         if isinstance(self.threads, ChatRouter) and platform:

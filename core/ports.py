@@ -228,30 +228,54 @@ class Outgoing:
 
 
 class Outbox(Protocol):
-    """Stored outgoing chat messages and which process delivers each conversation (leases)."""
+    """Stored outgoing chat messages and which process delivers each conversation (leases).
+
+    A message is handed out one at a time per conversation, oldest first, and counted as tried
+    (``attempts`` + 1 stored) in the same transaction that hands it out, before anything is sent:
+    whoever gets it next after a crash sees the try and can ask the platform whether it arrived.
+    The ``Outgoing`` handed out carries the tries from before this one (0: certainly not sent).
+    """
 
     async def add(self, item: Outgoing, now: datetime) -> None:
         """Store one message (a "status" replaces the conversation's pending status)."""
 
-    async def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[str]:
-        """Lease up to ``limit`` conversations that have messages due and no live lease."""
+    async def claim(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> dict[str, Outgoing | None]:
+        """Lease up to ``limit`` conversations that have messages due and no live lease (not
+        ``owner``'s own either: it serves those already), each with its oldest message, counted
+        as tried. None: the conversation emptied meanwhile (``advance`` lets it go)."""
 
-    async def head(self, conversation: str, limit: int) -> list[Outgoing]:
-        """The conversation's pending messages, oldest first."""
+    async def advance(
+        self,
+        conversation: str,
+        owner: str,
+        now: datetime,
+        done: int | None = None,
+        failed: str = "",
+        until: datetime | None = None,
+    ) -> Outgoing | None:
+        """The message ``done`` went (deleted; with ``failed``, kept as undeliverable with that
+        reason); return the conversation's next message, counted as tried. With ``until``, the
+        lease is extended to it. None: nothing is left and the lease is dropped, or the lease is
+        no longer ``owner``'s (it ran out and another process took the conversation over)."""
 
-    async def attempt(self, item_id: int, conversation: str, owner: str, until: datetime) -> bool:
-        """Count a send attempt and extend the lease. False: the lease is no longer ``owner``'s
-        (it ran out and another process took the conversation over) and nothing was changed."""
-
-    async def delivered(self, item_id: int) -> None: ...
-
-    async def failed(self, item_id: int, error: str, now: datetime) -> None:
-        """Keep the message as undeliverable, with the platform's reason."""
+    async def renew(self, conversation: str, owner: str, until: datetime) -> bool:
+        """Extend the lease; False: it is no longer ``owner``'s and nothing was changed."""
 
     async def release(
-        self, conversation: str, owner: str, not_before: datetime | None = None, error: str = ""
+        self,
+        conversation: str,
+        owner: str,
+        not_before: datetime | None = None,
+        error: str = "",
+        unsent: Outgoing | None = None,
     ) -> None:
-        """Give the lease up; with ``not_before``, nobody sends in it before then (back-off)."""
+        """Give the lease up; with ``not_before``, nobody sends in it before then (back-off).
+        ``unsent``: the message in hand, with the tries it really had (stored as its count)."""
+
+    async def head(self, conversation: str, limit: int) -> list[Outgoing]:
+        """The conversation's pending messages, oldest first (as stored; nothing is counted)."""
 
     async def stats(self) -> dict[str, int]:
         """How many messages are "pending" and how many "failed"."""

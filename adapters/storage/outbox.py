@@ -6,12 +6,18 @@ delivered by one process at a time: the process holds the conversation's lease r
 ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so replicas split the conversations without waiting on
 each other (SQLite drops the clause; there the write gate serialises claims). A lease row is made
 when a conversation is first claimed and dropped when its queue is empty, so an add never has to
-touch it. Must not send anything or know a chat platform: this is storage only.
+touch it. Messages are handed out one at a time, oldest first: the claim (one transaction for
+every conversation taken) hands out each one's first, ``advance`` removes the one sent and hands
+out the next, or drops the lease when none is left. A message handed out is counted as tried
+(``attempts`` + 1) by the statement that reads it, so a crash after the platform took it leaves
+the trace the next sender looks for. Must not send anything or know a chat platform: this is
+storage only.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -99,7 +105,9 @@ class SqlOutbox:
             },
         )
 
-    async def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[str]:
+    async def claim(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> dict[str, Outgoing | None]:
         candidates = [
             row.conversation
             for row in await self.c.execute(
@@ -111,7 +119,7 @@ class SqlOutbox:
             )
         ]
         if not candidates:
-            return []
+            return {}
         # sorted: replicas inserting the same keys take them in one order (no deadlock)
         await self.c.execute(
             self._insert_missing(), [{"conversation": c} for c in sorted(candidates)]
@@ -120,11 +128,8 @@ class SqlOutbox:
             select(outbox_leases.c.conversation)
             .where(
                 outbox_leases.c.conversation.in_(candidates),
-                or_(
-                    outbox_leases.c.owner.is_(None),
-                    outbox_leases.c.owner == owner,
-                    outbox_leases.c.lease_until < now,
-                ),
+                # not its own live leases: the owner serves those already
+                or_(outbox_leases.c.owner.is_(None), outbox_leases.c.lease_until < now),
                 or_(outbox_leases.c.not_before.is_(None), outbox_leases.c.not_before <= now),
             )
             .limit(limit)
@@ -136,7 +141,24 @@ class SqlOutbox:
             .values(owner=owner, lease_until=until)
             .returning(outbox_leases.c.conversation)
         )
-        return [row.conversation for row in taken]
+        claimed: dict[str, Outgoing | None] = {row.conversation: None for row in taken}
+        if claimed:
+            first = (
+                select(func.min(outbox.c.id))
+                .where(outbox.c.conversation.in_(list(claimed)), outbox.c.state == PENDING)
+                .group_by(outbox.c.conversation)
+            )
+            for item in await self._mark(outbox.c.id.in_(first)):
+                claimed[item.conversation] = item
+        return claimed
+
+    async def _mark(self, which: Any) -> list[Outgoing]:
+        """Count a try of the rows ``which`` selects, before they are sent, and return them with
+        the count from before: a row with tries is one that may have reached the platform."""
+        rows = await self.c.execute(
+            update(outbox).where(which).values(attempts=outbox.c.attempts + 1).returning(*outbox.c)
+        )
+        return [replace(_item(r, self.box), attempts=r.attempts - 1) for r in rows]
 
     def _insert_missing(self) -> Any:
         if self.c.dialect.name == "postgresql":
@@ -152,51 +174,87 @@ class SqlOutbox:
         )
         return [_item(r, self.box) for r in rows]
 
-    async def attempt(self, item_id: int, conversation: str, owner: str, until: datetime) -> bool:
-        mine = await self.c.execute(
+    async def advance(
+        self,
+        conversation: str,
+        owner: str,
+        now: datetime,
+        done: int | None = None,
+        failed: str = "",
+        until: datetime | None = None,
+    ) -> Outgoing | None:
+        # The lease row first, then the messages: the order a claim locks them in (PostgreSQL),
+        # so an owner finishing and a replica taking over never wait on each other in a circle.
+        mine = and_(outbox_leases.c.conversation == conversation, outbox_leases.c.owner == owner)
+        if until is not None:
+            renewed = await self.c.execute(
+                update(outbox_leases).where(mine).values(lease_until=until)
+            )
+            go_on = renewed.rowcount == 1  # else taken over: the new owner goes on
+        else:  # the usual end: the last message went, and the lease goes with it
+            dropped = await self.c.execute(self._drop_if_empty(conversation, mine, done))
+            go_on = dropped.rowcount != 1
+        if done is not None and failed:
+            await self.c.execute(
+                update(outbox)
+                .where(outbox.c.id == done)
+                .values(state=FAILED, failed_at=now, error=failed[:200])
+            )
+        elif done is not None:
+            await self.c.execute(delete(outbox).where(outbox.c.id == done))
+        if not go_on:
+            return None
+        first = (
+            select(func.min(outbox.c.id))
+            .where(outbox.c.conversation == conversation, outbox.c.state == PENDING)
+            .scalar_subquery()
+        )
+        held = select(outbox_leases.c.conversation).where(mine).exists()
+        marked = await self._mark(and_(outbox.c.id == first, held))
+        if not marked:  # not ours any more, or emptied by another process meanwhile
+            await self.release(conversation, owner)
+            return None
+        return marked[0]
+
+    def _drop_if_empty(self, conversation: str, mine: Any, but: int | None = None) -> Any:
+        """Drop the lease row when the queue is empty, message ``but`` aside (it is being removed).
+        A message added later is found by the next claim, which makes the row again."""
+        others = [outbox.c.conversation == conversation, outbox.c.state == PENDING]
+        if but is not None:
+            others.append(outbox.c.id != but)
+        return delete(outbox_leases).where(mine, ~select(outbox.c.id).where(*others).exists())
+
+    async def renew(self, conversation: str, owner: str, until: datetime) -> bool:
+        renewed = await self.c.execute(
             update(outbox_leases)
             .where(outbox_leases.c.conversation == conversation, outbox_leases.c.owner == owner)
             .values(lease_until=until)
         )
-        if mine.rowcount != 1:
-            return False
-        await self.c.execute(
-            update(outbox).where(outbox.c.id == item_id).values(attempts=outbox.c.attempts + 1)
-        )
-        return True
-
-    async def delivered(self, item_id: int) -> None:
-        await self.c.execute(delete(outbox).where(outbox.c.id == item_id))
-
-    async def failed(self, item_id: int, error: str, now: datetime) -> None:
-        await self.c.execute(
-            update(outbox)
-            .where(outbox.c.id == item_id)
-            .values(state=FAILED, failed_at=now, error=error[:200])
-        )
+        return renewed.rowcount == 1
 
     async def release(
-        self, conversation: str, owner: str, not_before: datetime | None = None, error: str = ""
+        self,
+        conversation: str,
+        owner: str,
+        not_before: datetime | None = None,
+        error: str = "",
+        unsent: Outgoing | None = None,
     ) -> None:
         mine = and_(outbox_leases.c.conversation == conversation, outbox_leases.c.owner == owner)
         if not_before is None:
-            # Nothing to wait for: drop the lease row when the queue is empty (a message added
-            # meanwhile is found by the next claim, which makes the row again).
-            emptied = await self.c.execute(
-                delete(outbox_leases).where(
-                    mine,
-                    ~select(outbox.c.id)
-                    .where(outbox.c.conversation == conversation, outbox.c.state == PENDING)
-                    .exists(),
-                )
-            )
-            if emptied.rowcount == 1:
+            if (await self.c.execute(self._drop_if_empty(conversation, mine))).rowcount == 1:
                 return
-        await self.c.execute(
+        given_up = await self.c.execute(
             update(outbox_leases)
             .where(mine)
             .values(owner=None, lease_until=None, not_before=not_before, error=error[:200] or None)
         )
+        if unsent is not None and given_up.rowcount == 1:
+            await self.c.execute(
+                update(outbox)
+                .where(outbox.c.id == unsent.id, outbox.c.state == PENDING)
+                .values(attempts=unsent.attempts)
+            )
 
     async def stats(self) -> dict[str, int]:
         rows = await self.c.execute(select(outbox.c.state, func.count()).group_by(outbox.c.state))

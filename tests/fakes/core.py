@@ -321,41 +321,74 @@ class _Outbox:
             self.s.outbox.append(replace(item, id=self.s.outbox_ids, message=message))
         self.staged.clear()
 
-    async def claim(self, owner: str, now: datetime, until: datetime, limit: int) -> list[str]:
-        taken: list[str] = []
+    async def claim(
+        self, owner: str, now: datetime, until: datetime, limit: int
+    ) -> dict[str, Outgoing | None]:
+        taken: dict[str, Outgoing | None] = {}
         for conversation in dict.fromkeys(o.conversation for o in self.s.outbox):
             holder, lease, not_before = self.s.outbox_leases.get(conversation, (None, None, None))
-            free = holder in (None, owner) or (lease is not None and lease < now)
+            free = holder is None or (lease is not None and lease < now)
             if free and (not_before is None or not_before <= now) and len(taken) < limit:
                 self.s.outbox_leases[conversation] = (owner, until, None)
-                taken.append(conversation)
+                taken[conversation] = self._mark(conversation)
         return taken
+
+    def _mark(self, conversation: str) -> Outgoing | None:
+        """The oldest message, counted as tried (returned with the count from before)."""
+        first = next((o for o in self.s.outbox if o.conversation == conversation), None)
+        if first is not None:
+            self._store(first.id, first.attempts + 1)
+        return first
+
+    def _store(self, item_id: int, attempts: int) -> None:
+        self.s.outbox = [
+            replace(o, attempts=attempts) if o.id == item_id else o for o in self.s.outbox
+        ]
 
     async def head(self, conversation: str, limit: int) -> list[Outgoing]:
         return [o for o in self.s.outbox if o.conversation == conversation][:limit]
 
-    async def attempt(self, item_id: int, conversation: str, owner: str, until: datetime) -> bool:
+    async def advance(
+        self,
+        conversation: str,
+        owner: str,
+        now: datetime,
+        done: int | None = None,
+        failed: str = "",
+        until: datetime | None = None,
+    ) -> Outgoing | None:
+        if failed:
+            self.s.outbox_failed += [(o, failed) for o in self.s.outbox if o.id == done]
+        self.s.outbox = [o for o in self.s.outbox if o.id != done]
+        holder, _, not_before = self.s.outbox_leases.get(conversation, (None, None, None))
+        if holder != owner:
+            return None
+        if until is not None:
+            self.s.outbox_leases[conversation] = (owner, until, not_before)
+        nxt = self._mark(conversation)
+        if nxt is None:
+            del self.s.outbox_leases[conversation]
+        return nxt
+
+    async def renew(self, conversation: str, owner: str, until: datetime) -> bool:
         holder, _, not_before = self.s.outbox_leases.get(conversation, (None, None, None))
         if holder != owner:
             return False
         self.s.outbox_leases[conversation] = (owner, until, not_before)
-        self.s.outbox = [
-            replace(o, attempts=o.attempts + 1) if o.id == item_id else o for o in self.s.outbox
-        ]
         return True
 
-    async def delivered(self, item_id: int) -> None:
-        self.s.outbox = [o for o in self.s.outbox if o.id != item_id]
-
-    async def failed(self, item_id: int, error: str, now: datetime) -> None:
-        self.s.outbox_failed += [(o, error) for o in self.s.outbox if o.id == item_id]
-        await self.delivered(item_id)
-
     async def release(
-        self, conversation: str, owner: str, not_before: datetime | None = None, error: str = ""
+        self,
+        conversation: str,
+        owner: str,
+        not_before: datetime | None = None,
+        error: str = "",
+        unsent: Outgoing | None = None,
     ) -> None:
         if self.s.outbox_leases.get(conversation, (None,))[0] == owner:
             self.s.outbox_leases[conversation] = (None, None, not_before)
+            if unsent is not None:
+                self._store(unsent.id, unsent.attempts)
 
     async def stats(self) -> dict[str, int]:
         return {"pending": len(self.s.outbox), "failed": len(self.s.outbox_failed)}

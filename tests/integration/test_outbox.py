@@ -13,12 +13,14 @@ from contextlib import asynccontextmanager
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from adapters.slack.threads import SlackThreads
 from bot.bootstrap import Runtime, runtime
 from core.delivery import thread_conversation
+from core.errors import StorageError
 from core.model import Origin, ThreadRef
 from core.ports import Message, Outgoing
 from tests.integration.live import Live, live_bot, until
@@ -190,3 +192,45 @@ async def test_a_channel_that_refuses_for_good_is_reported(
             metrics = await resp.text()
         assert 'renewbot_outbox_messages{state="failed"} 3' in metrics
         assert "renewbot_chat_undeliverable_total 3" in metrics
+
+
+class Unreachable:
+    """The unit of work of a process that is gone: nothing it would write lands any more."""
+
+    def __call__(self, read_only: bool = False) -> Any:
+        return self
+
+    async def __aenter__(self) -> Any:
+        raise StorageError("the database is not reachable")
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+@pytest.mark.parametrize("db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def test_a_post_slack_took_before_the_process_died_is_not_sent_again(
+    db: str, request: pytest.FixtureRequest, tmp_path: Path, fast_slack: SlackStandIn
+) -> None:
+    """The hot path's crash window: a new thread's only post is taken by Slack, and the process
+    dies before it can remove the row or give the lease up (only the claim that handed the post
+    out had counted it as tried). The next owner finds the post in the thread and does not
+    post it again."""
+    url = None if db == "sqlite" else await fresh_database(request.getfixturevalue("postgres_url"))
+    async with live_bot(tmp_path, url, slack=slack_settings(fast_slack)) as live:
+        threads = at_tempo(live.rt, lease=1.0)
+        fast_slack.channels.add("C-new")
+        thread = await threads.open_thread(Origin("slack", "C-new"), Message("Renewal"))
+        fast_slack.stall_next_post()
+        async with live.rt.uow() as uow:
+            item = Outgoing(thread_conversation(thread), "post", "slack", thread, Message("URL"))
+            await uow.outbox.add(item, live.rt.core.service.clock.now())
+            await uow.commit()
+        live.rt.core.dispatcher.wake()
+        await until(lambda: fast_slack.stalled)
+        live.rt.core.dispatcher.uow = Unreachable()  # the process is gone: no delete, no release
+        await live.rt.supervisor.close()
+        async with replica(live) as other:
+            await until(lambda: other.core.dispatcher.totals.delivered >= 1, timeout=30)
+            await live.delivered()
+        replies = fast_slack.thread(*thread.key.split("|"))
+        assert [r["text"] for r in replies] == ["URL"]

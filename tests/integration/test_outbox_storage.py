@@ -1,13 +1,17 @@
-"""SqlOutbox on SQLite and PostgreSQL: order, latest-wins status, leases shared by replicas."""
+"""SqlOutbox on SQLite and PostgreSQL: order, latest-wins status, leases shared by replicas, and
+the count of tries that tells the next sender a message may have arrived."""
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import delete
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.storage.crypto import SecretBox
+from adapters.storage.tables import outbox
 from adapters.storage.unit_of_work import SqlUnitOfWork
 from core.model import ThreadRef
 from core.ports import Message, Outgoing
@@ -42,42 +46,97 @@ async def test_order_kept_and_only_the_latest_status_waits(
     await add(engine, box, item(t, "post", "three"))
     async with SqlUnitOfWork(engine, box) as uow:
         head = await uow.outbox.head(f"slack:{t.key}", 100)
-        for i in head:
-            await uow.outbox.delivered(i.id)
+        await uow.conn.execute(delete(outbox).where(outbox.c.conversation == f"slack:{t.key}"))
         await uow.commit()
     assert [i.message.text for i in head if i.message] == ["one", "two", "status 49", "three"]
     assert all(i.message and i.message.ref == str(i.id) for i in head)
 
 
+async def test_messages_are_handed_out_one_at_a_time_in_order_and_the_last_drops_the_lease(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
+    """The claim hands out the oldest message; each advance the next; after the last one the
+    conversation is free again (its lease row is gone, so a later message is claimed at once)."""
+    t = thread()
+    conv = f"slack:{t.key}"
+    await add(engine, box, item(t, "post", "one"), item(t, "post", "two"))
+    async with SqlUnitOfWork(engine, box) as uow:
+        first = (await uow.outbox.claim("A", NOW, NOW + LEASE, 100))[conv]
+        await uow.commit()
+    texts = []
+    got = first
+    while got is not None:
+        assert got.attempts == 0  # never tried before: no lookup needed
+        texts.append(got.message.text if got.message else "")
+        async with SqlUnitOfWork(engine, box) as uow:
+            got = await uow.outbox.advance(conv, "A", NOW, got.id)
+            await uow.commit()
+    assert texts == ["one", "two"]
+    await add(engine, box, item(t, "post", "three"))
+    async with SqlUnitOfWork(engine, box) as uow:
+        later = (await uow.outbox.claim("B", NOW, NOW + LEASE, 100))[conv]  # A's lease went
+        assert later is not None and later.message is not None
+        assert later.message.text == "three"
+        assert await uow.outbox.advance(conv, "B", NOW, later.id) is None
+        await uow.commit()
+
+
 async def test_one_replica_per_conversation_until_its_lease_runs_out(
     engine: AsyncEngine, box: SecretBox
 ) -> None:
-    """A holds the conversation; B gets nothing until A's lease ends; then A's attempt fails."""
+    """A holds the conversation; B gets nothing until A's lease ends, and then gets the message
+    A was handed counted as tried (A may have sent it); A can no longer renew or go on."""
+    t = thread()
+    conv = f"slack:{t.key}"
+    await add(engine, box, item(t, "post", "hello"), item(t, "post", "world"))
+    async with SqlUnitOfWork(engine, box) as uow:
+        first = (await uow.outbox.claim("A", NOW, NOW + LEASE, 100))[conv]
+        assert first is not None and first.attempts == 0
+        assert conv not in await uow.outbox.claim("A", NOW, NOW + LEASE, 100)  # A has it already
+        await uow.commit()
+    async with SqlUnitOfWork(engine, box) as uow:
+        assert conv not in await uow.outbox.claim("B", NOW, NOW + LEASE, 100)
+        taken = (await uow.outbox.claim("B", NOW + 2 * LEASE, NOW + 3 * LEASE, 100))[conv]
+        await uow.commit()
+    assert taken is not None and taken.id == first.id
+    assert taken.attempts == 1  # the next sender knows it may have arrived already
+    async with SqlUnitOfWork(engine, box) as uow:
+        assert not await uow.outbox.renew(conv, "A", NOW + 3 * LEASE)
+        assert await uow.outbox.renew(conv, "B", NOW + 3 * LEASE)
+        # B is rate limited before it sends: back off, with the tries it really had (one, A's)
+        back = replace(taken, attempts=1)
+        await uow.outbox.release(conv, "B", NOW + 4 * LEASE, "rate limited", back)
+        await uow.commit()
+    async with SqlUnitOfWork(engine, box) as uow:
+        assert conv not in await uow.outbox.claim("A", NOW + 3 * LEASE, NOW + 4 * LEASE, 100)
+        again = (await uow.outbox.claim("A", NOW + 5 * LEASE, NOW + 6 * LEASE, 100))[conv]
+        assert again is not None and again.id == first.id and again.attempts == 1
+        nxt = await uow.outbox.advance(conv, "A", NOW, again.id, "channel_not_found")
+        assert nxt is not None and nxt.message is not None and nxt.message.text == "world"
+        assert await uow.outbox.advance(conv, "B", NOW, nxt.id) is None  # not B's to go on
+        assert await uow.outbox.advance(conv, "A", NOW) is None  # empty: the lease is dropped
+        assert await uow.outbox.head(conv, 10) == []
+        assert (await uow.outbox.stats())["failed"] >= 1
+        await uow.commit()
+
+
+async def test_a_message_given_back_unsent_keeps_its_true_count(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
+    """Handed out (counted as tried) but given back before any send, e.g. at a graceful stop:
+    the next sender sees no try and need not ask the platform whether it arrived."""
     t = thread()
     conv = f"slack:{t.key}"
     await add(engine, box, item(t, "post", "hello"))
     async with SqlUnitOfWork(engine, box) as uow:
-        assert conv in await uow.outbox.claim("A", NOW, NOW + LEASE, 100)
+        first = (await uow.outbox.claim("A", NOW, NOW + LEASE, 100))[conv]
+        assert first is not None
+        await uow.outbox.release(conv, "A", NOW, "", first)
         await uow.commit()
     async with SqlUnitOfWork(engine, box) as uow:
-        assert conv not in await uow.outbox.claim("B", NOW, NOW + LEASE, 100)
-        assert conv in await uow.outbox.claim("B", NOW + 2 * LEASE, NOW + 3 * LEASE, 100)
-        await uow.commit()
-    async with SqlUnitOfWork(engine, box) as uow:
-        (head,) = await uow.outbox.head(conv, 10)
-        assert not await uow.outbox.attempt(head.id, conv, "A", NOW + 3 * LEASE)
-        assert await uow.outbox.attempt(head.id, conv, "B", NOW + 3 * LEASE)
-        await uow.outbox.release(conv, "B", NOW + 4 * LEASE, "rate limited")  # back off
-        await uow.commit()
-    async with SqlUnitOfWork(engine, box) as uow:
-        assert conv not in await uow.outbox.claim("A", NOW + 3 * LEASE, NOW + 4 * LEASE, 100)
-        assert conv in await uow.outbox.claim("A", NOW + 5 * LEASE, NOW + 6 * LEASE, 100)
-        (head,) = await uow.outbox.head(conv, 10)
-        assert head.attempts == 1  # the next sender knows it may have arrived already
-        await uow.outbox.failed(head.id, "channel_not_found", NOW)
-        await uow.outbox.release(conv, "A")
-        assert await uow.outbox.head(conv, 10) == []
-        assert (await uow.outbox.stats())["failed"] >= 1
+        again = (await uow.outbox.claim("B", NOW, NOW + LEASE, 100))[conv]
+        assert again is not None and again.attempts == 0
+        assert await uow.outbox.advance(conv, "B", NOW, again.id) is None
         await uow.commit()
 
 

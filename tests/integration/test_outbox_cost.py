@@ -1,0 +1,160 @@
+"""What delivering the outbox costs the database, counted on the real engines (SQLite, PostgreSQL).
+
+The hot path is a new thread's Auth URL post: one conversation with one message. Each transaction
+is a round trip (two with its commit) plus the pool and, on SQLite, the write queue; at hundreds
+of renewals a second they were a third of the process's CPU. These tests count them with
+SQLAlchemy's own events, so a change that adds a transaction per message shows up here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import event, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.storage.crypto import SecretBox
+from adapters.storage.tables import outbox_leases
+from adapters.storage.unit_of_work import SqlUnitOfWork
+from core.delivery import Dispatcher, thread_conversation
+from core.model import ThreadRef
+from core.ports import Message, Outgoing, UnitOfWork
+from tests.fakes.core import FrozenClock, RecordingChatThreads
+
+LEASE = timedelta(seconds=30)
+
+
+@dataclass
+class Counted:
+    transactions: int = 0
+    statements: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def counting(engine: AsyncEngine) -> Iterator[Counted]:
+    """Transactions begun and statements sent (SQLite's own BEGIN is not counted twice)."""
+    counted = Counted()
+
+    def began(conn: Any) -> None:
+        counted.transactions += 1
+
+    def sent(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if not statement.startswith("BEGIN"):
+            counted.statements.append(" ".join(statement.split()[:4]))
+
+    event.listen(engine.sync_engine, "begin", began)
+    event.listen(engine.sync_engine, "before_cursor_execute", sent)
+    try:
+        yield counted
+    finally:
+        event.remove(engine.sync_engine, "begin", began)
+        event.remove(engine.sync_engine, "before_cursor_execute", sent)
+
+
+class Factory:
+    def __init__(self, engine: AsyncEngine, box: SecretBox) -> None:
+        self.engine, self.box = engine, box
+
+    def __call__(self, read_only: bool = False) -> UnitOfWork:
+        return SqlUnitOfWork(self.engine, self.box, read_only)
+
+
+async def queue(engine: AsyncEngine, box: SecretBox, thread: ThreadRef, *texts: str) -> None:
+    async with SqlUnitOfWork(engine, box) as uow:
+        for text in texts:
+            item = Outgoing(thread_conversation(thread), "post", "test", thread, Message(text))
+            await uow.outbox.add(item, FrozenClock().now())
+        await uow.commit()
+
+
+def a_thread(chat: RecordingChatThreads) -> ThreadRef:
+    key = f"t-{uuid.uuid4().hex[:8]}"
+    chat.threads[key] = []
+    return ThreadRef("test", key)
+
+
+async def test_one_message_costs_one_transaction_beyond_the_claim(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A new thread's Auth URL post: the claim (shared by every conversation claimed with it)
+    and one transaction that removes the message and drops the lease; nothing else but the
+    claim that finds the queue empty. It used to be six transactions beyond the claim."""
+    chat = RecordingChatThreads()
+    thread = a_thread(chat)
+    await queue(own_engine, box, thread, "Auth URL")
+    dispatcher = Dispatcher(Factory(own_engine, box), chat, FrozenClock())
+    with counting(own_engine) as counted:
+        await dispatcher.drain()
+    assert [m.text for m in chat.threads[thread.key]] == ["Auth URL"]
+    assert counted.transactions <= 3, counted.statements  # claim, the message, the empty claim
+    assert len(counted.statements) <= 7, counted.statements
+    async with SqlUnitOfWork(own_engine, box) as uow:
+        assert await uow.outbox.stats() == {"pending": 0, "failed": 0}
+
+
+async def test_conversations_claimed_together_share_the_claim(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """Ten threads' posts, then three more in one of them: one claim for all ten, then one
+    transaction per message sent."""
+    chat = RecordingChatThreads()
+    threads = [a_thread(chat) for _ in range(10)]
+    for n, thread in enumerate(threads):
+        await queue(own_engine, box, thread, f"Auth URL {n}")
+    await queue(own_engine, box, threads[0], "one", "two", "three")
+    dispatcher = Dispatcher(Factory(own_engine, box), chat, FrozenClock())
+    with counting(own_engine) as counted:
+        await dispatcher.drain()
+    assert [m.text for m in chat.threads[threads[0].key]] == ["Auth URL 0", "one", "two", "three"]
+    assert all(len(chat.threads[t.key]) >= 1 for t in threads)
+    assert counted.transactions <= 1 + 13 + 1, counted.statements
+
+
+class Slow(RecordingChatThreads):
+    """Each post takes ten seconds of the clock; checks the lease is live while posting."""
+
+    def __init__(self, engine: AsyncEngine, box: SecretBox, clock: FrozenClock) -> None:
+        super().__init__()
+        self.engine, self.box, self.clock = engine, box, clock
+        self.leases: list[datetime | None] = []
+
+    async def post(self, thread: ThreadRef, message: Message) -> None:
+        async with SqlUnitOfWork(self.engine, self.box, read_only=True) as uow:
+            held = await uow.conn.scalar(
+                select(outbox_leases.c.lease_until).where(
+                    outbox_leases.c.conversation == thread_conversation(thread)
+                )
+            )
+        self.leases.append(held)
+        await super().post(thread, message)
+        self.clock.advance(seconds=10)
+
+
+async def test_a_long_served_conversation_keeps_its_lease_renewed_every_other_message(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """Eight posts taking ten seconds each against a 30 s lease: at every send the lease is
+    still live (no other replica may take the conversation), renewed when less than half of it
+    is left rather than before every message."""
+    clock = FrozenClock()
+    chat = Slow(own_engine, box, clock)
+    thread = a_thread(chat)
+    texts = [f"reply {n}" for n in range(8)]
+    await queue(own_engine, box, thread, *texts)
+    dispatcher = Dispatcher(Factory(own_engine, box), chat, clock, lease=LEASE)
+    with counting(own_engine) as counted:
+        await dispatcher.drain()
+    assert [m.text for m in chat.threads[thread.key]] == texts
+    start = FrozenClock().now()
+    sent_at = [start + timedelta(seconds=10 * n) for n in range(8)]
+    assert len(chat.leases) == len(sent_at)
+    assert all(
+        until is not None and until > at for until, at in zip(chat.leases, sent_at, strict=True)
+    )
+    renewals = [s for s in counted.statements if s.startswith("UPDATE outbox_leases SET lease")]
+    assert 1 <= len(renewals) <= len(texts) // 2
