@@ -152,6 +152,7 @@ class Dispatcher:
         poll_every: float = 1.0,
         max_backoff: float = 300.0,
         concurrency: int = 50,
+        gather: float = 0.02,
         owner: str | None = None,
     ) -> None:
         self.uow, self.threads, self.clock = uow, threads, clock
@@ -160,6 +161,7 @@ class Dispatcher:
         self.pacing = dict(pacing or {})
         self.lease, self.poll_every, self.max_backoff = lease, poll_every, max_backoff
         self.concurrency = concurrency  # conversations this process serves at once
+        self.gather = gather  # seconds a wake-up waits for more rows before claiming
         self.owner = owner or uuid.uuid4().hex
         self.totals = DeliveryTotals()
         self._buckets: dict[tuple[str, str], _Bucket] = {}
@@ -189,6 +191,10 @@ class Dispatcher:
                 except StorageError:
                     log.warning("outbox.claim_failed")
                 await _first(self._wake, stopping, self.poll_every)
+                if self._wake.is_set() and self.gather:
+                    # Every commit wakes this loop: under load, let the next few commits join
+                    # one claim rather than pay a claim each (a claim is a write transaction).
+                    await asyncio.sleep(self.gather)
         finally:
             # Stop gracefully: each conversation finishes the message in hand and gives its
             # lease up (a task cancelled inside a database call can wedge aiosqlite at exit).
