@@ -11,6 +11,7 @@ busy timeout. PostgreSQL has no gate.
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -74,9 +76,44 @@ def make_engine(url: str) -> AsyncEngine:
         engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
         return engine
-    return create_async_engine(
-        url, hide_parameters=True, pool_pre_ping=True, pool_size=10, max_overflow=20
-    )
+    engine = create_async_engine(url, hide_parameters=True, pool_size=10, max_overflow=20)
+    _ping_when_idle(engine)
+    return engine
+
+
+PING_AFTER = 1.0
+"""Seconds a pooled PostgreSQL connection may rest before it is checked before use."""
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    """Check a pooled connection before use only when it has rested ``PING_AFTER`` seconds.
+
+    SQLAlchemy's ``pool_pre_ping`` checks at every checkout, and its asyncpg check is three round
+    trips (BEGIN, ";", ROLLBACK): about ten per renewal, for connections used a millisecond ago.
+    A connection the server hung up on (a restart closes every socket) is known without a round
+    trip (asyncpg's ``is_closed()``), and one that rested is pinged; a dead one is replaced before
+    the unit of work sees it (raising DisconnectionError in the checkout event: SQLAlchemy's
+    "Disconnect Handling - Pessimistic", custom form). One that dies while in use is invalidated
+    with the rest of the pool by SQLAlchemy on the first error it causes.
+    """
+    pool_events = engine.sync_engine.pool
+
+    @event.listens_for(pool_events, "checkin")
+    def _rested_since(_dbapi_conn: Any, record: Any) -> None:
+        record.info["rested_at"] = time.monotonic()
+
+    @event.listens_for(pool_events, "checkout")
+    def _check_if_rested(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        driver = getattr(dbapi_conn, "driver_connection", None)
+        if driver is not None and driver.is_closed():  # the server hung up (a restart): no trip
+            raise DisconnectionError
+        rested_at = record.info.get("rested_at")
+        if rested_at is None or time.monotonic() - rested_at < PING_AFTER:
+            return  # new, or used a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # any failure: not usable; the pool connects afresh
+            raise DisconnectionError from exc
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
