@@ -44,7 +44,7 @@ def main() -> None:
     logging.disable(logging.WARNING)
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
-    scale = asyncio.run(health.main(args.tenants, args.status_tenants, args.latency))
+    scale = asyncio.run(health.main(args.tenants, args.status_tenants, args.latency, args.repeats))
     acks = asyncio.run(slack.main(args.repeats))
     slack_goals = asyncio.run(slack.goals(args.repeats))
     fix, turns = asyncio.run(teams.main(args.repeats))
@@ -65,6 +65,8 @@ def main() -> None:
         + "\n".join("| " + " | ".join(r) + " |" for r in slack_goals)
         + "\n"
         + "\n".join("| " + " | ".join(r) + " |" for r in teams_goal(turns) + many + approvals)
+        + "\n"
+        + "\n".join("| " + " | ".join(r) + " |" for r in scale)  # issue 18, item 6
         + "\n\n"
         f"## Slack ack latency\n\n"
         f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"
@@ -73,10 +75,6 @@ def main() -> None:
         f"{table(fix, 'msrest 0.7.1 as shipped', 'safe codes as a frozenset')}\n\n"
         f"renewbot `/api/messages` (JWT validated, `renew-token help`, proactive reply):\n\n"
         f"{table(turns, 'stock CloudAdapter echo bot, msrest as shipped', 'renewbot')}\n\n"
-        f"## Token health at scale (PostgreSQL)\n\n"
-        f"| path | goal | renewbot | met |\n|---|---|---|---|\n"
-        + "\n".join("| " + " | ".join(r) + " |" for r in scale)
-        + "\n\n"
         f"## Pending device flows ({args.flows})\n\n"
         f"{table(rows, 'MSAL blocking loop, thread per flow', 'renewbot scheduler')}\n\n"
         f"## Customer's sign-in -> 'Validated', both ways (issue 14)\n\n"

@@ -454,7 +454,9 @@ class RenewalRepository(Protocol):
 
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]: ...
 
-    async def count_by_state(self) -> dict[RenewalState, int]: ...
+    async def count_by_state(self, open_only: bool = False) -> dict[RenewalState, int]:
+        """Renewals per state; ``open_only``: the non-terminal states only (an index read,
+        whatever the history)."""
 
     async def validation_histogram(self, bounds: Sequence[float]) -> DurationHistogram:
         """Seconds from request to validation of the validated renewals, as counts at most

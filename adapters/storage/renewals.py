@@ -250,10 +250,11 @@ class SqlRenewalRepository:
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
         return await self._many(renewals.c.tenant_key == tenant_key, limit=limit)
 
-    async def count_by_state(self) -> dict[RenewalState, int]:
-        rows = await self.c.execute(
-            select(renewals.c.state, func.count()).group_by(renewals.c.state)
-        )
+    async def count_by_state(self, open_only: bool = False) -> dict[RenewalState, int]:
+        query = select(renewals.c.state, func.count()).group_by(renewals.c.state)
+        if open_only:  # the one-active-per-tenant index holds exactly these rows
+            query = query.where(renewals.c.state.in_(_ACTIVE))
+        rows = await self.c.execute(query)
         return {RenewalState(state): int(n) for state, n in rows}
 
     async def validation_histogram(self, bounds: Sequence[float]) -> DurationHistogram:

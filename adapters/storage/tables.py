@@ -188,6 +188,7 @@ msal_errors = Table(
     Column("source", String(64), nullable=False),
     Column("client_ref", String(100)),  # the reporter's own id: intake is idempotent on it
     Index("ix_msal_errors_at", "at"),
+    Index("ix_msal_errors_tenant_at", "tenant_key", "at", "id"),  # a tenant's newest (0015)
     Index("uq_msal_errors_client_ref", "source", "client_ref", unique=True),
 )
 

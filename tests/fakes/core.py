@@ -236,9 +236,11 @@ class _Renewals:
     async def for_tenant(self, tenant_key: str, limit: int = 10) -> list[Renewal]:
         return [copy.deepcopy(r) for r in self._all().values() if r.tenant_key == tenant_key]
 
-    async def count_by_state(self) -> dict[RenewalState, int]:
+    async def count_by_state(self, open_only: bool = False) -> dict[RenewalState, int]:
         counts: dict[RenewalState, int] = {}
         for r in self._all().values():
+            if open_only and not r.is_active:
+                continue
             counts[r.state] = counts.get(r.state, 0) + 1
         return counts
 
