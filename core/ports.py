@@ -260,6 +260,12 @@ class Outbox(Protocol):
         lease is extended to it. None: nothing is left and the lease is dropped, or the lease is
         no longer ``owner``'s (it ran out and another process took the conversation over)."""
 
+    async def finish(self, owner: str, done: dict[str, int]) -> dict[str, Outgoing | None]:
+        """``advance`` of many conversations at once: per conversation, its message
+        ``done[conversation]`` went (deleted); its next message is handed out (counted as
+        tried), or, with nothing left, its lease is dropped (None; also when it is no longer
+        ``owner``'s, and then nothing of it changes)."""
+
     async def renew(self, conversation: str, owner: str, until: datetime) -> bool:
         """Extend the lease; False: it is no longer ``owner``'s and nothing was changed."""
 

@@ -216,6 +216,50 @@ class SqlOutbox:
             return None
         return marked[0]
 
+    async def finish(self, owner: str, done: dict[str, int]) -> dict[str, Outgoing | None]:
+        # As advance: the lease rows first, then the messages (the order a claim locks them in).
+        gone = list(done.values())
+        others = (
+            select(outbox.c.id)
+            .where(
+                outbox.c.conversation == outbox_leases.c.conversation,
+                outbox.c.state == PENDING,
+                outbox.c.id.not_in(gone),
+            )
+            .exists()
+        )
+        dropped = await self.c.execute(
+            delete(outbox_leases)
+            .where(
+                outbox_leases.c.owner == owner,
+                outbox_leases.c.conversation.in_(sorted(done)),
+                ~others,
+            )
+            .returning(outbox_leases.c.conversation)
+        )
+        left = set(done) - {row.conversation for row in dropped}
+        await self.c.execute(delete(outbox).where(outbox.c.id.in_(gone)))
+        handed: dict[str, Outgoing | None] = dict.fromkeys(done)
+        if left:
+            first = (
+                select(func.min(outbox.c.id))
+                .where(outbox.c.conversation.in_(sorted(left)), outbox.c.state == PENDING)
+                .group_by(outbox.c.conversation)
+            )
+            held = (
+                select(outbox_leases.c.conversation)
+                .where(
+                    outbox_leases.c.conversation == outbox.c.conversation,
+                    outbox_leases.c.owner == owner,
+                )
+                .exists()
+            )
+            for item in await self._mark(and_(outbox.c.id.in_(first), held)):
+                handed[item.conversation] = item
+            for conversation in sorted(c for c in left if handed[c] is None):
+                await self.release(conversation, owner)  # emptied meanwhile, or not ours
+        return handed
+
     def _drop_if_empty(self, conversation: str, mine: Any, but: int | None = None) -> Any:
         """Drop the lease row when the queue is empty, message ``but`` aside (it is being removed).
         A message added later is found by the next claim, which makes the row again."""

@@ -8,6 +8,7 @@ SQLAlchemy's own events, so a change that adds a transaction per message shows u
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from core.delivery import Dispatcher, thread_conversation
 from core.model import ThreadRef
 from core.ports import Message, Outgoing, UnitOfWork
 from tests.fakes.core import FrozenClock, RecordingChatThreads
+from tests.integration.live import until
 
 LEASE = timedelta(seconds=30)
 
@@ -113,6 +115,34 @@ async def test_conversations_claimed_together_share_the_claim(
     assert [m.text for m in chat.threads[threads[0].key]] == ["Auth URL 0", "one", "two", "three"]
     assert all(len(chat.threads[t.key]) >= 1 for t in threads)
     assert counted.transactions <= 1 + 13 + 1, counted.statements
+
+
+async def test_conversations_sent_at_once_are_finished_together(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """Twenty new threads' Auth URL posts served at once: the messages sent in one turn of the
+    loop are removed (and their leases dropped) in one transaction, not one each (twenty
+    before), and each went once."""
+    chat = RecordingChatThreads()
+    threads = [a_thread(chat) for _ in range(20)]
+    for n, thread in enumerate(threads):
+        await queue(own_engine, box, thread, f"Auth URL {n}")
+    dispatcher = Dispatcher(Factory(own_engine, box), chat, FrozenClock(), gather=0)
+    stopping = asyncio.Event()
+    with counting(own_engine) as counted:
+        runner = asyncio.create_task(dispatcher.run(stopping))
+        await until(lambda: all(chat.threads[t.key] for t in threads))
+
+        async def emptied() -> bool:
+            async with SqlUnitOfWork(own_engine, box, read_only=True) as uow:
+                return await uow.outbox.stats() == {"pending": 0, "failed": 0}
+
+        await until(emptied)
+        stopping.set()
+        await runner
+    assert all(len(chat.threads[t.key]) == 1 for t in threads)
+    removals = [s for s in counted.statements if s.startswith("DELETE FROM outbox WHERE")]
+    assert len(removals) <= 2, counted.statements
 
 
 class Slow(RecordingChatThreads):
