@@ -28,7 +28,11 @@ demo: $(STAMP)
 test: $(STAMP) $(NODE_TOOLS)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The Slack path under wrk first (needs Debian's wrk and PostgreSQL 15; bench/README.md), then the
+# rest. Each prints its goals table with min / median / max and writes it to bench/results/.
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 2; }
+	$(BIN)/python -m bench.wrk --profile
 	$(BIN)/python -m bench
 
 lint: $(STAMP)

@@ -10,7 +10,7 @@ import resource
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import approve, flows, health, signin, slack, teams
+from bench import approve, flows, health, signin, teams
 
 
 def table(rows: list[tuple[str, str, str, str]], anchor: str, ours: str) -> str:
@@ -45,8 +45,6 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
     scale = asyncio.run(health.main(args.tenants, args.status_tenants, args.latency, args.repeats))
-    acks = asyncio.run(slack.main(args.repeats))
-    slack_goals = asyncio.run(slack.goals(args.repeats))
     fix, turns = asyncio.run(teams.main(args.repeats))
     rows = asyncio.run(flows.main(args.flows, args.window, args.interval, args.flow_repeats))
     # long enough that every one of the many flows is polled at least twice
@@ -57,19 +55,16 @@ def main() -> None:
     text = (
         f"# renewbot benchmarks, {now:%Y-%m-%d %H:%M} UTC\n\n"
         f"Machine: {platform.machine()}, {platform.python_implementation()} "
-        f"{platform.python_version()}. Slack rows: medians of {args.repeats} runs; device-flow "
+        f"{platform.python_version()}. Teams rows: medians of {args.repeats} runs; device-flow "
         f"rows: medians of {args.flow_repeats} run(s) of {args.window:.0f} s; anchor and "
-        f"renewbot alternate in the same run.\n\n"
-        f"## Goals (issue 6)\n\n"
+        f"renewbot alternate in the same run. The Slack path's goals are `python -m bench.wrk`'s "
+        f"(`make bench` runs it first; its table is in bench/results/wrk-*.md).\n\n"
+        f"## Goals (issues 6 and 18)\n\n"
         f"| path | anchor | renewbot | ratio | goal | met |\n|---|---|---|---|---|---|\n"
-        + "\n".join("| " + " | ".join(r) + " |" for r in slack_goals)
-        + "\n"
         + "\n".join("| " + " | ".join(r) + " |" for r in teams_goal(turns) + many + approvals)
         + "\n"
         + "\n".join("| " + " | ".join(r) + " |" for r in scale)  # issue 18, item 6
         + "\n\n"
-        f"## Slack ack latency\n\n"
-        f"{table(acks, 'bolt AsyncApp, ack-only listener', 'renewbot /slack/events')}\n\n"
         f"## Teams turns\n\n"
         f"The msrest fix alone (stock botbuilder echo bot, same run):\n\n"
         f"{table(fix, 'msrest 0.7.1 as shipped', 'safe codes as a frozenset')}\n\n"

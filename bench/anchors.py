@@ -6,7 +6,7 @@ raw: aiohttp reads the form POST, checks the Slack signature with slack_sdk's ve
 `/renew-token` listener only acks, bolt verifying the signature itself. bolt-post: the same, then
 one chat.postMessage naming the command from a background task (the anchor of "command -> first
 thread post"). All serve
-POST /slack/events on 127.0.0.1 until terminated; no access log, as bench/slack.py's anchors.
+POST /slack/events on 127.0.0.1 until terminated; no access log.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bench.slack import BOT_TOKEN, SECRET
+from bench.wrk_servers import BOT_TOKEN, SECRET
 
 
 def raw_app() -> web.Application:

@@ -2,7 +2,7 @@
 
 Prints {"api_url": ..., "response_url": ...} once, then answers one JSON line per stdin line:
   "count" -> {"parents": top-level posts, "named": distinct commands named by a top-level post
-              (the text in parentheses, as bench/loadgen.py reads it), "replies": thread replies,
+              (the text in parentheses), "replies": thread replies,
               "auth_urls": of those, how many carry an Auth URL (in threads opened since the
               last reset),
               "responses": response_url posts, "apologies": of those, how many apologise,
@@ -13,23 +13,65 @@ Prints {"api_url": ..., "response_url": ...} once, then answers one JSON line pe
               them), then {"first_post_ms": per command, from sending it to the first top-level
               post naming it, as seen here (one clock), "ack_ms": [...], "statuses": [...],
               "lag_ms": how late the sender was on its schedule at worst}
-Pacing is off (``post_rate=None``), as in bench/loadgen.py: the bench measures renewbot, not
+Pacing is off (``post_rate=None``): the bench measures renewbot, not
 Slack's per-channel limit. Stops at end of input. It does not sign or send commands.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import json
 import sys
 import time
+import uuid
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
-from bench.loadgen import _first_posts, body, signed
 from bench.wrk_servers import CHANNELS
 from tests.servers.slack import SlackStandIn
+
+
+def signed(body: str, secret: str) -> dict[str, str]:
+    ts = str(int(time.time()))
+    mac = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+    return {
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": f"v0={mac}",
+        "Content-Type": "application/x-www-form-urlencoded",
+    }
+
+
+def body(text: str, response_url: str, channel: str = "C-ops") -> str:
+    return urlencode(
+        {
+            "team_id": "T1",
+            "channel_id": channel,
+            "user_id": "U-bench",
+            "user_name": "bench",
+            "command": "/renew-token",
+            "text": text,
+            "response_url": response_url,
+            "trigger_id": uuid.uuid4().hex,
+        }
+    )
+
+
+def _first_posts(stand: SlackStandIn, sent_at: dict[str, float]) -> list[float]:
+    """Per command, ms from its sending to the first top-level post naming it."""
+    found: dict[str, float] = {}
+    for call in stand.calls:
+        if call.method != "chat.postMessage" or "thread_ts" in call.args:
+            continue
+        text = str(call.args.get("text", ""))
+        start, end = text.find("("), text.find(")")
+        name = text[start + 1 : end] if 0 <= start < end else ""
+        if name in sent_at and name not in found:
+            found[name] = (call.at - sent_at[name]) * 1000
+    return list(found.values())
 
 
 def count(stand: SlackStandIn) -> dict[str, Any]:

@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import profile
-from bench.slack import SECRET
 from bench.wrk_servers import (
     HERE,
     LOAD_CORE,
+    SECRET,
     Server,
     StandIn,
     cpu_seconds,

@@ -27,9 +27,10 @@ from urllib.parse import urlencode
 import aiohttp
 
 from bench.local import free_port
-from bench.slack import BOT_TOKEN, SECRET
 
 HERE = Path(__file__).parent
+SECRET = "8f742231b10e8888abcd99yyyzzz85a5"  # noqa: S105 (Slack's documented example secret)
+BOT_TOKEN = "xoxb-test-0000-renewbot"  # noqa: S105 (the stand-in's fake token)
 SERVER_CORE, LOAD_CORE = 0, 1
 # Commands come from this many channels, in turn. Slack takes about one post a second per
 # channel (chat.postMessage, "Rate limiting"), and renewbot paces each thread's replies by it: a

@@ -279,7 +279,7 @@ async def start_site(app: web.Application, host: str, port: int) -> web.AppRunne
     # What exists now (modules, the app, database and chat clients) lives as long as the
     # process. Frozen out of the collector's sight, a full collection walks only what requests
     # made: measured, full collections stalled the loop 70-90 ms and set the p99 of command ->
-    # first thread post (bench/slack.py); frozen, they take a few ms.
+    # first thread post (bench/wrk.py, first-post row); frozen, they take a few ms.
     gc.collect()
     gc.freeze()
     return runner

@@ -4,8 +4,8 @@ SQLite gets WAL, a busy timeout and BEGIN IMMEDIATE so concurrent writers wait i
 Inside one process, SQLite transactions also queue on ``write_gate``, an asyncio lock, in arrival
 order: SQLite's own busy handler sleeps with growing back-off (up to 100 ms at a time), so at a few
 dozen commands per second waiting writers formed convoys of seconds (measured: command to first
-thread post p99 2.7 s at 50 commands/s, bench/slack.py). Other processes still wait through the
-busy timeout. PostgreSQL has no gate.
+thread post p99 2.7 s at 50 commands/s, the in-process Slack bench of the time). Other processes
+still wait through the busy timeout. PostgreSQL has no gate.
 """
 
 from __future__ import annotations
