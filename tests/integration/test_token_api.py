@@ -130,6 +130,7 @@ async def test_a_tenant_that_needs_a_renewal_answers_409_and_is_recorded(tmp_pat
         async with live.rt.uow() as uow:
             tenant = await uow.tenants.get(live.tenants["contoso"].key)
         assert tenant is not None and tenant.auth_state is AuthState.EXPIRED
+        await until(lambda: any("Contoso" in t for t in live.chat.announcements))
         assert sum("Contoso" in t for t in live.chat.announcements) == 1
 
         await live.say("fabrikam")  # a renewal is open: the answer says so
