@@ -170,6 +170,7 @@ class Dispatcher:
         self._stopping = False
         self._reported: BoundedCache[tuple[str, str], bool] = BoundedCache(1000)
         self._finished = GroupCommit(self._finish)
+        self._full = False  # the last claim took as many conversations as it could
 
     def wake(self) -> None:
         """New rows were committed: claim them now rather than at the next poll."""
@@ -211,6 +212,11 @@ class Dispatcher:
         self._active = {c: t for c, t in self._active.items() if t is not task}
         if not task.cancelled() and task.exception() is not None:
             log.error("outbox.serve_failed", exc_info=task.exception())
+        if self._full and not self._stopping:
+            # The last claim took all it could: others may be waiting for a free place now,
+            # not for the next poll (a backlog drained at `concurrency` conversations a poll).
+            self._full = False
+            self._wake.set()
 
     async def drain(self) -> None:
         """Deliver everything deliverable now, in this task (one-shot runs and the unit tests)."""
@@ -227,6 +233,7 @@ class Dispatcher:
         async with self.uow() as uow:
             claimed = await uow.outbox.claim(self.owner, now, now + self.lease, limit)
             await uow.commit()
+        self._full = len(claimed) >= limit
         return [_Hand(c, now + self.lease, first) for c, first in claimed.items()]
 
     async def _serve(self, hand: _Hand) -> None:

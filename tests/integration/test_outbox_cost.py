@@ -145,6 +145,28 @@ async def test_conversations_sent_at_once_are_finished_together(
     assert len(removals) <= 2, counted.statements
 
 
+async def test_a_backlog_larger_than_the_places_drains_without_waiting_for_polls(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """Twenty threads' posts, five served at a time, the next poll far away: each place that
+    frees up is taken again at once (before, the backlog drained five conversations a poll)."""
+    chat = RecordingChatThreads()
+    threads = [a_thread(chat) for _ in range(20)]
+    for n, thread in enumerate(threads):
+        await queue(own_engine, box, thread, f"Auth URL {n}")
+    dispatcher = Dispatcher(
+        Factory(own_engine, box), chat, FrozenClock(), concurrency=5, poll_every=60, gather=0
+    )
+    stopping = asyncio.Event()
+    runner = asyncio.create_task(dispatcher.run(stopping))
+    try:
+        await until(lambda: all(chat.threads[t.key] for t in threads), 10)
+    finally:
+        stopping.set()
+        await runner
+    assert all(len(chat.threads[t.key]) == 1 for t in threads)
+
+
 class Slow(RecordingChatThreads):
     """Each post takes ten seconds of the clock; checks the lease is live while posting."""
 
