@@ -56,6 +56,9 @@ MAX_IN_FLIGHT = 64
 # Seconds a command may work before its ack goes out empty (then the answer follows through the
 # response_url). Slack shows "operation_timeout" after 3 s: a second left for the network.
 ACK_BUDGET = 2.0
+# Commands told "busy" are logged once per this many seconds, with how many (under overload, a
+# line each took logging above 5% of the CPU: bench/wrk.py --profile).
+BUSY_LOG_EVERY = 5.0
 
 
 class _Answer:
@@ -101,6 +104,7 @@ class SlackBot:
         self.command = command
         self.max_in_flight = max_in_flight
         self.ack_budget = ack_budget
+        self._busy_logged_at, self._busy_since_logged = float("-inf"), 0
         self.in_flight = 0
         self.threads = threads
         self.client = client
@@ -174,7 +178,14 @@ class SlackBot:
         if quick is not None:
             return escape(quick)
         if self.in_flight >= self.max_in_flight:
-            log.warning("slack.busy", extra={"in_flight": self.in_flight})
+            self._busy_since_logged += 1
+            now = time.monotonic()
+            if now - self._busy_logged_at >= BUSY_LOG_EVERY:  # one line, not one per command
+                turned_away = self._busy_since_logged
+                log.warning(
+                    "slack.busy", extra={"in_flight": self.in_flight, "turned_away": turned_away}
+                )
+                self._busy_logged_at, self._busy_since_logged = now, 0
             return escape(messages.busy())
         answer = _Answer()
         self._spawn(self._command(body, answer), "slack.command")

@@ -3,6 +3,7 @@ immediate "busy" instead of a 200 followed by a late answer or an apology (issue
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,21 @@ async def test_a_renewal_is_answered_in_the_acknowledgement(
         "chat.postMessage",
     ]
     assert not slack.responses
+
+
+async def test_commands_told_busy_are_logged_once_with_their_count(
+    live: Live, slack: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under overload the log gets one line per few seconds saying how many were turned away,
+    not a line per command (each line costs CPU the bot is short of)."""
+    assert live.rt.slack is not None
+    live.rt.slack.max_in_flight = 0
+    with caplog.at_level(logging.WARNING, logger="renewbot.slack"):
+        for _ in range(5):
+            status, answer = await ack(live, command_body(slack, "contoso"))
+            assert status == 200 and answer is not None and "busy" in answer["text"]
+    busy = [r for r in caplog.records if r.getMessage() == "slack.busy"]
+    assert len(busy) == 1 and busy[0].__dict__["turned_away"] == 1
 
 
 async def test_an_answer_later_than_the_budget_comes_through_the_response_url(
