@@ -15,7 +15,6 @@ sending again. Pacing: chat.postMessage allows about one message per second per 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -32,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from adapters.slack import blocks
 from core.delivery import Pace
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError
+from core.locks import KeyedLocks
 from core.model import Origin, ThreadRef
 from core.ports import Message, Outgoing
 
@@ -131,7 +131,7 @@ class SlackThreads:
         self.client = client
         self.poster = posting_client(client)
         self.alert_channel = alert_channel
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()  # serialises posts per thread; empties as they finish
         self.pace = Pace(rate=1.0, burst=1, key=self.channel_of)
 
     def channel_of(self, item: Outgoing) -> str:
@@ -157,9 +157,6 @@ class SlackThreads:
             log.warning("slack.unreachable", extra={"method": what, "error": type(exc).__name__})
             raise ChatDeliveryError(f"Slack unreachable for {what}") from None
 
-    def _lock(self, key: str) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
-
     async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
         body = blocks.render(message)
         resp = await self._call(
@@ -173,7 +170,7 @@ class SlackThreads:
     async def post(self, thread: ThreadRef, message: Message) -> None:
         channel, ts = split_key(thread.key)
         body = blocks.render(message) | _metadata(message)
-        async with self._lock(thread.key):
+        async with self._locks.hold(thread.key):
             await self._call(
                 "chat.postMessage",
                 lambda: self.poster.chat_postMessage(
@@ -184,7 +181,7 @@ class SlackThreads:
     async def update_status(self, thread: ThreadRef, message: Message) -> None:
         channel, ts = split_key(thread.key)
         body = blocks.render(message)
-        async with self._lock(thread.key):
+        async with self._locks.hold(thread.key):
             await self._call(
                 "chat.update", lambda: self.poster.chat_update(channel=channel, ts=ts, **body)
             )

@@ -31,6 +31,7 @@ from adapters.teams import cards
 from adapters.teams.connector import TeamsAdapter
 from core.delivery import Pace
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError
+from core.locks import KeyedLocks
 from core.lru import BoundedCache
 from core.model import Origin, ThreadRef
 from core.ports import Message
@@ -102,7 +103,7 @@ class TeamsThreads:
         self.alert_conversation = alert_conversation
         self.attempts, self.backoff, self.max_delay = attempts, backoff, max_delay
         self._refs: BoundedCache[str, ConversationReference] = BoundedCache(5000)
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()  # serialises posts per thread; empties as they finish
         self.pace = Pace(rate=1.8, burst=4)  # per thread (the outbox conversation)
 
     # -- references --------------------------------------------------------------------------
@@ -204,16 +205,13 @@ class TeamsThreads:
         what = "update_activity" if update else "send_activity"
         return await self._retrying(what, once, throttled)
 
-    def _lock(self, key: str) -> asyncio.Lock:
-        return self._locks.setdefault(key, asyncio.Lock())
-
     async def send(self, conversation: str, message: Message, throttled: bool = False) -> str:
         """Post ``message`` in ``conversation``; returns the new activity's id.
 
         A direct reply (``throttled`` False) waits out a 429 here; the outbox's posts do not.
         """
         ref = await self._reference(conversation)
-        async with self._lock(conversation):
+        async with self._locks.hold(conversation):
             return await self._deliver(ref, card_activity(message), False, throttled)
 
     # -- ChatThreads ---------------------------------------------------------------------------
@@ -231,7 +229,7 @@ class TeamsThreads:
         ref = await self._reference(conversation)
         activity = card_activity(message)
         activity.id = status_id
-        async with self._lock(conversation):
+        async with self._locks.hold(conversation):
             await self._deliver(ref, activity, update=True)
 
     async def announce(self, message: Message) -> None:
