@@ -128,35 +128,81 @@ class HealthMonitor:
     async def sweep(self, stop: asyncio.Event | None = None) -> SweepResult:
         """Check every tenant that is due, in leased batches, until none is left.
 
-        With ``stop`` set, the batch in hand is finished and no further batch is claimed. The
-        changes a batch finds are announced together (see ``announce_changes``).
+        With ``stop`` set, the batches in hand are finished and no further batch is claimed. The
+        changes a batch finds are announced together (see ``announce_changes``). The next batch
+        is claimed as soon as every check of the last one has begun: both share one gate of
+        ``concurrency`` checks, so the identity threads do not idle while a batch's last checks
+        finish, its outcomes are stored and the next batch is claimed (about a tenth of a
+        10,000-tenant sweep, bench/health.py).
         """
         result = SweepResult()
-        while not (stop and stop.is_set()):
-            now = self.clock.now()
-            async with self.uow() as uow:
-                batch = await uow.tenants.claim_due(
-                    self.config.worker_id, now, now + self.config.lease, self.config.batch
-                )
-                await uow.commit()
-            if not batch:
-                break
-            await self.check_all(batch, result)
+        gate = asyncio.Semaphore(self.config.concurrency)
+        running: set[asyncio.Task[SweepResult]] = set()
+        try:
+            while not (stop and stop.is_set()):
+                now = self.clock.now()
+                async with self.uow() as uow:
+                    batch = await uow.tenants.claim_due(
+                        self.config.worker_id, now, now + self.config.lease, self.config.batch
+                    )
+                    await uow.commit()
+                if not batch:
+                    break
+                begun = asyncio.Event()
+                task = asyncio.create_task(self.check_all(batch, result, gate, begun))
+                running.add(task)
+                waiting = asyncio.create_task(begun.wait())
+                await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+                for done in [t for t in running if t.done()]:
+                    running.discard(done)
+                    done.result()  # a failed batch ends the sweep, as it always did
+            for task in list(running):
+                running.discard(task)
+                await task
+        finally:
+            for task in running:  # the sweep failed or was cancelled: no batch left behind
+                task.cancel()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
         return result
 
     async def check_all(
-        self, tenants: Sequence[Tenant], result: SweepResult | None = None
+        self,
+        tenants: Sequence[Tenant],
+        result: SweepResult | None = None,
+        gate: asyncio.Semaphore | None = None,
+        begun: asyncio.Event | None = None,
     ) -> SweepResult:
-        """Check these tenants now, ``concurrency`` at a time; announce their changes together."""
+        """Check these tenants now, ``concurrency`` at a time (or as ``gate`` lets them);
+        announce their changes together. ``begun`` is set once every check has begun."""
         result = result or SweepResult()
-        gate = asyncio.Semaphore(self.config.concurrency)
+        gate = gate or asyncio.Semaphore(self.config.concurrency)
+        begun = begun or asyncio.Event()
         changes: list[Change] = []
+        records: list[HealthRecord] = []
+        waiting = len(tenants)
 
         async def one(tenant: Tenant) -> None:
+            nonlocal waiting
             async with gate:
-                await self.check(tenant, result, changes)
+                waiting -= 1
+                if not waiting:
+                    begun.set()
+                await self.check(tenant, result, changes, records)
 
-        await asyncio.gather(*(one(t) for t in tenants))
+        if not tenants:
+            begun.set()
+        # The batch's outcomes go in one transaction once every check has ended (a statement
+        # group per check cost about a third of the sweep's database CPU). A crash before it
+        # loses only outcomes: the leases run out and the tenants are checked again, while a
+        # rotated refresh token is saved by its own check before that check ends.
+        outcomes = await asyncio.gather(*(one(t) for t in tenants), return_exceptions=True)
+        if records:
+            await self._store_health(records)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         result.alerts += await self.announce_changes(changes)
         return result
 
@@ -165,21 +211,24 @@ class HealthMonitor:
         tenant: Tenant,
         result: SweepResult | None = None,
         changes: list[Change] | None = None,
+        records: list[HealthRecord] | None = None,
     ) -> AuthState:
         """Refresh one tenant's tokens and record what that says (see ``_check``)."""
         with logcontext.bound(tenant=tenant.slug):
-            return await self._check(tenant, result, changes)
+            return await self._check(tenant, result, changes, records)
 
     async def _check(
         self,
         tenant: Tenant,
         result: SweepResult | None = None,
         changes: list[Change] | None = None,
+        records: list[HealthRecord] | None = None,
     ) -> AuthState:
         """Refresh one tenant's tokens and record what that says.
 
         A change of state is announced at once, or collected in ``changes`` (a sweep announces
-        a batch's changes together).
+        a batch's changes together). The outcome is stored at once, or collected in ``records``
+        (a sweep stores a batch's outcomes together).
         """
         result = result or SweepResult()
         now = self.clock.now()
@@ -212,7 +261,11 @@ class HealthMonitor:
             why = "no configured encryption key opens the stored token cache, or it was altered"
             await self.record(tenant, IdentityProviderError(UNREADABLE, UNREADABLE, why), "monitor")
             state, reason = AuthState.EXPIRED, UNREADABLE
-        await self._record_health(HealthRecord(tenant.key, state, refreshed, next_check))
+        record = HealthRecord(tenant.key, state, refreshed, next_check)
+        if records is not None:
+            records.append(record)
+        else:
+            await self._record_health(record)
         result.checked += 1
         self.totals.checked += 1
         result.states[state] = result.states.get(state, 0) + 1

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import upsert, write_gate
@@ -24,6 +25,12 @@ from core.batching import Coalescer
 from core.errors import (
     StorageError,
     TokenCacheUnreadableError,
+)
+
+# Built once: building a statement costs more CPU than running it (SQLAlchemy caches the compiled
+# form, not the construction); the ids go in as one expanding parameter.
+_LOAD = select(token_caches.c.tenant_id, token_caches.c.ciphertext).where(
+    token_caches.c.tenant_id.in_(bindparam("b_ids", expanding=True))
 )
 
 
@@ -42,6 +49,19 @@ class SqlTokenCacheStore:
         self._load = Coalescer(self._load_many)
         self._save = Coalescer(self._save_many)
         self._upsert = upsert(engine, token_caches, ["tenant_id"])  # built once: costly to build
+        # One statement needs no transaction around it: in autocommit a load or a save is one
+        # round trip instead of three (BEGIN, the statement, COMMIT/ROLLBACK). Each row stands
+        # alone (one tenant's cache), and each statement is atomic by itself.
+        # (PostgreSQL only: SQLite's writes keep their transaction and the write gate.)
+        self._direct = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if engine.dialect.name == "postgresql"
+            else None
+        )
+
+    def _connection(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """For one write: autocommit on PostgreSQL, a transaction on SQLite."""
+        return self._direct.connect() if self._direct is not None else self.engine.begin()
 
     async def load(self, tenant_id: str) -> str | None:
         return await self._load(tenant_id)
@@ -50,12 +70,10 @@ class SqlTokenCacheStore:
         await self._save((tenant_id, serialized))
 
     async def _load_many(self, tenant_ids: list[str]) -> list[str | Exception | None]:
-        query = select(token_caches.c.tenant_id, token_caches.c.ciphertext).where(
-            token_caches.c.tenant_id.in_(set(tenant_ids))
-        )
         try:
-            async with write_gate(self.engine), self.engine.connect() as conn:
-                found = {row.tenant_id: row.ciphertext for row in await conn.execute(query)}
+            async with write_gate(self.engine), (self._direct or self.engine).connect() as conn:
+                rows = await conn.execute(_LOAD, {"b_ids": list(set(tenant_ids))})
+                found = {row.tenant_id: row.ciphertext for row in rows}
         except (DBAPIError, OSError) as exc:
             raise StorageError("the database failed to load token caches") from exc
         return [self._open(tid, found[tid]) if tid in found else None for tid in tenant_ids]
@@ -105,7 +123,7 @@ class SqlTokenCacheStore:
             for tid, body in latest.items()
         ]
         try:
-            async with write_gate(self.engine), self.engine.begin() as conn:
+            async with write_gate(self.engine), self._connection() as conn:
                 await conn.execute(self._upsert, rows)
         except (DBAPIError, OSError) as exc:
             raise StorageError("the database failed to save token caches") from exc
