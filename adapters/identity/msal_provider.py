@@ -29,6 +29,7 @@ from adapters.identity.http import METADATA, HttpStatusError, LoopHttpClient
 from core.errors import IdentityProviderError
 from core.model import DeviceCode, Tenant
 from core.ports import (
+from core.locks import KeyedLocks
     AccessToken,
     BrowserSignInStart,
     Clock,
@@ -93,7 +94,7 @@ class MsalIdentityProvider:
         # tenants must not make a customer's sign-in wait behind it, and each check holds a
         # thread for a round trip to Microsoft, so a sweep wants more threads than flows do.
         self._check_pool = ThreadPoolExecutor(check_pool_size, thread_name_prefix="msal-check")
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLocks()  # one tenant's cache at a time; empties as they finish
         _skip_absent_msal_extensions()
 
     def token_set_names(self) -> Sequence[str]:
@@ -155,16 +156,13 @@ class MsalIdentityProvider:
             http_cache=self._http_cache,
         )
 
-    def _lock(self, tenant: Tenant) -> asyncio.Lock:
-        return self._locks.setdefault(tenant.tenant_id, asyncio.Lock())
-
     async def _with_cache(
         self,
         tenant: Tenant,
         work: Callable[[msal.SerializableTokenCache], T],
         pool: ThreadPoolExecutor | None = None,
     ) -> T:
-        async with self._lock(tenant):
+        async with self._locks.hold(tenant.tenant_id):
             cache = msal.SerializableTokenCache()
             stored = await self._store.load(tenant.tenant_id)
             if stored:
@@ -261,7 +259,7 @@ class MsalIdentityProvider:
 
     async def promote(self, tenant: Tenant, staged: StagedTokens) -> None:
         """The staged sign-in becomes the tenant's whole cache (only the new admin's grant)."""
-        async with self._lock(tenant):
+        async with self._locks.hold(tenant.tenant_id):
             await self._store.save(tenant.tenant_id, staged.blob.decode())
 
     async def refresh(self, tenant: Tenant) -> None:
