@@ -27,9 +27,9 @@ from adapters.identity.errors import is_waiting, to_error, unavailable
 from adapters.identity.graph import read_directory
 from adapters.identity.http import METADATA, HttpStatusError, LoopHttpClient
 from core.errors import IdentityProviderError
+from core.locks import KeyedLocks
 from core.model import DeviceCode, Tenant
 from core.ports import (
-from core.locks import KeyedLocks
     AccessToken,
     BrowserSignInStart,
     Clock,

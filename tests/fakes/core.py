@@ -373,9 +373,7 @@ class _Outbox:
         return nxt
 
     async def finish(self, owner: str, done: dict[str, int]) -> dict[str, Outgoing | None]:
-        return {
-            c: await self.advance(c, owner, datetime.now(UTC), done=d) for c, d in done.items()
-        }
+        return {c: await self.advance(c, owner, datetime.now(UTC), done=d) for c, d in done.items()}
 
     async def renew(self, conversation: str, owner: str, until: datetime) -> bool:
         holder, _, not_before = self.s.outbox_leases.get(conversation, (None, None, None))
