@@ -133,8 +133,12 @@ class Bench:
             r["drain_s"] = await settle(stand, done, self.args.drain)
             r.update(stand.ask("count"))
             r["started"] = started
-        r["cpu_ms"] = (cpu_seconds(server.proc.pid) - cpu0) * 1000 / max(1, r["acked"])
+        cpu_ms = (cpu_seconds(server.proc.pid) - cpu0) * 1000
+        r["cpu_ms"] = cpu_ms / max(1, r["acked"])
         r["rps"] = r["requests"] / r["seconds"]
+        if kind == "renew":  # renewals done (thread + Auth URL), the backlog's drain included
+            r["renewals_s"] = r["started"] / (r["seconds"] + r["drain_s"])
+            r["cpu_ms_renewal"] = cpu_ms / max(1, r["started"])  # "busy" answers' CPU in it
         r["rss_mb"] = rss_mb(server.proc.pid)
         r.update(server.log_errors())
         return r
@@ -177,7 +181,7 @@ class Bench:
                         out.first.setdefault(name, []).append(r)
             rates = list(a.rates)
             if a.overload and ("renew", 64) in out.rows:  # twice what one core sustains
-                sustainable = statistics.median(r["rps"] for r in out.rows[("renew", 64)])
+                sustainable = statistics.median(r["renewals_s"] for r in out.rows[("renew", 64)])
                 rates.append(round(2 * sustainable))
                 out.overload_rate = rates[-1]
             for rate in rates:
@@ -243,11 +247,11 @@ def goals(a: argparse.Namespace, res: Results) -> list[list[str]]:
     if ("renew", 64) in rows:
         runs = rows[("renew", 64)]
         full = [r for r in runs if r["named"] >= r["started"] and r["auth_urls"] >= r["started"]]
-        rps = [r["rps"] for r in runs]
+        rps = [r["renewals_s"] for r in runs]
         met = statistics.median(rps) >= 250 and len(full) == len(runs)
-        add("renewals/s on one core, c64, every thread + Auth URL posted", rps, ">= 250", met,
-            "{:.0f}")  # fmt: skip
-        cpu = [r["cpu_ms"] for r in runs]
+        add("renewals/s on one core, c64 (renewals begun / (run + drain), each with its thread "
+            "and Auth URL posted)", rps, ">= 250", met, "{:.0f}")  # fmt: skip
+        cpu = [r["cpu_ms_renewal"] for r in runs]
         add("CPU per renewal, all Slack calls included (ms)", cpu, "<= 4",
             statistics.median(cpu) <= 4.0, "{:.2f}")  # fmt: skip
     if res.first:
@@ -314,7 +318,9 @@ def report(a: argparse.Namespace, res: Results) -> str:
                          f"{med['responses']}/{med['acked'] - med['in_ack']}, apologies "
                          f"{med['apologies']}, pool timeouts {med['pool_timeouts']}")  # fmt: skip
                 if label == "renew":
-                    note += f", threads {med['named']}, Auth URLs {med['auth_urls']}"
+                    note += (f", threads {med['named']}, Auth URLs {med['auth_urls']}, "
+                             f"{med['renewals_s']:.0f} renewals/s with the drain, "
+                             f"{med['cpu_ms_renewal']:.2f} ms CPU per renewal")  # fmt: skip
             notes.append(note)
         lines.append("| " + " | ".join([*cells, "; ".join(notes)]) + " |")
     if rows:
@@ -336,14 +342,15 @@ def report(a: argparse.Namespace, res: Results) -> str:
             f"{OVERLOAD_CONNS} in the overload run; every thread and Auth URL counted at the "
             "stand-in)\n\n"
             "| offered /s | s | acked /s | ack p99 ms | started | threads | Auth URLs | "
-            "busy | apologies | drained after stop s | CPU ms/renewal | pool timeouts | errors "
-            "| RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "busy | apologies | drained after stop s | CPU ms/renewal begun | pool timeouts | "
+            "errors | RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
         for r in sustained:
             text += (
                 f"| {r['rate']:g} | {r['sustain']:g} | {r['acked'] / r['seconds']:.0f} | "
                 f"{r['p99_us'] / 1000:.1f} | {r['started']} | {r['named']} | {r['auth_urls']} | "
-                f"{r['busy_ack']} | {r['apologies']} | {r['drain_s']:.1f} | {r['cpu_ms']:.2f} | "
+                f"{r['busy_ack']} | {r['apologies']} | {r['drain_s']:.1f} | "
+                f"{r['cpu_ms_renewal']:.2f} | "
                 f"{r['pool_timeouts']} | {r['errors']} | {r['rss_mb']:.0f} |\n"
             )
         for r in sustained:
