@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from core.batching import Coalescer
 from core.chat import ChatRouter
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError, StorageError
 from core.lru import BoundedCache
@@ -169,7 +170,8 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._stopping = False
         self._reported: BoundedCache[tuple[str, str], bool] = BoundedCache(1000)
-        self._finished = GroupCommit(self._finish)
+        # sent messages of many conversations removed in one transaction (a group commit)
+        self._finished: Coalescer[tuple[str, int], Outgoing | None] = Coalescer(self._finish)
         self._full = False  # the last claim took as many conversations as it could
 
     def wake(self) -> None:
@@ -256,7 +258,7 @@ class Dispatcher:
                 if refused or self._renew_due(hand):
                     hand.hold(await self._advance(hand, item.id, refused))
                 else:  # with other conversations' in one transaction
-                    hand.hold(await self._finished.finish(hand.conversation, item.id))
+                    hand.hold(await self._finished((hand.conversation, item.id)))
                 if refused:
                     await self._report(item, refused)
                 item = hand.item
@@ -346,11 +348,15 @@ class Dispatcher:
         hand.until = until or hand.until
         return item
 
-    async def _finish(self, done: dict[str, int]) -> dict[str, Outgoing | None]:
+    async def _finish(self, done: list[tuple[str, int]]) -> list[Outgoing | None]:
+        """``advance`` for the conversations whose messages were sent about together: each
+        sent one removed, each next one handed out, or the lease dropped. Under load a fraction
+        of a transaction per message. A crash before the commit leaves the messages counted as
+        tried, so the next owner asks the platform before sending any of them again."""
         async with self.uow() as uow:
-            handed = await uow.outbox.finish(self.owner, done)
+            handed = await uow.outbox.finish(self.owner, dict(done))
             await uow.commit()
-        return handed
+        return [handed.get(conversation) for conversation, _ in done]
 
     def _adapter(self, platform: str) -> ChatThreads:
         if isinstance(self.threads, ChatRouter) and platform:
@@ -408,47 +414,6 @@ class Dispatcher:
                     )
             await uow.commit()
         self.wake()
-
-
-class GroupCommit:
-    """``advance`` for many conversations in one transaction: the finishes that arrive while one
-    transaction runs go together in the next (a group commit; alone, a finish waits for
-    nothing). Under load that is a fraction of a transaction per message instead of one. A
-    crash before the commit leaves the messages counted as tried, so the next owner asks the
-    platform before sending any of them again."""
-
-    def __init__(
-        self, run: Callable[[dict[str, int]], Awaitable[dict[str, Outgoing | None]]]
-    ) -> None:
-        self.run = run
-        self._waiting: dict[str, tuple[int, asyncio.Future[Outgoing | None]]] = {}
-        self._task: asyncio.Task[None] | None = None
-
-    async def finish(self, conversation: str, done: int) -> Outgoing | None:
-        """Remove ``done``; the conversation's next message (None: emptied, or not ours)."""
-        future: asyncio.Future[Outgoing | None] = asyncio.get_running_loop().create_future()
-        self._waiting[conversation] = (done, future)
-        if self._task is None:
-            self._task = asyncio.create_task(self._commit(), name="outbox:finish")
-        return await future
-
-    async def _commit(self) -> None:
-        try:
-            while self._waiting:
-                await asyncio.sleep(0)  # the finishes of this turn of the loop join
-                batch, self._waiting = self._waiting, {}
-                try:
-                    handed = await self.run({c: done for c, (done, _) in batch.items()})
-                except Exception as exc:  # each waiter fails as its own transaction would
-                    for _, future in batch.values():
-                        if not future.done():
-                            future.set_exception(exc)
-                    continue
-                for conversation, (_, future) in batch.items():
-                    if not future.done():
-                        future.set_result(handed.get(conversation))
-        finally:
-            self._task = None
 
 
 async def _first(event: asyncio.Event, stopping: asyncio.Event, timeout: float) -> None:

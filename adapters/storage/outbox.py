@@ -17,6 +17,7 @@ storage only.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -74,6 +75,15 @@ def _item(row: Row[Any], box: SecretBox) -> Outgoing:
         id=row.id,
         attempts=row.attempts,
         created_at=row.created_at,
+    )
+
+
+def _firsts(conversations: Iterable[str]) -> Any:
+    """The id of each conversation's oldest pending message."""
+    return (
+        select(func.min(outbox.c.id))
+        .where(outbox.c.conversation.in_(sorted(conversations)), outbox.c.state == PENDING)
+        .group_by(outbox.c.conversation)
     )
 
 
@@ -143,12 +153,7 @@ class SqlOutbox:
         )
         claimed: dict[str, Outgoing | None] = {row.conversation: None for row in taken}
         if claimed:
-            first = (
-                select(func.min(outbox.c.id))
-                .where(outbox.c.conversation.in_(list(claimed)), outbox.c.state == PENDING)
-                .group_by(outbox.c.conversation)
-            )
-            for item in await self._mark(outbox.c.id.in_(first)):
+            for item in await self._mark(outbox.c.id.in_(_firsts(claimed))):
                 claimed[item.conversation] = item
         return claimed
 
@@ -204,17 +209,7 @@ class SqlOutbox:
             await self.c.execute(delete(outbox).where(outbox.c.id == done))
         if not go_on:
             return None
-        first = (
-            select(func.min(outbox.c.id))
-            .where(outbox.c.conversation == conversation, outbox.c.state == PENDING)
-            .scalar_subquery()
-        )
-        held = select(outbox_leases.c.conversation).where(mine).exists()
-        marked = await self._mark(and_(outbox.c.id == first, held))
-        if not marked:  # not ours any more, or emptied by another process meanwhile
-            await self.release(conversation, owner)
-            return None
-        return marked[0]
+        return (await self._hand_out(owner, [conversation]))[conversation]
 
     async def finish(self, owner: str, done: dict[str, int]) -> dict[str, Outgoing | None]:
         # As advance: the lease rows first, then the messages (the order a claim locks them in).
@@ -241,23 +236,27 @@ class SqlOutbox:
         await self.c.execute(delete(outbox).where(outbox.c.id.in_(gone)))
         handed: dict[str, Outgoing | None] = dict.fromkeys(done)
         if left:
-            first = (
-                select(func.min(outbox.c.id))
-                .where(outbox.c.conversation.in_(sorted(left)), outbox.c.state == PENDING)
-                .group_by(outbox.c.conversation)
+            handed.update(await self._hand_out(owner, left))
+        return handed
+
+    async def _hand_out(
+        self, owner: str, conversations: Iterable[str]
+    ) -> dict[str, Outgoing | None]:
+        """The next message of each conversation ``owner`` holds, counted as tried; a
+        conversation with none (emptied meanwhile, or no longer ours) is let go: None."""
+        handed: dict[str, Outgoing | None] = dict.fromkeys(sorted(conversations))
+        held = (
+            select(outbox_leases.c.conversation)
+            .where(
+                outbox_leases.c.conversation == outbox.c.conversation,
+                outbox_leases.c.owner == owner,
             )
-            held = (
-                select(outbox_leases.c.conversation)
-                .where(
-                    outbox_leases.c.conversation == outbox.c.conversation,
-                    outbox_leases.c.owner == owner,
-                )
-                .exists()
-            )
-            for item in await self._mark(and_(outbox.c.id.in_(first), held)):
-                handed[item.conversation] = item
-            for conversation in sorted(c for c in left if handed[c] is None):
-                await self.release(conversation, owner)  # emptied meanwhile, or not ours
+            .exists()
+        )
+        for item in await self._mark(and_(outbox.c.id.in_(_firsts(handed)), held)):
+            handed[item.conversation] = item
+        for conversation in [c for c, item in handed.items() if item is None]:
+            await self.release(conversation, owner)
         return handed
 
     def _drop_if_empty(self, conversation: str, mine: Any, but: int | None = None) -> Any:
