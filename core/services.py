@@ -24,7 +24,6 @@ from core.errors import (
     InvitationGoneError,
     InvitationNotFoundError,
     NoActiveRenewalError,
-    UnknownTenantError,
 )
 from core.mailing import InvitationMail
 from core.model import (
@@ -46,7 +45,7 @@ from core.ports import (
     UnitOfWork,
     UnitOfWorkFactory,
 )
-from core.tenants import resolve
+from core.tenants import resolve, unknown
 from core.validation import Validator
 
 log = logging.getLogger("renewbot.core")
@@ -154,8 +153,7 @@ class RenewalService:
                 await uow.commit()
         if tenant is None:  # the close matches, looked for outside the write transaction
             async with self.uow(read_only=True) as uow:
-                await resolve(uow, cmd.tenant_ref)
-            raise UnknownTenantError(ref, [])  # added meanwhile: ask again
+                raise await unknown(uow, ref)
         logcontext.bind(renewal_id=renewal.id, tenant=tenant.slug)
         log.info("renewal.requested")
         if renewal.awaiting_thread:

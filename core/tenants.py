@@ -22,9 +22,15 @@ async def resolve(uow: UnitOfWork, ref: str) -> Tenant:
     tenant = await uow.tenants.find_exact(ref) if ref else None
     if tenant is not None:
         return tenant
+    raise await unknown(uow, ref)
+
+
+async def unknown(uow: UnitOfWork, ref: str) -> UnknownTenantError:
+    """The error for a reference no tenant matches, with up to three close matches."""
+    ref = ref.strip()
     names = await uow.tenants.names()
     lowered = {n.lower(): n for n in names}
     close = difflib.get_close_matches(ref.lower(), list(lowered), n=3, cutoff=0.6)
     prefixed = [n for low, n in lowered.items() if ref and low.startswith(ref.lower())]
     suggestions = list(dict.fromkeys([*(lowered[c] for c in close), *prefixed]))[:3]
-    raise UnknownTenantError(ref, suggestions)
+    return UnknownTenantError(ref, suggestions)
