@@ -20,44 +20,15 @@ Slack's per-channel limit. Stops at end of input. It does not sign or send comma
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
 import sys
 import time
-import uuid
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 
-from bench.wrk_servers import CHANNELS
+from bench.wrk_servers import CHANNELS, command_body, signature
 from tests.servers.slack import SlackStandIn
-
-
-def signed(body: str, secret: str) -> dict[str, str]:
-    ts = str(int(time.time()))
-    mac = hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-    return {
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": f"v0={mac}",
-        "Content-Type": "application/x-www-form-urlencoded",
-    }
-
-
-def body(text: str, response_url: str, channel: str = "C-ops") -> str:
-    return urlencode(
-        {
-            "team_id": "T1",
-            "channel_id": channel,
-            "user_id": "U-bench",
-            "user_name": "bench",
-            "command": "/renew-token",
-            "text": text,
-            "response_url": response_url,
-            "trigger_id": uuid.uuid4().hex,
-        }
-    )
 
 
 def _first_posts(stand: SlackStandIn, sent_at: dict[str, float]) -> list[float]:
@@ -109,8 +80,13 @@ async def open_loop(stand: SlackStandIn, job: dict[str, Any]) -> dict[str, Any]:
 
         async def send(text: str) -> None:
             channel = CHANNELS[len(sent_at) % len(CHANNELS)]
-            payload = body(text, f"{stand.base_url}/_response/bench", channel)
-            headers = signed(payload, job["secret"])
+            payload = command_body(text, f"{stand.base_url}/_response/bench", channel)
+            ts = str(int(time.time()))
+            headers = {
+                "X-Slack-Request-Timestamp": ts,
+                "X-Slack-Signature": signature(ts, payload, job["secret"]),
+                "Content-Type": "application/x-www-form-urlencoded",
+            }
             sent_at[text] = time.monotonic()
             async with http.post(job["url"], data=payload, headers=headers) as resp:
                 await resp.read()

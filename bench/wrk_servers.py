@@ -41,26 +41,34 @@ CHANNELS = [f"C-load-{i:03d}" for i in range(512)]
 ACTIVE = "('requested', 'invited', 'code_issued', 'tokens_acquired')"
 
 
+def command_body(text: str, response_url: str, channel: str) -> str:
+    """A `/renew-token` slash command's form body as Slack sends it, with a fresh trigger_id."""
+    return urlencode(
+        {
+            "team_id": "T1",
+            "channel_id": channel,
+            "user_id": "U-bench",
+            "user_name": "bench",
+            "command": "/renew-token",
+            "text": text,
+            "response_url": response_url,
+            "trigger_id": uuid.uuid4().hex,
+        }
+    )
+
+
+def signature(ts: str, body: str, secret: str = SECRET) -> str:
+    """Slack's request signature (X-Slack-Signature) of ``body`` sent at ``ts``."""
+    return "v0=" + hmac.new(secret.encode(), f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
+
+
 def pool(path: Path, texts: list[str], response_url: str) -> None:
     """Sign one request per text, each with a fresh trigger_id, one line per request."""
     ts = str(int(time.time()))
-    key = SECRET.encode()
     with path.open("w") as out:
         for k, text in enumerate(texts):
-            body = urlencode(
-                {
-                    "team_id": "T1",
-                    "channel_id": CHANNELS[k % len(CHANNELS)],
-                    "user_id": "U-bench",
-                    "user_name": "bench",
-                    "command": "/renew-token",
-                    "text": text,
-                    "response_url": response_url,
-                    "trigger_id": uuid.uuid4().hex,
-                }
-            )
-            mac = hmac.new(key, f"v0:{ts}:{body}".encode(), hashlib.sha256).hexdigest()
-            out.write(f"{ts}\tv0={mac}\t{body}\n")
+            body = command_body(text, response_url, CHANNELS[k % len(CHANNELS)])
+            out.write(f"{ts}\t{signature(ts, body)}\t{body}\n")
 
 
 def cpu_seconds(pid: int) -> float:
