@@ -55,16 +55,20 @@ async def write_gate(engine: AsyncEngine) -> AsyncIterator[None]:
         yield
 
 
+def dialect_insert(dialect: str, table: Table) -> Any:
+    """INSERT in the dialect's own form, for ON CONFLICT (PostgreSQL and SQLite spell it the
+    same) and RETURNING."""
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"renewbot stores its data in PostgreSQL or SQLite, not {dialect}")
+
+
 def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
     """INSERT that updates the other columns when a row with ``keys`` exists (PostgreSQL and
     SQLite spell it the same). Execute it with a list of rows for one multi-row statement."""
-    dialect = engine.dialect.name
-    if dialect == "postgresql":
-        stmt: Any = postgresql.insert(table)
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(table)
-    else:  # pragma: no cover - make_engine gives one of the two
-        raise ValueError(f"renewbot stores its data in PostgreSQL or SQLite, not {dialect}")
+    stmt = dialect_insert(engine.dialect.name, table)
     updated = {c.name: stmt.excluded[c.name] for c in table.columns if c.name not in keys}
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updated)  # type: ignore[no-any-return]
 

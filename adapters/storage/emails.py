@@ -16,10 +16,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
+from adapters.storage.database import dialect_insert
 from adapters.storage.tables import chase_steps, email_outbox
 from core.ports import Email, EmailRecord, OutgoingEmail
 
@@ -172,8 +172,7 @@ class SqlChaseLog:
         self.c = conn
 
     async def claim(self, renewal_id: str, step: str, at: datetime) -> bool:
-        dialect = postgresql if self.c.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(chase_steps).on_conflict_do_nothing()
+        stmt = dialect_insert(self.c.dialect.name, chase_steps).on_conflict_do_nothing()
         # PostgreSQL: a concurrent INSERT of the same key waits for the first transaction, then
         # does nothing once it committed: exactly one caller sees a row inserted.
         result = await self.c.execute(stmt, {"renewal_id": renewal_id, "step": step, "at": at})

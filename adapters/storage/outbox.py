@@ -23,10 +23,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
+from adapters.storage.database import dialect_insert
 from adapters.storage.tables import outbox, outbox_leases
 from core.model import ThreadRef
 from core.ports import Action, Mention, Message, Outgoing
@@ -166,9 +166,7 @@ class SqlOutbox:
         return [replace(_item(r, self.box), attempts=r.attempts - 1) for r in rows]
 
     def _insert_missing(self) -> Any:
-        if self.c.dialect.name == "postgresql":
-            return postgresql.insert(outbox_leases).on_conflict_do_nothing()
-        return sqlite.insert(outbox_leases).on_conflict_do_nothing()
+        return dialect_insert(self.c.dialect.name, outbox_leases).on_conflict_do_nothing()
 
     async def head(self, conversation: str, limit: int) -> list[Outgoing]:
         rows = await self.c.execute(

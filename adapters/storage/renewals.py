@@ -14,10 +14,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, bindparam, case, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
+from adapters.storage.database import dialect_insert
 from adapters.storage.tables import (
     renewals,
 )
@@ -55,10 +55,8 @@ _SAVE_RENEWAL = update(renewals).where(
 # A second open renewal for a tenant violates the partial unique index: the insert then does
 # nothing and returns no row (one round trip; a savepoint around a plain insert took three).
 _ADD_RENEWAL = {
-    dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(renewals)
-    .on_conflict_do_nothing()
-    .returning(renewals.c.id)
-    for dialect in (postgresql, sqlite)
+    dialect: dialect_insert(dialect, renewals).on_conflict_do_nothing().returning(renewals.c.id)
+    for dialect in ("postgresql", "sqlite")
 }
 
 
