@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.identity.msal_provider import MsalIdentityProvider
+from bench.local import quantile
 from bot.settings import IdentitySettings
 from core.model import DeviceCode, Tenant
 from core.scheduler import DeviceFlowScheduler
@@ -116,7 +117,7 @@ async def lag_probe(stop: asyncio.Event, lags: list[float]) -> None:
 
 
 def p99(values: list[float]) -> float:
-    return statistics.quantiles(values, n=100)[98] if len(values) > 2 else 0.0
+    return quantile(values, 99) if len(values) > 2 else 0.0
 
 
 async def start_flows(idp: MsalIdentityProvider, n: int) -> list[tuple[Tenant, DeviceCode]]:

@@ -36,6 +36,7 @@ from adapters.storage.token_cache import SqlTokenCacheStore
 from adapters.storage.unit_of_work import SqlUnitOfWork
 from bench import status as status_bench
 from bench.flows import CLIENT_ID, SandboxProcess, SystemClock, load_tenant
+from bench.local import spread
 from bot.bootstrap import Core, compose
 from bot.settings import IdentitySettings, MonitorSettings
 from core.chat import ChatRouter
@@ -45,11 +46,6 @@ from core.services import ServiceConfig
 GRAPH = ["https://graph.microsoft.com/.default"]
 SWEEP_GOAL_S = 45.0
 STATUS_GOAL_MS = 100.0
-
-
-def spread(values: list[float], fmt: str = "{:.1f}") -> str:
-    """min / median / max, as every row of the goals table gives its repeats."""
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
 
 
 def _seed_cache(sb: SandboxProcess, session: requests.Session, i: int) -> tuple[str, str]:

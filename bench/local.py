@@ -1,9 +1,11 @@
-"""What every bench shares: loopback ports, aiohttp servers, processes kept on their cores."""
+"""What every bench shares: loopback ports, aiohttp servers, processes kept on their cores, and
+how a row's repeats and latencies are summed up."""
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -15,6 +17,18 @@ from aiohttp import web
 from bot.sandbox.server import bind_loopback
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    """min / median / max, as every row of the goals tables gives its repeats."""
+    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def quantile(values: list[float], q: int) -> float:
+    """The ``q``-th percentile (the largest value of fewer than three; NaN of none)."""
+    if len(values) < 3:
+        return max(values) if values else float("nan")
+    return statistics.quantiles(values, n=100)[q - 1]
 
 
 def free_port() -> int:

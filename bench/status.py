@@ -155,7 +155,7 @@ async def measure(n: int, postgres_url: str, repeats: int = 3) -> dict[str, list
 
 def row(n: int, m: dict[str, list[float]], goal_ms: float) -> tuple[str, ...]:
     """The goals-table row: p99 min / median / max over the repeats, and the p50s."""
-    from bench.health import spread
+    from bench.local import spread
 
     ours, anchor = statistics.median(m["p99"]), statistics.median(m["anchor_p99"])
     return (

@@ -29,7 +29,7 @@ from msrest.universal_http.requests import ClientRetryPolicy
 
 from adapters.storage.crypto import generate_key
 from adapters.teams.connector import speed_up_msrest
-from bench.local import free_port, load_generator, pin, serve, unpin
+from bench.local import free_port, load_generator, pin, quantile, serve, unpin
 from bot.bootstrap import runtime
 from bot.settings import Settings
 from bot.web import create_app, start_site
@@ -104,10 +104,6 @@ async def renewbot(teams: dict[str, Any]) -> AsyncIterator[str]:
             await runner.cleanup()
 
 
-def _q(values: list[float], q: int) -> float:
-    return statistics.quantiles(values, n=100)[q - 1] if len(values) > 2 else max(values)
-
-
 async def measure(gen: LoadGen, kind: str, turns: int, concurrency: int) -> dict[str, float]:
     if kind == "stock-shipped":
         ClientRetryPolicy.safe_codes = SHIPPED_SAFE_CODES  # type: ignore[assignment]
@@ -126,7 +122,7 @@ async def measure(gen: LoadGen, kind: str, turns: int, concurrency: int) -> dict
     return {
         "tps": turns / result["seconds"],
         "p50": statistics.median(lat),
-        "p99": _q(lat, 99),
+        "p99": quantile(lat, 99),
         "cpu_ms": cpu * 1000 / turns,
         "replies": result["replies"],
     }

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import profile
+from bench.local import quantile, spread
 from bench.wrk_servers import (
     HERE,
     LOAD_CORE,
@@ -207,16 +208,6 @@ class Results:
     overload_rate: float = -1.0
 
 
-def quantile(values: list[float], q: int) -> float:
-    if not values:
-        return float("nan")
-    return sorted(values)[min(len(values) - 1, int(len(values) * q / 100))]
-
-
-def spread(values: list[float], fmt: str = "{:.0f}") -> str:
-    return " / ".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
-
-
 def goals(a: argparse.Namespace, res: Results) -> list[list[str]]:
     """Issue 18's goals, each with min / median / max over the repeats and whether it is met
     (judged on the median). Ratios pair each renewbot run with the anchor's run of the same
@@ -304,7 +295,7 @@ def report(a: argparse.Namespace, res: Results) -> str:
             runs = rows[(label, c)]
             rps = [r["rps"] for r in runs]
             bolt = statistics.median(r["rps"] for r in rows[("bolt", c)])
-            cells += [spread(rps), f"{statistics.median(rps) / bolt:.2f}x",
+            cells += [spread(rps, "{:.0f}"), f"{statistics.median(rps) / bolt:.2f}x",
                       f"{statistics.median(r['cpu_ms'] for r in runs):.2f}"]  # fmt: skip
             med = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
             note = f"c{c}: p99 {med['p99_us'] / 1000:.1f} ms"
