@@ -56,7 +56,7 @@ from bench.wrk_servers import (
 # Connections of the overload run: more than the commands renewbot works on at once (64), so
 # that each one beyond is either taken or told "busy" at once.
 OVERLOAD_CONNS = 256
-POOL_RATE = {"raw": 15000, "bolt": 6000, "help": 5000, "status": 3000, "renew": 2500}
+POOL_RATE = {"raw": 25000, "bolt": 8000, "help": 10000, "status": 3000, "renew": 2500}
 
 
 def run_wrk(
