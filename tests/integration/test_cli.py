@@ -126,13 +126,19 @@ def test_bad_key_is_reported_without_its_value(tmp_path: Path) -> None:
     assert bogus not in done.stdout + done.stderr
 
 
-def test_tenants_import_is_all_or_nothing(tmp_path: Path) -> None:
-    """A CSV with one bad line imports nothing and names the line; a good one imports all."""
+def migrated(tmp_path: Path) -> dict[str, str]:
+    """The settings of a new key and a migrated SQLite database in ``tmp_path``."""
     env = {
         "RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
         "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
     }
     assert renewbot("db", "upgrade", env=env).returncode == 0
+    return env
+
+
+def test_tenants_import_is_all_or_nothing(tmp_path: Path) -> None:
+    """A CSV with one bad line imports nothing and names the line; a good one imports all."""
+    env = migrated(tmp_path)
     header = "slug,display_name,tenant_id,primary_domain,admin_upn\n"
     good = "acme,Acme Corp,3f2504e0-4f89-11d3-9a0c-0305e82c3301,acme.com,admin@acme.com\n"
     bad = tmp_path / "bad.csv"
@@ -153,11 +159,7 @@ def test_tenants_import_updates_known_tenants_and_dry_run_changes_nothing(tmp_pa
     """Before: one known tenant refused the whole file. Now known tenants (by tenant id) are
     updated, new ones added; --dry-run prints the difference and writes nothing; a slug that
     belongs to another tenant id refuses the file, naming it."""
-    env = {
-        "RENEWBOT_SECURITY__ENCRYPTION_KEYS": generate_key(),
-        "RENEWBOT_DATABASE__URL": f"sqlite+aiosqlite:///{tmp_path}/t.db",
-    }
-    assert renewbot("db", "upgrade", env=env).returncode == 0
+    env = migrated(tmp_path)
     header = "slug,display_name,tenant_id,primary_domain,admin_upn\n"
     acme = "3f2504e0-4f89-11d3-9a0c-0305e82c3301"
     first = tmp_path / "first.csv"
