@@ -120,6 +120,7 @@ def compose(
                 emails.wake()
 
     notifier.kick = kick
+    notifier.dispatcher = dispatcher  # a new thread's Auth URL goes to it without a claim
     service = RenewalService(uow, identity, notifier, clock, config)
     if emails is not None:
         emails.kick_chat = kick_chat

@@ -41,7 +41,7 @@ from core.chat import ChatRouter
 from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError, StorageError
 from core.lru import BoundedCache
 from core.model import ThreadRef
-from core.ports import ChatThreads, Clock, Message, Outgoing, UnitOfWorkFactory
+from core.ports import ChatThreads, Clock, Lease, Message, Outgoing, UnitOfWorkFactory
 
 log = logging.getLogger("renewbot.outbox")
 
@@ -173,25 +173,43 @@ class Dispatcher:
         # sent messages of many conversations removed in one transaction (a group commit)
         self._finished: Coalescer[tuple[str, int], Outgoing | None] = Coalescer(self._finish)
         self._full = False  # the last claim took as many conversations as it could
+        self._running = False
 
     def wake(self) -> None:
         """New rows were committed: claim them now rather than at the next poll."""
         self._wake.set()
 
+    def lease_new(self) -> Lease | None:
+        """A lease on a conversation this process has just begun (a thread it opened), for its
+        first message: stored with it (``Outbox.add(hold=...)``) and, once committed, given to
+        ``take``, it is sent without a claim (a write transaction saved per thread). None when
+        this dispatcher is not running or serves as many conversations as it may."""
+        if not self._running or self._stopping or len(self._active) >= self.concurrency:
+            return None
+        return Lease(self.owner, self.clock.now() + self.lease)
+
+    def take(self, item: Outgoing, lease: Lease) -> None:
+        """Serve ``item``, committed and held for this process (``lease_new``), now. Stopping,
+        it is left to its lease running out (then any replica's claim finds it)."""
+        if not self._stopping and item.conversation not in self._active:
+            self._start(_Hand(item.conversation, lease.until, item))
+
+    def _start(self, hand: _Hand) -> None:
+        task = asyncio.create_task(self._serve(hand), name=f"outbox:{hand.conversation}")
+        self._active[hand.conversation] = task
+        task.add_done_callback(self._done)
+
     async def run(self, stopping: asyncio.Event | None = None) -> None:
         """Claim and serve conversations until ``stopping`` is set (or cancelled)."""
         stopping = stopping or asyncio.Event()
+        self._running = True
         try:
             while not stopping.is_set():
                 self._wake.clear()
                 try:
                     for hand in await self._claim():
                         if hand.conversation not in self._active:
-                            task = asyncio.create_task(
-                                self._serve(hand), name=f"outbox:{hand.conversation}"
-                            )
-                            self._active[hand.conversation] = task
-                            task.add_done_callback(self._done)
+                            self._start(hand)
                 except StorageError:
                     log.warning("outbox.claim_failed")
                 await _first(self._wake, stopping, self.poll_every)
@@ -202,7 +220,7 @@ class Dispatcher:
         finally:
             # Stop gracefully: each conversation finishes the message in hand and gives its
             # lease up (a task cancelled inside a database call can wedge aiosqlite at exit).
-            self._stopping = True
+            self._stopping, self._running = True, False
             tasks = list(self._active.values())
             if tasks and stopping.is_set():  # a stop, not a cancellation: finish gracefully
                 await asyncio.wait(tasks, timeout=5.0)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 
 from core import events, identity_codes, messages
 from core.chat import ChatRouter
-from core.delivery import StatusMemo, alerts_conversation, thread_conversation
+from core.delivery import Dispatcher, StatusMemo, alerts_conversation, thread_conversation
 from core.errors import ChatDeliveryError, ChatRateLimitedError
 from core.model import Renewal, RenewalState, Tenant, ThreadRef
 from core.ports import (
@@ -24,6 +24,7 @@ from core.ports import (
     ActionKind,
     ChatThreads,
     Clock,
+    Lease,
     Message,
     OutboxKind,
     Outgoing,
@@ -43,6 +44,16 @@ BatchSummary = Callable[[str], Awaitable[Message | None]]
 
 async def _nothing() -> None:
     return None
+
+
+@dataclass
+class Staged:
+    """What ``Notifier.stage`` stored: messages held for this process's dispatcher (sent without
+    a claim once committed) and whether any wait for a claim (``wake``: the dispatchers must be
+    woken; the caller sets it too when it stored other rows, e.g. emails)."""
+
+    held: list[tuple[Outgoing, Lease]] = field(default_factory=list)
+    wake: bool = False
 
 
 class Notifier:
@@ -65,6 +76,8 @@ class Notifier:
         self.memo = memo or StatusMemo()
         #: called after rows were committed: wakes the dispatcher (or delivers, in tests)
         self.kick = kick
+        #: this process's running dispatcher: a new thread's first message goes straight to it
+        self.dispatcher: Dispatcher | None = None
 
     async def open_thread(self, tenant: Tenant, renewal: Renewal) -> ThreadRef | None:
         """Post the thread's first message now (not through the outbox: support waits for it)."""
@@ -85,36 +98,58 @@ class Notifier:
             return thread
         return None  # pragma: no cover - the loop returns
 
-    async def stage(self, uow: UnitOfWork, tenant: Tenant, renewal: Renewal) -> None:
+    async def stage(
+        self, uow: UnitOfWork, tenant: Tenant, renewal: Renewal, *, new_thread: bool = False
+    ) -> Staged:
         """Put what happened since the last stage/publish into the outbox, in ``uow``.
 
-        Does not commit: the caller commits it with the state change, then calls ``flush()``.
-        The renewal's events are consumed.
+        Does not commit: the caller commits it with the state change, then calls
+        ``flush(staged)``. The renewal's events are consumed. ``new_thread``: the renewal's
+        thread was opened just now, so nothing of it waits in the outbox: its first message
+        is held for this process's dispatcher (no claim needed), the rest follows it.
         """
         pending, renewal.events = renewal.events, []
         now = self.clock.now()
         thread = renewal.thread
+        staged = Staged()
+        lease = self.dispatcher.lease_new() if new_thread and self.dispatcher else None
+
+        async def add(item: Outgoing) -> None:
+            nonlocal lease
+            hold, lease = lease, None  # only a conversation's first message is handed out so
+            held = await uow.outbox.add(item, now, hold)
+            if held is not None and hold is not None:
+                staged.held.append((held, hold))
+            elif not any(h.conversation == item.conversation for h, _ in staged.held):
+                staged.wake = True  # (one after a held message follows it without a claim)
+
         for event in pending:
             message = self.render(tenant, renewal, event)
             if message and thread:
                 if renewal.batch:  # many tenants share the thread: say which one this is
                     message = replace(message, text=f"{tenant.display_name}: {message.text}")
-                await uow.outbox.add(_in_thread(thread, "post", message), now)
+                await add(_in_thread(thread, "post", message))
             announcement = self.announcement(tenant, event)
             if announcement:
                 await self._stage_announcement(uow, announcement)
+                staged.wake = True
         if pending and thread:
             if renewal.batch:
                 item = replace(_in_thread(thread, "status", None), batch=renewal.batch)
-                await uow.outbox.add(item, now)
+                await add(item)
             else:
                 status = status_message(tenant, renewal)
                 if not self.memo.shown(thread, status):
-                    await uow.outbox.add(_in_thread(thread, "status", status), now)
+                    await add(_in_thread(thread, "status", status))
+        return staged
 
-    async def flush(self) -> None:
-        """Rows were committed: have them delivered."""
-        await self.kick()
+    async def flush(self, staged: Staged | None = None) -> None:
+        """Rows were committed: have them delivered (``staged``: only what ``stage`` stored)."""
+        if staged is not None and self.dispatcher is not None:
+            for item, lease in staged.held:
+                self.dispatcher.take(item, lease)
+        if staged is None or staged.wake:
+            await self.kick()
 
     async def publish(self, tenant: Tenant, renewal: Renewal) -> None:
         """Post what happened since the last publish, then refresh the status message."""

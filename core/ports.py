@@ -227,6 +227,14 @@ class Outgoing:
     created_at: datetime | None = None
 
 
+@dataclass(frozen=True)
+class Lease:
+    """Who delivers a conversation (a process's dispatcher), and until when unless renewed."""
+
+    owner: str
+    until: datetime
+
+
 class Outbox(Protocol):
     """Stored outgoing chat messages and which process delivers each conversation (leases).
 
@@ -236,8 +244,15 @@ class Outbox(Protocol):
     The ``Outgoing`` handed out carries the tries from before this one (0: certainly not sent).
     """
 
-    async def add(self, item: Outgoing, now: datetime) -> None:
-        """Store one message (a "status" replaces the conversation's pending status)."""
+    async def add(
+        self, item: Outgoing, now: datetime, hold: Lease | None = None
+    ) -> Outgoing | None:
+        """Store one message (a "status" replaces the conversation's pending status).
+
+        ``hold``, for the first message of a conversation just begun (a thread just opened):
+        lease the conversation to ``hold.owner`` in the same transaction and hand the message
+        out at once, counted as tried, as a claim would: returned with its id (None without
+        ``hold``, or when the conversation has a lease already; it is then stored as usual)."""
 
     async def claim(
         self, owner: str, now: datetime, until: datetime, limit: int

@@ -158,12 +158,14 @@ class RenewalService:
         log.info("renewal.requested")
         if renewal.awaiting_thread:
             renewal = await self._open_thread(tenant, renewal)
-        await self.notifier.flush()
+        else:
+            await self.notifier.flush()
         return Requested(renewal, tenant, self.auth_url(token))
 
     async def _open_thread(self, tenant: Tenant, renewal: Renewal) -> Renewal:
         """Open the renewal's thread, then store it with what is to be posted there (the Auth
-        URL) in one transaction: a crash on either side of it loses and doubles nothing."""
+        URL) in one transaction: a crash on either side of it loses and doubles nothing. The
+        Auth URL goes straight to this process's dispatcher (``Notifier.stage``, new_thread)."""
         thread = await self.notifier.open_thread(tenant, renewal)
         async with self.uow() as uow:
             stored = renewal
@@ -176,8 +178,10 @@ class RenewalService:
                 stored.events = renewal.events
                 await uow.renewals.save(stored)
             await self._stage_invitation(uow, tenant, stored)
-            await self.notifier.stage(uow, tenant, stored)
+            staged = await self.notifier.stage(uow, tenant, stored, new_thread=thread is not None)
+            staged.wake = staged.wake or self.mail is not None  # its emails wait for a claim
             await uow.commit()
+        await self.notifier.flush(staged)
         return stored
 
     async def reopen_orphans(self, older_than: timedelta = timedelta(minutes=2)) -> int:
@@ -212,7 +216,6 @@ class RenewalService:
                 await uow.commit()
             renewal.events = pending
             renewal = await self._open_thread(tenant, renewal)
-            await self.notifier.flush()
             done += 1
         return done
 

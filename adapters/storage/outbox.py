@@ -29,10 +29,19 @@ from adapters.storage.crypto import SecretBox
 from adapters.storage.database import dialect_insert
 from adapters.storage.tables import outbox, outbox_leases
 from core.model import ThreadRef
-from core.ports import Action, Mention, Message, Outgoing
+from core.ports import Action, Lease, Mention, Message, Outgoing
 
 PENDING, FAILED = "pending", "failed"
 _CANDIDATES = 200  # conversations looked at per claim
+# Built once (a hot path: every renewal adds its Auth URL this way); values go in as parameters.
+_ADD = insert(outbox)
+_ADD_HELD = insert(outbox).returning(outbox.c.id)
+_HOLD = {
+    dialect: dialect_insert(dialect, outbox_leases)
+    .on_conflict_do_nothing()
+    .returning(outbox_leases.c.conversation)
+    for dialect in ("postgresql", "sqlite")
+}
 
 
 def dump(item: Outgoing, box: SecretBox) -> str:
@@ -92,7 +101,9 @@ class SqlOutbox:
         self.c = conn
         self.box = box
 
-    async def add(self, item: Outgoing, now: datetime) -> None:
+    async def add(
+        self, item: Outgoing, now: datetime, hold: Lease | None = None
+    ) -> Outgoing | None:
         if item.kind == "status":  # latest wins: an older status not yet sent is obsolete
             await self.c.execute(
                 delete(outbox).where(
@@ -101,19 +112,31 @@ class SqlOutbox:
                     outbox.c.state == PENDING,
                 )
             )
-        await self.c.execute(
-            insert(outbox),
-            {
+        held = False
+        if hold is not None:  # a new conversation: its lease row is made here, not by a claim
+            lease = {
                 "conversation": item.conversation,
-                "kind": item.kind,
-                "platform": item.platform,
-                "thread_key": item.thread.key if item.thread else None,
-                "body": dump(item, self.box),
-                "state": PENDING,
-                "attempts": 0,
-                "created_at": now,
-            },
-        )
+                "owner": hold.owner,
+                "lease_until": hold.until,
+            }
+            made = await self.c.execute(_HOLD[self.c.dialect.name], lease)
+            held = made.first() is not None
+        row = {
+            "conversation": item.conversation,
+            "kind": item.kind,
+            "platform": item.platform,
+            "thread_key": item.thread.key if item.thread else None,
+            "body": dump(item, self.box),
+            "state": PENDING,
+            "attempts": 1 if held else 0,  # handed out: counted as tried, as a claim does
+            "created_at": now,
+        }
+        if not held:
+            await self.c.execute(_ADD, row)
+            return None
+        added = (await self.c.execute(_ADD_HELD, row)).scalar_one()
+        message = item.message and replace(item.message, ref=str(added))
+        return replace(item, id=added, message=message, attempts=0, created_at=now)
 
     async def claim(
         self, owner: str, now: datetime, until: datetime, limit: int

@@ -31,6 +31,7 @@ from core.ports import (
     EmailRecord,
     HealthRecord,
     IdentityErrorRecord,
+    Lease,
     Message,
     Outgoing,
     OutgoingEmail,
@@ -306,9 +307,21 @@ class _Outbox:
     def __init__(self, store: Store) -> None:
         self.s = store
         self.staged: list[Outgoing] = []
+        self.holds: dict[str, Lease] = {}
 
-    async def add(self, item: Outgoing, now: datetime) -> None:
-        self.staged.append(replace(item, created_at=now))
+    async def add(
+        self, item: Outgoing, now: datetime, hold: Lease | None = None
+    ) -> Outgoing | None:
+        taken = item.conversation in self.s.outbox_leases or item.conversation in self.holds
+        if hold is None or taken:
+            self.staged.append(replace(item, created_at=now))
+            return None
+        self.holds[item.conversation] = hold
+        self.s.outbox_ids += 1  # the id is known before the commit, as a database's would be
+        message = item.message and replace(item.message, ref=str(self.s.outbox_ids))
+        held = replace(item, id=self.s.outbox_ids, message=message, created_at=now)
+        self.staged.append(replace(held, attempts=1))
+        return held
 
     def commit(self) -> None:
         for item in self.staged:
@@ -318,10 +331,15 @@ class _Outbox:
                     for o in self.s.outbox
                     if not (o.conversation == item.conversation and o.kind == "status")
                 ]
-            self.s.outbox_ids += 1
-            message = item.message and replace(item.message, ref=str(self.s.outbox_ids))
-            self.s.outbox.append(replace(item, id=self.s.outbox_ids, message=message))
+            if not item.id:
+                self.s.outbox_ids += 1
+                message = item.message and replace(item.message, ref=str(self.s.outbox_ids))
+                item = replace(item, id=self.s.outbox_ids, message=message)
+            self.s.outbox.append(item)
+        for conversation, lease in self.holds.items():
+            self.s.outbox_leases[conversation] = (lease.owner, lease.until, None)
         self.staged.clear()
+        self.holds.clear()
 
     async def claim(
         self, owner: str, now: datetime, until: datetime, limit: int
@@ -551,6 +569,7 @@ class InMemoryUnitOfWork:
     async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
         self.staged.clear()
         self.outbox.staged.clear()
+        self.outbox.holds.clear()
         self.emails.staged.clear()
         self.chases.staged.clear()
 
@@ -569,6 +588,7 @@ class InMemoryUnitOfWork:
     async def rollback(self) -> None:
         self.staged.clear()
         self.outbox.staged.clear()
+        self.outbox.holds.clear()
         self.emails.staged.clear()
         self.chases.staged.clear()
 

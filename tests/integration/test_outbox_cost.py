@@ -22,13 +22,20 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.storage.crypto import SecretBox
 from adapters.storage.tables import outbox_leases
 from adapters.storage.unit_of_work import SqlUnitOfWork
+from bot.bootstrap import compose
 from core.delivery import Dispatcher, thread_conversation
-from core.model import ThreadRef
-from core.ports import Message, Outgoing, UnitOfWork
-from tests.fakes.core import FrozenClock, RecordingChatThreads
+from core.model import Actor, Origin, Tenant, ThreadRef
+from core.ports import Lease, Message, Outgoing, UnitOfWork
+from core.services import ServiceConfig
+from tests.fakes.core import FakeIdentityProvider, FrozenClock, RecordingChatThreads
 from tests.integration.live import until
 
 LEASE = timedelta(seconds=30)
+SUPPORT = Actor("test", "U1", "Sam Support")
+CONTOSO = Tenant(
+    "k-contoso", "contoso", "Contoso Ltd", "11111111-1111-1111-1111-111111111111",
+    "contoso.com", "admin@contoso.com",
+)  # fmt: skip
 
 
 @dataclass
@@ -210,3 +217,71 @@ async def test_a_long_served_conversation_keeps_its_lease_renewed_every_other_me
     )
     renewals = [s for s in counted.statements if s.startswith("UPDATE outbox_leases SET lease")]
     assert 1 <= len(renewals) <= len(texts) // 2
+
+
+async def test_a_new_threads_auth_url_goes_out_without_a_claim(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A renewal requested while the dispatcher runs: its Auth URL is stored leased to this
+    process and handed to the dispatcher at the commit, so the whole renewal, thread and Auth URL
+    posted and the outbox empty again, costs three transactions (the request, the thread with its
+    Auth URL, the removal) and no claim. Before, a claim made it four or five."""
+    chat = RecordingChatThreads()
+    uow = Factory(own_engine, box)
+    async with uow() as u:
+        await u.tenants.add(CONTOSO)
+        await u.commit()
+    core = compose(
+        uow=uow,
+        identity=FakeIdentityProvider(FrozenClock()),
+        threads=chat,
+        clock=FrozenClock(),
+        config=ServiceConfig(public_url="https://bot.test"),
+    )
+    stopping = asyncio.Event()
+    runner = asyncio.create_task(core.dispatcher.run(stopping))
+    await until(lambda: core.dispatcher.lease_new() is not None)  # running
+    try:
+        with counting(own_engine) as counted:
+            await core.desk.handle(CONTOSO.slug, Origin("test", "C1"), SUPPORT)
+            await until(lambda: any("/onboard/" in t for t in chat.texts()))
+
+            async def emptied() -> bool:
+                async with SqlUnitOfWork(own_engine, box, read_only=True) as u:
+                    return await u.outbox.stats() == {"pending": 0, "failed": 0}
+
+            await until(emptied)
+    finally:
+        stopping.set()
+        await runner
+    writes = counted.transactions - 1  # the read that saw the outbox empty
+    claims = [s for s in counted.statements if s.startswith("SELECT outbox.conversation")]
+    assert claims == [], counted.statements
+    assert writes <= 3, counted.statements
+    assert sum("/onboard/" in t for t in chat.texts()) == 1
+
+
+async def test_a_message_held_by_a_process_that_died_is_sent_once_its_lease_runs_out(
+    own_engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A thread's Auth URL stored leased to a process that died before sending it: no other
+    replica sends it while the lease holds; after it runs out, one does, once, counted as a
+    possible resend (so a platform that can tell is asked first)."""
+    clock = FrozenClock()
+    chat = RecordingChatThreads()
+    thread = a_thread(chat)
+    item = Outgoing(thread_conversation(thread), "post", "test", thread, Message("Auth URL"))
+    async with SqlUnitOfWork(own_engine, box) as uow:
+        held = await uow.outbox.add(item, clock.now(), Lease("dead", clock.now() + LEASE))
+        await uow.commit()
+    assert held is not None and held.id and held.attempts == 0
+    other = Dispatcher(Factory(own_engine, box), chat, clock, lease=LEASE)
+    await other.drain()
+    assert chat.threads[thread.key] == []
+    clock.advance(seconds=31)
+    async with SqlUnitOfWork(own_engine, box) as uow:  # a second add to it is not held again
+        again = Outgoing(thread_conversation(thread), "post", "test", thread, Message("next"))
+        assert await uow.outbox.add(again, clock.now(), Lease("x", clock.now() + LEASE)) is None
+        await uow.commit()
+    await other.drain()
+    assert [m.text for m in chat.threads[thread.key]] == ["Auth URL", "next"]
