@@ -170,6 +170,8 @@ class Bench:
             for name, server in servers.items():  # warm up: imports, caches, connections
                 if name != "bolt-post":
                     await self.run(server, "help", 16, 2, label=name if name != "renewbot" else "")
+            if "renew" in a.rows:  # and the renewal path: its pool of database connections
+                await self.run(servers["renewbot"], "renew", 64, 3)
             paths = [(k, k, "help") for k in ("raw", "bolt")] + [(k, "renewbot", k) for k in a.rows]
             for _ in range(a.repeats):
                 for conns in a.conns:

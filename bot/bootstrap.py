@@ -242,8 +242,8 @@ class Runtime:
     def intake(self) -> ErrorIntake:
         return ErrorIntake(self.uow, self.core.monitor, self.core.service.clock)
 
-    def uow(self, read_only: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, self.box, read_only)
+    def uow(self, read_only: bool = False, one_write: bool = False) -> SqlUnitOfWork:
+        return SqlUnitOfWork(self.engine, self.box, read_only, one_write)
 
 
 def smtp_mailer(settings: Settings) -> SmtpMailer | None:
@@ -293,7 +293,7 @@ async def runtime(
     demo's local mailbox)."""
     clock = clock or SystemClock()
     box = secret_box(settings)
-    engine = make_engine(settings.database.url)
+    engine = make_engine(settings.database.url, settings.database.pool_size)
     if migrate:
         await upgrade(engine)
     ident = settings.identity

@@ -432,8 +432,9 @@ class TenantRepository(Protocol):
 
 
 class RenewalRepository(Protocol):
-    async def add(self, renewal: Renewal) -> None:
-        """Raises RenewalInProgressError if the tenant already has an active renewal."""
+    async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
+        """Store a new renewal, with ``audit`` (its entry in the audit log) when given: both or
+        neither. Raises RenewalInProgressError if the tenant already has an active renewal."""
 
     async def get(self, renewal_id: str) -> Renewal | None: ...
 
@@ -595,9 +596,11 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, read_only: bool = False) -> UnitOfWork:
+    def __call__(self, read_only: bool = False, one_write: bool = False) -> UnitOfWork:
         """A unit of work. ``read_only``: it only reads, so it need not queue behind writers
-        (it sees the data as of its first read) and must not write."""
+        (it sees the data as of its first read) and must not write. ``one_write``: it makes
+        one repository write at most (all of it or nothing, as ever), so the database may run
+        it without BEGIN and COMMIT (two round trips); each read sees the latest commits."""
 
 
 class TokenCacheStore(Protocol):

@@ -124,7 +124,7 @@ class RenewalService:
         # thread, whichever replica it reaches. The tenant is looked up in the same transaction
         # (an open renewal is found by the insert, not by a read before it).
         ref = cmd.tenant_ref.strip()
-        async with self.uow() as uow:
+        async with self.uow(one_write=thread is None) as uow:  # a batch's stages more
             tenant = await uow.tenants.find_exact(ref) if ref else None
             if tenant is not None:
                 renewal = Renewal(
@@ -145,8 +145,9 @@ class RenewalService:
                     now,
                 )
                 renewal.awaiting_thread = renewal.thread is None
-                await uow.renewals.add(renewal)  # RenewalInProgressError: one is open
-                await self.audit(uow, renewal, "renewal.requested", cmd.requester)
+                # RenewalInProgressError: one is open (and nothing is written)
+                requested = self.audit_entry(renewal, "renewal.requested", cmd.requester)
+                await uow.renewals.add(renewal, requested)
                 if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
                     await self._stage_invitation(uow, tenant, renewal)
                     await self.notifier.stage(uow, tenant, renewal)
@@ -487,12 +488,12 @@ class RenewalService:
 
     async def audit(self, uow: UnitOfWork, renewal: Renewal, kind: str, actor: Actor) -> None:
         """One audit entry for the renewal, in ``uow``."""
+        await uow.audit.add(self.audit_entry(renewal, kind, actor))
+
+    def audit_entry(self, renewal: Renewal, kind: str, actor: Actor) -> AuditEntry:
         detail = renewal.failure_code or renewal.signed_in_account or ""
-        await uow.audit.add(
-            AuditEntry(
-                self.clock.now(), kind, actor.describe(), renewal.id, renewal.tenant_key, detail
-            )
-        )
+        now = self.clock.now()
+        return AuditEntry(now, kind, actor.describe(), renewal.id, renewal.tenant_key, detail)
 
     async def record_error(self, tenant: Tenant, exc: IdentityProviderError) -> None:
         """Store an identity error in msal_errors; an app-registration one is also announced

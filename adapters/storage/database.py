@@ -73,14 +73,23 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updated)  # type: ignore[no-any-return]
 
 
-def make_engine(url: str) -> AsyncEngine:
+POOL_SIZE = 30
+"""PostgreSQL connections kept open. A connection opened beyond them is closed when given back,
+and a new one costs a connect, authentication and a fresh prepare of every statement it runs:
+under load a pool too small spent more CPU opening connections than using them (bench/wrk.py)."""
+POOL_BURST = 10
+
+
+def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
     # hide_parameters: bound values (sealed token caches, invitation hashes) never reach the SQL
     # log at INFO/DEBUG, nor the text of a database error.
     if url.startswith("sqlite"):
         engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
         return engine
-    engine = create_async_engine(url, hide_parameters=True, pool_size=10, max_overflow=20)
+    engine = create_async_engine(
+        url, hide_parameters=True, pool_size=pool_size, max_overflow=POOL_BURST
+    )
     _ping_when_idle(engine)
     return engine
 

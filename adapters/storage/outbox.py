@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
@@ -32,16 +32,34 @@ from core.model import ThreadRef
 from core.ports import Action, Lease, Mention, Message, Outgoing
 
 PENDING, FAILED = "pending", "failed"
+_ROW = ("conversation", "kind", "platform", "thread_key", "body", "state", "created_at")
 _CANDIDATES = 200  # conversations looked at per claim
 # Built once (a hot path: every renewal adds its Auth URL this way); values go in as parameters.
 _ADD = insert(outbox)
-_ADD_HELD = insert(outbox).returning(outbox.c.id)
 _HOLD = {
     dialect: dialect_insert(dialect, outbox_leases)
+    .values(
+        conversation=bindparam("conversation"),
+        owner=bindparam("owner"),
+        lease_until=bindparam("lease_until", type_=outbox_leases.c.lease_until.type),
+    )
     .on_conflict_do_nothing()
     .returning(outbox_leases.c.conversation)
     for dialect in ("postgresql", "sqlite")
 }
+_ADD_HELD = insert(outbox).returning(outbox.c.id, outbox.c.attempts)
+# PostgreSQL: the lease and the message in one statement (a data-modifying WITH); the message
+# counts as tried exactly when the lease was made here
+_LEASED = _HOLD["postgresql"].cte("leased")
+_ADD_LEASED = (
+    insert(outbox)
+    .values(
+        {c.name: bindparam(c.name, type_=c.type) for c in outbox.c if c.name in _ROW}
+        | {"attempts": select(func.count()).select_from(_LEASED).scalar_subquery()}
+    )
+    .returning(outbox.c.id, outbox.c.attempts)
+    .add_cte(_LEASED)
+)
 
 
 def dump(item: Outgoing, box: SecretBox) -> str:
@@ -112,15 +130,6 @@ class SqlOutbox:
                     outbox.c.state == PENDING,
                 )
             )
-        held = False
-        if hold is not None:  # a new conversation: its lease row is made here, not by a claim
-            lease = {
-                "conversation": item.conversation,
-                "owner": hold.owner,
-                "lease_until": hold.until,
-            }
-            made = await self.c.execute(_HOLD[self.c.dialect.name], lease)
-            held = made.first() is not None
         row = {
             "conversation": item.conversation,
             "kind": item.kind,
@@ -128,15 +137,25 @@ class SqlOutbox:
             "thread_key": item.thread.key if item.thread else None,
             "body": dump(item, self.box),
             "state": PENDING,
-            "attempts": 1 if held else 0,  # handed out: counted as tried, as a claim does
+            "attempts": 0,
             "created_at": now,
         }
-        if not held:
+        if hold is None:
             await self.c.execute(_ADD, row)
             return None
-        added = (await self.c.execute(_ADD_HELD, row)).scalar_one()
-        message = item.message and replace(item.message, ref=str(added))
-        return replace(item, id=added, message=message, attempts=0, created_at=now)
+        # A new conversation: its lease row is made here, not by a claim.
+        lease = {"owner": hold.owner, "lease_until": hold.until}
+        if self.c.dialect.name == "postgresql":
+            added = (await self.c.execute(_ADD_LEASED, row | lease)).one()
+        else:
+            lease["conversation"] = item.conversation
+            made = (await self.c.execute(_HOLD["sqlite"], lease)).first()
+            row["attempts"] = 1 if made else 0  # handed out: counted as tried, as a claim does
+            added = (await self.c.execute(_ADD_HELD, row)).one()
+        if not added.attempts:
+            return None  # the conversation had a lease already: stored as usual
+        message = item.message and replace(item.message, ref=str(added.id))
+        return replace(item, id=added.id, message=message, attempts=0, created_at=now)
 
     async def claim(
         self, owner: str, now: datetime, until: datetime, limit: int

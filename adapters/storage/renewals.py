@@ -11,16 +11,16 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, bindparam, case, func, or_, select, update
+from sqlalchemy import ColumnElement, Row, bindparam, case, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import dialect_insert
-from adapters.storage.tables import (
-    renewals,
-)
+from adapters.storage.records import SqlAuditLog
+from adapters.storage.tables import audit_events, renewals
 from core.errors import (
     ConcurrencyError,
     RenewalInProgressError,
@@ -35,7 +35,7 @@ from core.model import (
     RenewalState,
     ThreadRef,
 )
-from core.ports import DurationHistogram
+from core.ports import AuditEntry, DurationHistogram
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [RenewalState.CODE_ISSUED.value, RenewalState.TOKENS_ACQUIRED.value]
@@ -58,6 +58,30 @@ _ADD_RENEWAL = {
     dialect: dialect_insert(dialect, renewals).on_conflict_do_nothing().returning(renewals.c.id)
     for dialect in ("postgresql", "sqlite")
 }
+_AUDIT_COLUMNS = ("at", "kind", "actor", "detail")
+
+
+@cache
+def _add_audited(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: the renewal and its audit entry in one statement (one round trip, not two);
+    the entry is written only when the renewal is (a data-modifying WITH)."""
+    added = (
+        dialect_insert("postgresql", renewals)
+        .values({c: bindparam(c, type_=renewals.c[c].type) for c in columns})
+        .on_conflict_do_nothing()
+        .returning(renewals.c.id, renewals.c.tenant_key)
+        .cte("added")
+    )
+    entry = [bindparam(f"a_{c}", type_=audit_events.c[c].type) for c in _AUDIT_COLUMNS]
+    return (
+        insert(audit_events)
+        .from_select(
+            [*_AUDIT_COLUMNS, "renewal_id", "tenant_key"],
+            select(*entry, added.c.id, added.c.tenant_key),
+        )
+        .returning(audit_events.c.renewal_id)
+        .add_cte(added)
+    )
 
 
 class SqlRenewalRepository:
@@ -168,10 +192,18 @@ class SqlRenewalRepository:
         found = await self._many(*where, limit=1)
         return found[0] if found else None
 
-    async def add(self, renewal: Renewal) -> None:
-        added = await self.c.execute(_ADD_RENEWAL[self.c.dialect.name], self._values(renewal))
-        if added.first() is None:
+    async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
+        values = self._values(renewal)
+        if audit is not None and self.c.dialect.name == "postgresql":
+            statement = _add_audited(tuple(values))
+            values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS})
+            audit = None
+        else:
+            statement = _ADD_RENEWAL[self.c.dialect.name]
+        if (await self.c.execute(statement, values)).first() is None:
             raise RenewalInProgressError(await self.active_for(renewal.tenant_key))
+        if audit is not None:
+            await SqlAuditLog(self.c).add(audit)
 
     async def get(self, renewal_id: str) -> Renewal | None:
         return await self._one(renewals.c.id == renewal_id)

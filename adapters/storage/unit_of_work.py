@@ -34,10 +34,15 @@ class SqlUnitOfWork:
     emails: SqlEmailOutbox
     chases: SqlChaseLog
 
-    def __init__(self, engine: AsyncEngine, box: SecretBox, read_only: bool = False) -> None:
+    def __init__(
+        self, engine: AsyncEngine, box: SecretBox, read_only: bool = False, one_write: bool = False
+    ) -> None:
         self.engine = engine
         self.box = box
         self.read_only = read_only
+        # PostgreSQL: a unit of one write statement needs no BEGIN/COMMIT (the repositories make
+        # each write one statement there, e.g. a renewal with its audit entry)
+        self.autocommit = one_write and engine.dialect.name == "postgresql"
 
     async def __aenter__(self) -> SqlUnitOfWork:
         # SQLite: writers queue on the gate; a reader reads its WAL snapshot beside them.
@@ -48,6 +53,8 @@ class SqlUnitOfWork:
             self.conn = await self.engine.connect()
             if self.read_only:
                 await self.conn.execution_options(**{READ_ONLY: True})
+            elif self.autocommit:
+                await self.conn.execution_options(isolation_level="AUTOCOMMIT")
             await self.conn.begin()
         except (OperationalError, DBAPIError, OSError) as exc:
             self._release()

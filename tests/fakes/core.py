@@ -166,11 +166,13 @@ class _Renewals:
     def _all(self) -> dict[str, Renewal]:
         return {**self.s.renewals, **self.staged}
 
-    async def add(self, renewal: Renewal) -> None:
+    async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
         for r in self._all().values():
             if r.tenant_key == renewal.tenant_key and r.is_active:  # as the partial index does
                 raise RenewalInProgressError(copy.deepcopy(r))
         self.staged[renewal.id] = copy.deepcopy(renewal)
+        if audit is not None:
+            self.s.audit.append(audit)
 
     async def get(self, renewal_id: str) -> Renewal | None:
         r = self._all().get(renewal_id)
@@ -773,7 +775,7 @@ def slow_down(code: DeviceCode) -> PollPending:
 def in_memory(store: Store) -> UnitOfWorkFactory:
     """A unit-of-work factory over ``store``, typed as the port the services take."""
 
-    def factory(read_only: bool = False) -> InMemoryUnitOfWork:
+    def factory(read_only: bool = False, one_write: bool = False) -> InMemoryUnitOfWork:
         return InMemoryUnitOfWork(store)
 
     return factory

@@ -197,7 +197,7 @@ async def test_a_channel_that_refuses_for_good_is_reported(
 class Unreachable:
     """The unit of work of a process that is gone: nothing it would write lands any more."""
 
-    def __call__(self, read_only: bool = False) -> Any:
+    def __call__(self, read_only: bool = False, one_write: bool = False) -> Any:
         return self
 
     async def __aenter__(self) -> Any:

@@ -16,9 +16,14 @@ from adapters.storage.crypto import SecretBox, generate_key
 from adapters.storage.tables import renewals
 from adapters.storage.token_cache import SqlTokenCacheStore
 from adapters.storage.unit_of_work import SqlUnitOfWork
-from core.errors import ConcurrencyError, StorageError, TokenCacheUnreadableError
+from core.errors import (
+    ConcurrencyError,
+    RenewalInProgressError,
+    StorageError,
+    TokenCacheUnreadableError,
+)
 from core.model import Actor, AuthState, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
-from core.ports import HealthRecord
+from core.ports import AuditEntry, HealthRecord
 from tests.fakes.refs import random_tenant
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -106,6 +111,34 @@ async def test_database_allows_one_active_renewal_per_tenant(
     assert sorted(type(x).__name__ for x in results) == ["RenewalInProgressError", "str"]
     async with SqlUnitOfWork(engine, box) as uow:
         assert len(await uow.renewals.for_tenant(tenant.key)) == 1
+
+
+async def test_a_renewal_and_its_audit_entry_are_written_both_or_neither(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A request stores the renewal with its "requested" audit entry (one statement on
+    PostgreSQL); a second request for the tenant, refused, leaves no entry behind."""
+    tenant = await add_tenant(engine, box)
+    now = datetime.now(UTC)
+
+    async def request() -> Renewal:
+        renewal = new_renewal(tenant.key)
+        entry = AuditEntry(now, "renewal.requested", "Sam", renewal.id, tenant.key, "why")
+        async with SqlUnitOfWork(engine, box) as uow:
+            await uow.renewals.add(renewal, entry)
+            await uow.commit()
+        return renewal
+
+    first = await request()
+    with pytest.raises(RenewalInProgressError):
+        await request()
+    async with SqlUnitOfWork(engine, box, read_only=True) as uow:
+        logged = await uow.audit.for_tenant(tenant.key)
+        assert await uow.renewals.get(first.id) is not None
+    assert [(e.kind, e.renewal_id, e.actor, e.detail) for e in logged] == [
+        ("renewal.requested", first.id, "Sam", "why")
+    ]
+    assert logged[0].at == now
 
 
 async def test_constraint_holds_even_for_raw_sql(engine: AsyncEngine, box: SecretBox) -> None:
