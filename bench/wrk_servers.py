@@ -36,8 +36,10 @@ SERVER_CORE, LOAD_CORE = 0, 1
 # channel (chat.postMessage, "Rate limiting"), and renewbot paces each thread's replies by it: a
 # renewal's Auth URL reply is its thread's second post in that channel. A rate of renewals that
 # one core can sustain (hundreds a second) exists only across many channels or workspaces (an
-# MSP's teams); in one channel it would be Slack's limit, not renewbot's, being measured.
-CHANNELS = [f"C-load-{i:03d}" for i in range(512)]
+# MSP's teams); in one channel it would be Slack's limit, not renewbot's, being measured. With
+# 512 channels, 250 renewals/s made two posts a second in each on average, and the Auth URLs
+# waited for the pace (seconds of drain): 2,048 keep the pace well away from the ceiling.
+CHANNELS = [f"C-load-{i:04d}" for i in range(2048)]
 ACTIVE = "('requested', 'invited', 'code_issued', 'tokens_acquired')"
 
 
