@@ -8,12 +8,15 @@ tries the same row again; a transient failure backs off exponentially (the row s
 given up, any replica may retry later); a permanent refusal keeps the row as failed and reports it
 in the alert channel(s) of the other conversations and in /metrics, never only in the log.
 
-Transactions, the hot path's cost: one claim for every conversation claimed at once hands out
-each one's oldest row; then one transaction per row sent removes it and hands out the next (the
-last one's drops the lease as well). A conversation with one message costs that one transaction
-beyond the shared claim. The lease is renewed only when less than half of it is left (in the
-transaction that hands out the next row, or just before a send after a long wait for the pace);
-until then no other process may take the conversation, so a send needs no database check.
+Transactions, the hot path's cost: one claim for every conversation claimed at once hands out each
+one's oldest row; then one transaction per row sent removes it and hands out the next (the last
+one's drops the lease as well). A conversation with one message costs that one transaction beyond
+the shared claim; a new thread's first message, stored already leased to this process
+(``lease_new``, ``take``), costs no claim at all: it is in hand when its transaction commits (if
+this process dies first, any replica claims it once the lease runs out). The lease is renewed only
+when less than half of it is left (in the transaction that hands out the next row, or just before a
+send after a long wait for the pace); until then no other process may take the conversation, so a
+send needs no database check.
 
 Guarantee: at least once, in order per conversation. A row is deleted only after the platform
 accepted it, so a crash or restart loses nothing. A row is counted as tried (its ``attempts``) in

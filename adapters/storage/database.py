@@ -73,11 +73,13 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updated)  # type: ignore[no-any-return]
 
 
-POOL_SIZE = 30
+POOL_SIZE = 25
 """PostgreSQL connections kept open. A connection opened beyond them is closed when given back,
 and a new one costs a connect, authentication and a fresh prepare of every statement it runs:
-under load a pool too small spent more CPU opening connections than using them (bench/wrk.py)."""
-POOL_BURST = 10
+under load a pool of 10 spent more CPU opening connections than using them (bench/wrk.py). With
+the burst, at most 30 a process, as before: two replicas and a rolling update's third fit
+PostgreSQL's default max_connections (100)."""
+POOL_BURST = 5
 
 
 def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:

@@ -1,16 +1,18 @@
 """SqlOutbox: core's Outbox port on the ``outbox`` and ``outbox_leases`` tables.
 
-Messages are rows, kept until delivered (deleted) or refused for good (state ``failed``, kept
-with the platform's reason). Order within a conversation is the row id. A conversation is
-delivered by one process at a time: the process holds the conversation's lease row, claimed with
-``FOR UPDATE SKIP LOCKED`` on PostgreSQL so replicas split the conversations without waiting on
-each other (SQLite drops the clause; there the write gate serialises claims). A lease row is made
-when a conversation is first claimed and dropped when its queue is empty, so an add never has to
-touch it. Messages are handed out one at a time, oldest first: the claim (one transaction for
-every conversation taken) hands out each one's first, ``advance`` removes the one sent and hands
-out the next, or drops the lease when none is left. A message handed out is counted as tried
-(``attempts`` + 1) by the statement that reads it, so a crash after the platform took it leaves
-the trace the next sender looks for. Must not send anything or know a chat platform: this is
+Messages are rows, kept until delivered (deleted) or refused for good (state ``failed``, kept with
+the platform's reason). Order within a conversation is the row id. A conversation is delivered by
+one process at a time: the process holds the conversation's lease row, claimed with ``FOR UPDATE
+SKIP LOCKED`` on PostgreSQL so replicas split the conversations without waiting on each other
+(SQLite drops the clause; there the write gate serialises claims). A lease row is made when a
+conversation is first claimed and dropped when its queue is empty, so an add never has to touch it;
+except the first message of a conversation just begun (a new thread), which may be added "held":
+with its lease row, counted as tried, for the process that began it to send without a claim
+(``add(hold=...)``). Messages are handed out one at a time, oldest first: the claim (one
+transaction for every conversation taken) hands out each one's first, ``advance`` removes the one
+sent and hands out the next, or drops the lease when none is left. A message handed out is counted
+as tried (``attempts`` + 1) by the statement that reads it, so a crash after the platform took it
+leaves the trace the next sender looks for. Must not send anything or know a chat platform: this is
 storage only.
 """
 
