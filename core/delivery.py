@@ -194,10 +194,13 @@ class Dispatcher:
     def take(self, item: Outgoing, lease: Lease) -> None:
         """Serve ``item``, committed and held for this process (``lease_new``), now. Stopping,
         it is left to its lease running out (then any replica's claim finds it)."""
-        if not self._stopping and item.conversation not in self._active:
+        if not self._stopping:
             self._start(_Hand(item.conversation, lease.until, item))
 
     def _start(self, hand: _Hand) -> None:
+        """Serve the conversation in a task of its own, unless one serves it already."""
+        if hand.conversation in self._active:
+            return
         task = asyncio.create_task(self._serve(hand), name=f"outbox:{hand.conversation}")
         self._active[hand.conversation] = task
         task.add_done_callback(self._done)
@@ -211,8 +214,7 @@ class Dispatcher:
                 self._wake.clear()
                 try:
                     for hand in await self._claim():
-                        if hand.conversation not in self._active:
-                            self._start(hand)
+                        self._start(hand)
                 except StorageError:
                     log.warning("outbox.claim_failed")
                 await _first(self._wake, stopping, self.poll_every)

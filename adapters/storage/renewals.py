@@ -194,15 +194,15 @@ class SqlRenewalRepository:
 
     async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
         values = self._values(renewal)
-        if audit is not None and self.c.dialect.name == "postgresql":
+        folded = audit is not None and self.c.dialect.name == "postgresql"
+        if folded:
             statement = _add_audited(tuple(values))
             values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS})
-            audit = None
         else:
             statement = _ADD_RENEWAL[self.c.dialect.name]
         if (await self.c.execute(statement, values)).first() is None:
             raise RenewalInProgressError(await self.active_for(renewal.tenant_key))
-        if audit is not None:
+        if audit is not None and not folded:  # SQLite: the entry in a statement of its own
             await SqlAuditLog(self.c).add(audit)
 
     async def get(self, renewal_id: str) -> Renewal | None:

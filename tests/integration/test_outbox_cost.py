@@ -26,18 +26,14 @@ from adapters.storage.tables import outbox_leases
 from adapters.storage.unit_of_work import SqlUnitOfWork
 from bot.bootstrap import compose
 from core.delivery import Dispatcher, thread_conversation
-from core.model import Actor, Origin, Tenant, ThreadRef
+from core.model import ThreadRef
 from core.ports import Lease, Message, Outgoing, UnitOfWork
 from core.services import ServiceConfig
 from tests.fakes.core import FakeIdentityProvider, FrozenClock, RecordingChatThreads
-from tests.integration.live import until
+from tests.fakes.refs import random_tenant
+from tests.integration.live import HERE, SUPPORT, until
 
 LEASE = timedelta(seconds=30)
-SUPPORT = Actor("test", "U1", "Sam Support")
-CONTOSO = Tenant(
-    "k-contoso", "contoso", "Contoso Ltd", "11111111-1111-1111-1111-111111111111",
-    "contoso.com", "admin@contoso.com",
-)  # fmt: skip
 
 
 @dataclass
@@ -239,8 +235,9 @@ async def test_a_new_threads_auth_url_goes_out_without_a_claim(
     monkeypatch.setattr(asyncpg.transaction.Transaction, "start", counted_start)
     chat = RecordingChatThreads()
     uow = Factory(own_engine, box)
+    tenant = random_tenant("contoso")
     async with uow() as u:
-        await u.tenants.add(CONTOSO)
+        await u.tenants.add(tenant)
         await u.commit()
     core = compose(
         uow=uow,
@@ -255,7 +252,7 @@ async def test_a_new_threads_auth_url_goes_out_without_a_claim(
     try:
         with counting(own_engine) as counted:
             before = len(begun)  # (the setup's, the dispatcher's first claim)
-            await core.desk.handle(CONTOSO.slug, Origin("test", "C1"), SUPPORT)
+            await core.desk.handle(tenant.slug, HERE, SUPPORT)
             await until(lambda: any("/onboard/" in t for t in chat.texts()))
             begun_by_the_renewal = len(begun) - before
 
