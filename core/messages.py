@@ -201,6 +201,13 @@ def withdrawn(tenant: Tenant) -> str:
     )
 
 
+def reopened_elsewhere(tenant: Tenant) -> str:
+    return (
+        f"This renewal of {tenant.display_name} was reopened in another thread, with a new Auth "
+        "URL (the first one will not work). Follow the other thread."
+    )
+
+
 def batch_opened(requester: str, count: int) -> str:
     return f"Renewal of all {count} expired tenants, requested by {requester}. Starting..."
 

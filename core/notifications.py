@@ -24,6 +24,7 @@ from core.ports import (
     ActionKind,
     ChatThreads,
     Clock,
+    FirstPost,
     Lease,
     Message,
     OutboxKind,
@@ -54,6 +55,24 @@ class Staged:
 
     held: list[tuple[Outgoing, Lease]] = field(default_factory=list)
     wake: bool = False
+
+
+@dataclass
+class Prepared:
+    """A renewal's events as messages (``Notifier.prepare``): its thread's, in order, and the
+    alert channels' announcements."""
+
+    posts: list[Outgoing] = field(default_factory=list)
+    announcements: list[Message] = field(default_factory=list)
+
+    @property
+    def one_write(self) -> bool:
+        """Stored with the renewal (``stage(save=True)``) by one statement on PostgreSQL."""
+        return (
+            not self.announcements
+            and len(self.posts) <= 1
+            and all(p.kind != "status" for p in self.posts)
+        )
 
 
 class Notifier:
@@ -98,49 +117,77 @@ class Notifier:
             return thread
         return None  # pragma: no cover - the loop returns
 
-    async def stage(
-        self, uow: UnitOfWork, tenant: Tenant, renewal: Renewal, *, new_thread: bool = False
-    ) -> Staged:
-        """Put what happened since the last stage/publish into the outbox, in ``uow``.
-
-        Does not commit: the caller commits it with the state change, then calls
-        ``flush(staged)``. The renewal's events are consumed. ``new_thread``: the renewal's
-        thread was opened just now, so nothing of it waits in the outbox: its first message
-        is held for this process's dispatcher (no claim needed), the rest follows it.
-        """
+    def prepare(self, tenant: Tenant, renewal: Renewal) -> Prepared:
+        """What happened since the last stage, as messages (to be stored by ``stage``). The
+        renewal's events are consumed."""
         pending, renewal.events = renewal.events, []
-        now = self.clock.now()
         thread = renewal.thread
-        staged = Staged()
-        lease = self.dispatcher.lease_new() if new_thread and self.dispatcher else None
-
-        async def add(item: Outgoing) -> None:
-            nonlocal lease
-            hold, lease = lease, None  # only a conversation's first message is handed out so
-            held = await uow.outbox.add(item, now, hold)
-            if held is not None and hold is not None:
-                staged.held.append((held, hold))
-            elif not any(h.conversation == item.conversation for h, _ in staged.held):
-                staged.wake = True  # (one after a held message follows it without a claim)
-
+        prepared = Prepared()
         for event in pending:
             message = self.render(tenant, renewal, event)
             if message and thread:
                 if renewal.batch:  # many tenants share the thread: say which one this is
                     message = replace(message, text=f"{tenant.display_name}: {message.text}")
-                await add(_in_thread(thread, "post", message))
+                prepared.posts.append(_in_thread(thread, "post", message))
             announcement = self.announcement(tenant, event)
             if announcement:
-                await self._stage_announcement(uow, announcement)
-                staged.wake = True
+                prepared.announcements.append(announcement)
         if pending and thread:
             if renewal.batch:
-                item = replace(_in_thread(thread, "status", None), batch=renewal.batch)
-                await add(item)
+                prepared.posts.append(
+                    replace(_in_thread(thread, "status", None), batch=renewal.batch)
+                )
             else:
                 status = status_message(tenant, renewal)
                 if not self.memo.shown(thread, status):
-                    await add(_in_thread(thread, "status", status))
+                    prepared.posts.append(_in_thread(thread, "status", status))
+        return prepared
+
+    async def stage(
+        self,
+        uow: UnitOfWork,
+        tenant: Tenant,
+        renewal: Renewal,
+        *,
+        new_thread: bool = False,
+        save: bool = False,
+        prepared: Prepared | None = None,
+    ) -> Staged:
+        """Put what happened since the last stage/publish into the outbox, in ``uow``.
+
+        Does not commit: the caller commits it with the state change, then calls
+        ``flush(staged)``. The renewal's events are consumed (or were, by ``prepare``, into
+        ``prepared``). ``new_thread``: the renewal's thread was opened just now, so nothing of
+        it waits in the outbox: its first message is held for this process's dispatcher (no
+        claim needed), the rest follows it. ``save``: save the renewal too, with that first
+        message (``RenewalRepository.save(first=)``; ConcurrencyError as it raises it).
+        """
+        prepared = prepared or self.prepare(tenant, renewal)
+        now = self.clock.now()
+        staged = Staged()
+        lease = self.dispatcher.lease_new() if new_thread and self.dispatcher else None
+        if save and not (lease and prepared.posts):  # no message to hold: the renewal alone
+            await uow.renewals.save(renewal)
+            save = False
+
+        async def add(item: Outgoing) -> None:
+            nonlocal lease, save
+            hold, lease = lease, None  # only a conversation's first message is handed out so
+            if save and hold is not None:
+                held = await uow.renewals.save(renewal, FirstPost(item, hold, now))
+                save = False
+            else:
+                held = await uow.outbox.add(item, now, hold)
+            if held is not None and hold is not None:
+                staged.held.append((held, hold))
+            elif not any(h.conversation == item.conversation for h, _ in staged.held):
+                staged.wake = True  # (one after a held message follows it without a claim)
+
+        for item in prepared.posts:
+            await add(item)
+        for announcement in prepared.announcements:
+            await self._stage_announcement(uow, announcement)
+            staged.wake = True
         return staged
 
     async def flush(self, staged: Staged | None = None) -> None:
@@ -168,9 +215,10 @@ class Notifier:
             await uow.commit()
         await self.flush()
 
-    async def withdrawn(self, tenant: Tenant, thread: ThreadRef) -> None:
-        """A thread opened for a renewal that lost a race with another request for the tenant."""
-        text = messages.withdrawn(tenant)
+    async def withdrawn(self, tenant: Tenant, thread: ThreadRef, *, reopened: bool = False) -> None:
+        """A thread opened for a renewal that lost a race with another request for the tenant
+        (``reopened``: that a replica reopened meanwhile, in a thread of its own)."""
+        text = messages.reopened_elsewhere(tenant) if reopened else messages.withdrawn(tenant)
         await self._enqueue(_in_thread(thread, "status", Message(text, "warning")))
 
     async def refresh_batch(self, batch: str, thread: ThreadRef) -> None:

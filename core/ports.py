@@ -235,6 +235,17 @@ class Lease:
     until: datetime
 
 
+@dataclass(frozen=True)
+class FirstPost:
+    """A thread's first message, stored with the renewal that opened the thread
+    (``RenewalRepository.save(first=...)``) and held for ``hold.owner`` as ``Outbox.add(hold=)``
+    holds it."""
+
+    item: Outgoing
+    hold: Lease
+    at: datetime
+
+
 class Outbox(Protocol):
     """Stored outgoing chat messages and which process delivers each conversation (leases).
 
@@ -438,8 +449,11 @@ class RenewalRepository(Protocol):
 
     async def get(self, renewal_id: str) -> Renewal | None: ...
 
-    async def save(self, renewal: Renewal) -> None:
-        """Raises ConcurrencyError if someone saved this renewal since it was loaded."""
+    async def save(self, renewal: Renewal, first: FirstPost | None = None) -> Outgoing | None:
+        """Raises ConcurrencyError if someone saved this renewal since it was loaded (and then
+        stores nothing). ``first``: its new thread's first message, stored with it (one
+        statement where the database allows) and returned as ``Outbox.add(hold=)`` returns it;
+        None without ``first``."""
 
     async def active_for(self, tenant_key: str) -> Renewal | None: ...
 

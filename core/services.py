@@ -35,7 +35,7 @@ from core.model import (
     Tenant,
     ThreadRef,
 )
-from core.notifications import Notifier
+from core.notifications import Notifier, Staged
 from core.ports import (
     AuditEntry,
     Clock,
@@ -168,22 +168,43 @@ class RenewalService:
         URL) in one transaction: a crash on either side of it loses and doubles nothing. The
         Auth URL goes straight to this process's dispatcher (``Notifier.stage``, new_thread)."""
         thread = await self.notifier.open_thread(tenant, renewal)
-        async with self.uow() as uow:
-            stored = renewal
-            stored.thread, stored.awaiting_thread = thread, False
-            try:
-                await uow.renewals.save(stored)  # as written a moment ago (version checked)
-            except ConcurrencyError:  # changed meanwhile (a replica reopening it): as it is now
-                stored = await self.load(uow, renewal.id)
-                stored.thread, stored.awaiting_thread = thread, False
-                stored.events = renewal.events
-                await uow.renewals.save(stored)
-            await self._stage_invitation(uow, tenant, stored)
-            staged = await self.notifier.stage(uow, tenant, stored, new_thread=thread is not None)
+        invitation, happened = renewal.invitation_hash, list(renewal.events)
+        renewal.thread, renewal.awaiting_thread = thread, False
+        try:
+            staged = await self._store_thread(tenant, renewal)
+        except ConcurrencyError:  # changed meanwhile (a replica reopening it): as it is now
+            async with self.uow(read_only=True) as uow:
+                renewal = await self.load(uow, renewal.id)
+            if renewal.invitation_hash != invitation or not renewal.awaiting_thread:
+                # reopened by a replica, with a fresh Auth URL and a thread of its own: this
+                # thread's Auth URL is dead, and the thread says so
+                if thread is not None:
+                    await self.notifier.withdrawn(tenant, thread, reopened=True)
+                return renewal
+            renewal.thread, renewal.awaiting_thread = thread, False
+            renewal.events = happened
+            staged = await self._store_thread(tenant, renewal)
+        await self.notifier.flush(staged)
+        return renewal
+
+    async def _store_thread(self, tenant: Tenant, renewal: Renewal) -> Staged:
+        """The renewal with its new thread, and the thread's first messages. Without email, one
+        statement on PostgreSQL (the invitation's emails mark its event first, then are rows of
+        their own)."""
+        prepared = None if self.mail else self.notifier.prepare(tenant, renewal)
+        async with self.uow(one_write=prepared is not None and prepared.one_write) as uow:
+            await self._stage_invitation(uow, tenant, renewal)
+            staged = await self.notifier.stage(
+                uow,
+                tenant,
+                renewal,
+                new_thread=renewal.thread is not None,
+                save=True,
+                prepared=prepared,
+            )
             staged.wake = staged.wake or self.mail is not None  # its emails wait for a claim
             await uow.commit()
-        await self.notifier.flush(staged)
-        return stored
+        return staged
 
     async def reopen_orphans(self, older_than: timedelta = timedelta(minutes=2)) -> int:
         """Open the thread of renewals whose process died between writing and posting them.

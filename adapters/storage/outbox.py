@@ -24,7 +24,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import CTE, Row, Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
@@ -62,6 +62,66 @@ _ADD_LEASED = (
     .returning(outbox.c.id, outbox.c.attempts)
     .add_cte(_LEASED)
 )
+HELD_PREFIX = "o_"
+
+
+def add_held_after(guard: CTE) -> Any:
+    """PostgreSQL: ``add(hold=)`` in the statement of ``guard`` (a data-modifying WITH), done
+    only when ``guard`` returns a row. Its parameters are ``held_params``'."""
+
+    def param(table: Table, name: str) -> Any:
+        return bindparam(HELD_PREFIX + name, type_=table.c[name].type)
+
+    leased = (
+        dialect_insert("postgresql", outbox_leases)
+        .from_select(
+            ["conversation", "owner", "lease_until"],
+            select(
+                *(param(outbox_leases, c) for c in ("conversation", "owner", "lease_until"))
+            ).select_from(guard),
+        )
+        .on_conflict_do_nothing()
+        .returning(outbox_leases.c.conversation)
+        .cte("leased")
+    )
+    tries = select(func.count()).select_from(leased).scalar_subquery()
+    return (
+        insert(outbox)
+        .from_select(
+            [*_ROW, "attempts"],
+            select(*(param(outbox, c) for c in _ROW), tries).select_from(guard),
+        )
+        .returning(outbox.c.id, outbox.c.attempts)
+        .add_cte(guard)
+        .add_cte(leased)
+    )
+
+
+def held_params(item: Outgoing, now: datetime, hold: Lease, box: SecretBox) -> dict[str, Any]:
+    row = _row(item, now, box) | {"owner": hold.owner, "lease_until": hold.until}
+    return {HELD_PREFIX + k: v for k, v in row.items() if k != "attempts"}
+
+
+def _row(item: Outgoing, now: datetime, box: SecretBox) -> dict[str, Any]:
+    return {
+        "conversation": item.conversation,
+        "kind": item.kind,
+        "platform": item.platform,
+        "thread_key": item.thread.key if item.thread else None,
+        "body": dump(item, box),
+        "state": PENDING,
+        "attempts": 0,
+        "created_at": now,
+    }
+
+
+def handed_out(item: Outgoing, added: Row[Any] | None, now: datetime) -> Outgoing | None:
+    """The message of ``add(hold=)`` as handed out, from the id and tries its insert returned
+    (None: the conversation had a lease already, so it is stored as usual)."""
+    if added is None or not added.attempts:
+        return None
+    message = item.message and replace(item.message, ref=str(added.id))
+    return replace(item, id=added.id, message=message, attempts=0, created_at=now)
 
 
 def dump(item: Outgoing, box: SecretBox) -> str:
@@ -132,16 +192,7 @@ class SqlOutbox:
                     outbox.c.state == PENDING,
                 )
             )
-        row = {
-            "conversation": item.conversation,
-            "kind": item.kind,
-            "platform": item.platform,
-            "thread_key": item.thread.key if item.thread else None,
-            "body": dump(item, self.box),
-            "state": PENDING,
-            "attempts": 0,
-            "created_at": now,
-        }
+        row = _row(item, now, self.box)
         if hold is None:
             await self.c.execute(_ADD, row)
             return None
@@ -154,10 +205,7 @@ class SqlOutbox:
             made = (await self.c.execute(_HOLD["sqlite"], lease)).first()
             row["attempts"] = 1 if made else 0  # handed out: counted as tried, as a claim does
             added = (await self.c.execute(_ADD_HELD, row)).one()
-        if not added.attempts:
-            return None  # the conversation had a lease already: stored as usual
-        message = item.message and replace(item.message, ref=str(added.id))
-        return replace(item, id=added.id, message=message, attempts=0, created_at=now)
+        return handed_out(item, added, now)
 
     async def claim(
         self, owner: str, now: datetime, until: datetime, limit: int

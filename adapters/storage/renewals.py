@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.database import dialect_insert
+from adapters.storage.outbox import SqlOutbox, add_held_after, handed_out, held_params
 from adapters.storage.records import SqlAuditLog
 from adapters.storage.tables import audit_events, renewals
 from core.errors import (
@@ -35,7 +36,7 @@ from core.model import (
     RenewalState,
     ThreadRef,
 )
-from core.ports import AuditEntry, DurationHistogram
+from core.ports import AuditEntry, DurationHistogram, FirstPost, Outgoing
 
 _ACTIVE = [s.value for s in ACTIVE_STATES]
 _IN_FLIGHT = [RenewalState.CODE_ISSUED.value, RenewalState.TOKENS_ACQUIRED.value]
@@ -84,10 +85,26 @@ def _add_audited(columns: tuple[str, ...]) -> Any:
     )
 
 
+@cache
+def _save_with_first(params: tuple[str, ...]) -> Any:
+    """PostgreSQL: the version-checked save, then a new thread's first message (held) only if
+    it saved (``SqlOutbox.add(hold=)`` after it in one data-modifying WITH)."""
+    columns = [c for c in params if c in renewals.c]
+    saved = (
+        update(renewals)
+        .where(renewals.c.id == bindparam("b_id"), renewals.c.version == bindparam("b_version"))
+        .values({c: bindparam(c, type_=renewals.c[c].type) for c in columns})
+        .returning(renewals.c.id)
+        .cte("saved")
+    )
+    return add_held_after(saved)
+
+
 class SqlRenewalRepository:
     def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
         self.c = conn
         self.box = box
+        self._postgres = conn.dialect.name == "postgresql"
 
     def _values(self, r: Renewal) -> dict[str, Any]:
         code = r.device_code
@@ -194,7 +211,7 @@ class SqlRenewalRepository:
 
     async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
         values = self._values(renewal)
-        folded = audit is not None and self.c.dialect.name == "postgresql"
+        folded = audit is not None and self._postgres
         if folded:
             statement = _add_audited(tuple(values))
             values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS})
@@ -208,13 +225,26 @@ class SqlRenewalRepository:
     async def get(self, renewal_id: str) -> Renewal | None:
         return await self._one(renewals.c.id == renewal_id)
 
-    async def save(self, renewal: Renewal) -> None:
+    async def save(self, renewal: Renewal, first: FirstPost | None = None) -> Outgoing | None:
         values = self._values(renewal)
         values.update(version=renewal.version + 1, b_id=renewal.id, b_version=renewal.version)
-        result = await self.c.execute(_SAVE_RENEWAL, values)
-        if result.rowcount != 1:
-            raise ConcurrencyError
+        held = None
+        if first is not None and first.item.kind != "status" and self._postgres:
+            # the renewal and its thread's first message in one statement: the message is
+            # stored only when the renewal is (a version that changed meanwhile stores neither)
+            values.update(held_params(first.item, first.at, first.hold, self.box))
+            added = (await self.c.execute(_save_with_first(tuple(values)), values)).first()
+            if added is None:
+                raise ConcurrencyError
+            held = handed_out(first.item, added, first.at)
+        else:
+            result = await self.c.execute(_SAVE_RENEWAL, values)
+            if result.rowcount != 1:
+                raise ConcurrencyError
+            if first is not None:
+                held = await SqlOutbox(self.c, self.box).add(first.item, first.at, first.hold)
         renewal.version += 1
+        return held
 
     async def in_batch(self, batch: str) -> list[Renewal]:
         return list(reversed(await self._many(renewals.c.batch_id == batch)))

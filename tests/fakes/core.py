@@ -29,6 +29,7 @@ from core.ports import (
     DurationHistogram,
     Email,
     EmailRecord,
+    FirstPost,
     HealthRecord,
     IdentityErrorRecord,
     Lease,
@@ -159,9 +160,10 @@ class _Tenants:
 
 
 class _Renewals:
-    def __init__(self, store: Store, staged: dict[str, Renewal]) -> None:
+    def __init__(self, store: Store, staged: dict[str, Renewal], outbox: _Outbox) -> None:
         self.s = store
         self.staged = staged
+        self.outbox = outbox
 
     def _all(self) -> dict[str, Renewal]:
         return {**self.s.renewals, **self.staged}
@@ -178,12 +180,15 @@ class _Renewals:
         r = self._all().get(renewal_id)
         return copy.deepcopy(r) if r else None
 
-    async def save(self, renewal: Renewal) -> None:
+    async def save(self, renewal: Renewal, first: FirstPost | None = None) -> Outgoing | None:
         current = self._all()[renewal.id]
         if current.version != renewal.version:
             raise ConcurrencyError
         renewal.version += 1
         self.staged[renewal.id] = renewal
+        if first is None:
+            return None
+        return await self.outbox.add(first.item, first.at, first.hold)
 
     async def active_for(self, tenant_key: str) -> Renewal | None:
         for r in self._all().values():
@@ -554,11 +559,11 @@ class InMemoryUnitOfWork:
         self.store = store
         self.staged: dict[str, Renewal] = {}
         self.tenants = _Tenants(store)
-        self.renewals = _Renewals(store, self.staged)
+        self.outbox = _Outbox(store)
+        self.renewals = _Renewals(store, self.staged, self.outbox)
         self.audit = _Audit(store)
         self.identity_errors = _Errors(store)
         self.jobs = _Jobs(store)
-        self.outbox = _Outbox(store)
         self.webhooks = _Webhooks(store)
 
         self.emails = _Emails(store)

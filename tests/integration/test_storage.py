@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,9 +14,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.storage.crypto import SecretBox, generate_key
-from adapters.storage.tables import renewals
+from adapters.storage.tables import outbox_leases, renewals
 from adapters.storage.token_cache import SqlTokenCacheStore
 from adapters.storage.unit_of_work import SqlUnitOfWork
+from core.delivery import thread_conversation
 from core.errors import (
     ConcurrencyError,
     RenewalInProgressError,
@@ -23,7 +25,7 @@ from core.errors import (
     TokenCacheUnreadableError,
 )
 from core.model import Actor, AuthState, DeviceCode, Origin, Renewal, RenewalState, ThreadRef
-from core.ports import AuditEntry, HealthRecord
+from core.ports import AuditEntry, FirstPost, HealthRecord, Lease, Message, Outgoing
 from tests.fakes.refs import random_tenant
 
 NOW = datetime(2026, 11, 27, 9, 0, tzinfo=UTC)
@@ -139,6 +141,40 @@ async def test_a_renewal_and_its_audit_entry_are_written_both_or_neither(
         ("renewal.requested", first.id, "Sam", "why")
     ]
     assert logged[0].at == now
+
+
+async def test_a_thread_and_its_first_message_are_stored_both_or_neither(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A renewal saved with its new thread's first message (one statement on PostgreSQL): the
+    message is held for the saving process; a save from a stale copy stores neither."""
+    tenant = await add_tenant(engine, box)
+    renewal = new_renewal(tenant.key)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.renewals.add(renewal)
+        await uow.commit()
+    now = datetime.now(UTC)
+    thread = ThreadRef("slack", f"C1:{uuid.uuid4().hex}")
+    item = Outgoing(
+        thread_conversation(thread), "post", "slack", thread, Message("Auth URL: https://x")
+    )
+    stale = copy.deepcopy(renewal)
+    renewal.thread = stale.thread = thread
+    async with SqlUnitOfWork(engine, box, one_write=True) as uow:
+        held = await uow.renewals.save(renewal, FirstPost(item, Lease("me", now), now))
+        await uow.commit()
+    assert held is not None and held.id and held.message is not None
+    assert held.message.ref == str(held.id) and held.attempts == 0
+    with pytest.raises(ConcurrencyError):
+        async with SqlUnitOfWork(engine, box, one_write=True) as uow:
+            await uow.renewals.save(stale, FirstPost(item, Lease("other", now), now))
+    async with SqlUnitOfWork(engine, box, read_only=True) as uow:
+        stored = await uow.renewals.get(renewal.id)
+        pending = await uow.outbox.head(item.conversation, 10)
+        owners = (await uow.conn.execute(select(outbox_leases.c.owner))).scalars().all()
+    assert stored is not None and stored.thread == thread and stored.version == renewal.version
+    assert [p.id for p in pending] == [held.id]
+    assert owners == ["me"]
 
 
 async def test_constraint_holds_even_for_raw_sql(engine: AsyncEngine, box: SecretBox) -> None:

@@ -155,3 +155,29 @@ async def test_a_thread_never_opened_is_opened_by_the_sweep(world: World) -> Non
     token = world.token_from_thread()
     fresh = await world.service.open_invitation(token)
     assert fresh[0].id == renewal.id
+
+
+async def test_a_thread_opened_after_a_replica_reopened_the_renewal_shows_no_dead_auth_url(
+    world: World,
+) -> None:
+    """A process that stalled between posting a renewal's thread and storing it, long enough
+    for a replica's sweep to reopen the renewal with a fresh Auth URL in a thread of its own:
+    the stalled thread gets no Auth URL (its link no longer works) but says where to go."""
+    opened = world.chat.open_thread
+
+    async def stalls(origin, message):  # type: ignore[no-untyped-def]
+        world.chat.open_thread = opened  # type: ignore[method-assign]
+        thread = await opened(origin, message)
+        world.clock.advance(minutes=3)
+        assert await world.service.reopen_orphans() == 1  # the replica's sweep
+        return thread
+
+    world.chat.open_thread = stalls  # type: ignore[method-assign]
+    await world.say("contoso")
+    stalled, reopened = world.chat.threads["t1"], world.chat.threads["t2"]
+    assert not any("/onboard/" in m.text for m in stalled)
+    assert "reopened in another thread" in world.chat.status["t1"].text
+    (auth_url,) = [m.text for m in reopened if "/onboard/" in m.text]
+    token = auth_url.split("/onboard/")[1].split()[0]
+    renewal, _ = await world.service.open_invitation(token)  # the live one
+    assert renewal.thread is not None and renewal.thread.key == "t2"
