@@ -47,6 +47,7 @@ from bench.wrk_servers import (
     release_tenants,
     rss_mb,
     seed,
+    sessions,
     start_anchor,
     start_renewbot,
 )
@@ -111,6 +112,7 @@ class Bench:
         n = int(per_s * seconds)
         pool_file = self.workdir / "pool.txt"
         pool(pool_file, await self.texts(kind, n), stand.response_url)
+        opened = await sessions(self.database_url) if server.kind == "renewbot" else 0
         cpu0 = cpu_seconds(server.proc.pid)
         pace = conns * 1000.0 / rate if rate else 0.0
         spy = None
@@ -134,6 +136,7 @@ class Bench:
             r["drain_s"] = await settle(stand, done, self.args.drain)
             r.update(stand.ask("count"))
             r["started"] = started
+            r["db_connects"] = await sessions(self.database_url) - opened - 1
         cpu_ms = (cpu_seconds(server.proc.pid) - cpu0) * 1000
         r["cpu_ms"] = cpu_ms / max(1, r["acked"])
         r["rps"] = r["requests"] / r["seconds"]
@@ -313,7 +316,8 @@ def report(a: argparse.Namespace, res: Results) -> str:
                 if label == "renew":
                     note += (f", threads {med['named']}, Auth URLs {med['auth_urls']}, "
                              f"{med['renewals_s']:.0f} renewals/s with the drain, "
-                             f"{med['cpu_ms_renewal']:.2f} ms CPU per renewal")  # fmt: skip
+                             f"{med['cpu_ms_renewal']:.2f} ms CPU per renewal, "
+                             f"{med['db_connects']} database connections opened")  # fmt: skip
             notes.append(note)
         lines.append("| " + " | ".join([*cells, "; ".join(notes)]) + " |")
     if rows:
@@ -336,7 +340,8 @@ def report(a: argparse.Namespace, res: Results) -> str:
             "stand-in)\n\n"
             "| offered /s | s | acked /s | ack p99 ms | started | threads | Auth URLs | "
             "busy | apologies | drained after stop s | CPU ms/renewal begun | pool timeouts | "
-            "errors | RSS MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+            "database connections opened | errors | RSS MB |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         )
         for r in sustained:
             text += (
@@ -344,7 +349,7 @@ def report(a: argparse.Namespace, res: Results) -> str:
                 f"{r['p99_us'] / 1000:.1f} | {r['started']} | {r['named']} | {r['auth_urls']} | "
                 f"{r['busy_ack']} | {r['apologies']} | {r['drain_s']:.1f} | "
                 f"{r['cpu_ms_renewal']:.2f} | "
-                f"{r['pool_timeouts']} | {r['errors']} | {r['rss_mb']:.0f} |\n"
+                f"{r['pool_timeouts']} | {r['db_connects']} | {r['errors']} | {r['rss_mb']:.0f} |\n"
             )
         for r in sustained:
             if "profile" in r:

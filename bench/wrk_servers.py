@@ -243,6 +243,22 @@ async def seed(database_url: str, n: int) -> None:
         await engine.dispose()
 
 
+async def sessions(database_url: str) -> int:
+    """Database sessions ever established (PostgreSQL's pg_stat_database.sessions), this
+    reading's own included: the difference of two readings, less one, is the connections the
+    server under test opened in between (a pool that churns shows here)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        found = await conn.fetchval(
+            "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(found)
+    finally:
+        await conn.close()
+
+
 async def release_tenants(database_url: str) -> None:
     """Cancel every active renewal, so the next renewal row starts with free tenants."""
     from sqlalchemy import text

@@ -73,13 +73,12 @@ def upsert(engine: AsyncEngine, table: Table, keys: Sequence[str]) -> Insert:
     return stmt.on_conflict_do_update(index_elements=list(keys), set_=updated)  # type: ignore[no-any-return]
 
 
-POOL_SIZE = 25
-"""PostgreSQL connections kept open. A connection opened beyond them is closed when given back,
-and a new one costs a connect, authentication and a fresh prepare of every statement it runs:
-under load a pool of 10 spent more CPU opening connections than using them (bench/wrk.py). With
-the burst, at most 30 a process, as before: two replicas and a rolling update's third fit
-PostgreSQL's default max_connections (100)."""
-POOL_BURST = 5
+POOL_SIZE = 30
+"""PostgreSQL connections a process keeps open, and the most it opens: none beyond them (a
+connection opened for a burst is closed when given back, and a new one costs a connect,
+authentication and a fresh prepare of every statement it runs; with 25 kept and 5 for bursts, a
+5 s run of renewals at full load opened 37, bench/wrk.py). Two replicas and a rolling update's
+third fit PostgreSQL's default max_connections (100)."""
 
 
 def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
@@ -90,7 +89,7 @@ def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
         _sqlite_pragmas(engine)
         return engine
     engine = create_async_engine(
-        url, hide_parameters=True, pool_size=pool_size, max_overflow=POOL_BURST
+        url, hide_parameters=True, pool_size=pool_size, max_overflow=0
     )
     _ping_when_idle(engine)
     return engine
