@@ -239,8 +239,20 @@ async def seed(database_url: str, n: int) -> None:
         async with engine.begin() as conn:
             for start in range(0, n, 5000):
                 await conn.execute(insert(tenants), rows[start : start + 5000])
+        await analyze(engine)
     finally:
         await engine.dispose()
+
+
+async def analyze(engine: Any) -> None:
+    """Statistics, as a database in service has them (autovacuum gathers them within a minute
+    or so of a bulk change). Without them the tenant lookup's cached plan was a sequential scan,
+    and the bench measured that until autovacuum came by, at a different moment in each run."""
+    from sqlalchemy import text
+
+    async with engine.connect() as conn:
+        await conn.execution_options(isolation_level="AUTOCOMMIT")
+        await conn.execute(text("ANALYZE"))
 
 
 async def sessions(database_url: str) -> int:
@@ -271,6 +283,7 @@ async def release_tenants(database_url: str) -> None:
             await conn.execute(
                 text(f"UPDATE renewals SET state = 'cancelled' WHERE state IN {ACTIVE}")  # noqa: S608
             )
+        await analyze(engine)
     finally:
         await engine.dispose()
 
