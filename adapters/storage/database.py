@@ -24,9 +24,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Insert, Table, event, text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -88,9 +89,7 @@ def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
         engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
         return engine
-    engine = create_async_engine(
-        url, hide_parameters=True, pool_size=pool_size, max_overflow=0
-    )
+    engine = create_async_engine(url, hide_parameters=True, pool_size=pool_size, max_overflow=0)
     _ping_when_idle(engine)
     return engine
 
@@ -128,6 +127,74 @@ def _ping_when_idle(engine: AsyncEngine) -> None:
             engine.dialect.do_ping(dbapi_conn)
         except Exception as exc:  # any failure: not usable; the pool connects afresh
             raise DisconnectionError from exc
+
+
+_ASYNCPG = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # compiles; never connects
+
+
+class Direct:
+    """A statement of the busiest path sent by asyncpg itself: the SQL that SQLAlchemy compiles
+    for it (once), without SQLAlchemy's execution layer, which cost more client CPU than the
+    statement's own round trip (bench/wrk.py). Only in a PostgreSQL unit of work in autocommit
+    (``one_write``): there SQLAlchemy sends no BEGIN that the statement would have to be inside.
+    Values go in as the driver takes them (aware datetimes, bytes), rows come out as they are
+    (timestamptz as aware UTC datetimes, as UTCDateTime makes them)."""
+
+    def __init__(self, statement: Any) -> None:
+        compiled = statement.compile(dialect=_ASYNCPG)
+        self.sql: str = compiled.string
+        self.names: list[str] = list(compiled.positiontup or ())
+        self.defaults: dict[str, Any] = dict(compiled.params)  # e.g. LIMIT's
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [params[n] if n in params else self.defaults[n] for n in self.names]
+
+    async def fetchrow(self, driver: Any, params: dict[str, Any]) -> Any:
+        """The first row (attributes by column name, as SQLAlchemy's), or None."""
+        row = await driver.fetchrow(self.sql, *self.args(params))
+        return None if row is None else Record(row)
+
+
+class Record:
+    """An asyncpg row read by attribute, as a SQLAlchemy row is."""
+
+    __slots__ = ("_row",)
+
+    def __init__(self, row: Any) -> None:
+        self._row = row
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._row[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+_DIRECT: dict[int, tuple[Any, Direct]] = {}
+
+
+def direct(statement: Any) -> Direct:
+    """``Direct(statement)``, made once per statement (one built once: a module's constant, or
+    a cached builder's; the statement is kept, so its id stays its own)."""
+    found = _DIRECT.get(id(statement))
+    if found is None:
+        found = _DIRECT[id(statement)] = (statement, Direct(statement))
+    return found[1]
+
+
+async def fetchrow(
+    conn: AsyncConnection, driver: Any, statement: Any, params: dict[str, Any]
+) -> Any:
+    """The first row of ``statement``, or None: by ``driver`` when given (``Direct``), else by
+    SQLAlchemy on ``conn``."""
+    if driver is not None:
+        return await direct(statement).fetchrow(driver, params)
+    return (await conn.execute(statement, params)).first()
+
+
+async def driver_of(conn: AsyncConnection) -> Any:
+    """The asyncpg connection under ``conn``."""
+    return (await conn.get_raw_connection()).driver_connection
 
 
 def _sqlite_pragmas(engine: AsyncEngine) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import ColumnElement, Row, bindparam, case, func, insert, or_, s
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.database import dialect_insert
+from adapters.storage.database import dialect_insert, fetchrow
 from adapters.storage.outbox import SqlOutbox, add_held_after, handed_out, held_params
 from adapters.storage.records import SqlAuditLog
 from adapters.storage.tables import audit_events, renewals
@@ -101,9 +101,10 @@ def _save_with_first(params: tuple[str, ...]) -> Any:
 
 
 class SqlRenewalRepository:
-    def __init__(self, conn: AsyncConnection, box: SecretBox) -> None:
+    def __init__(self, conn: AsyncConnection, box: SecretBox, driver: Any = None) -> None:
         self.c = conn
         self.box = box
+        self.driver = driver  # asyncpg's connection, in autocommit (database.Direct)
         self._postgres = conn.dialect.name == "postgresql"
 
     def _values(self, r: Renewal) -> dict[str, Any]:
@@ -217,7 +218,7 @@ class SqlRenewalRepository:
             values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS})
         else:
             statement = _ADD_RENEWAL[self.c.dialect.name]
-        if (await self.c.execute(statement, values)).first() is None:
+        if await fetchrow(self.c, self.driver, statement, values) is None:
             raise RenewalInProgressError(await self.active_for(renewal.tenant_key))
         if audit is not None and not folded:  # SQLite: the entry in a statement of its own
             await SqlAuditLog(self.c).add(audit)
@@ -233,7 +234,7 @@ class SqlRenewalRepository:
             # the renewal and its thread's first message in one statement: the message is
             # stored only when the renewal is (a version that changed meanwhile stores neither)
             values.update(held_params(first.item, first.at, first.hold, self.box))
-            added = (await self.c.execute(_save_with_first(tuple(values)), values)).first()
+            added = await fetchrow(self.c, self.driver, _save_with_first(tuple(values)), values)
             if added is None:
                 raise ConcurrencyError
             held = handed_out(first.item, added, first.at)

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Row, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from adapters.storage.database import fetchrow
 from adapters.storage.tables import (
     tenants,
 )
@@ -74,8 +75,9 @@ def _tenant(row: Row[Any]) -> Tenant:
 
 
 class SqlTenantRepository:
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, driver: Any = None) -> None:
         self.c = conn
+        self.driver = driver  # asyncpg's connection, in autocommit (database.Direct)
 
     async def add(self, tenant: Tenant, now: datetime | None = None) -> None:
         values = {
@@ -115,7 +117,7 @@ class SqlTenantRepository:
         return _tenant(row) if row else None
 
     async def find_exact(self, ref: str) -> Tenant | None:
-        row = (await self.c.execute(_FIND_TENANT, {"b_ref": ref.lower()})).first()
+        row = await fetchrow(self.c, self.driver, _FIND_TENANT, {"b_ref": ref.lower()})
         return _tenant(row) if row else None
 
     async def names(self) -> list[str]:

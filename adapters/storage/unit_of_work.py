@@ -6,11 +6,12 @@ everything a unit of work does. SQLite transactions of one process queue on the 
 
 from __future__ import annotations
 
+import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.database import READ_ONLY, gate_for
+from adapters.storage.database import READ_ONLY, driver_of, gate_for
 from adapters.storage.emails import SqlChaseLog, SqlEmailOutbox
 from adapters.storage.outbox import SqlOutbox
 from adapters.storage.records import SqlAuditLog, SqlIdentityErrorLog, SqlJobRuns
@@ -18,6 +19,16 @@ from adapters.storage.renewals import SqlRenewalRepository
 from adapters.storage.tenants import SqlTenantRepository
 from adapters.storage.webhooks import SqlWebhookOutbox
 from core.errors import StorageError
+
+# asyncpg's own errors, from the statements it sends itself (database.Direct); as SQLAlchemy's
+# DBAPIError, a constraint's violation is not "the database failed"
+DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+)
+DRIVER_INTEGRITY = asyncpg.IntegrityConstraintViolationError
 
 
 class SqlUnitOfWork:
@@ -56,14 +67,16 @@ class SqlUnitOfWork:
             elif self.autocommit:
                 await self.conn.execution_options(isolation_level="AUTOCOMMIT")
             await self.conn.begin()
+            # autocommit: the busiest statements go by the driver itself (database.Direct)
+            driver = await driver_of(self.conn) if self.autocommit else None
         except (OperationalError, DBAPIError, OSError) as exc:
             self._release()
             raise StorageError("the database is not reachable") from exc
         except BaseException:
             self._release()
             raise
-        self.tenants = SqlTenantRepository(self.conn)
-        self.renewals = SqlRenewalRepository(self.conn, self.box)
+        self.tenants = SqlTenantRepository(self.conn, driver)
+        self.renewals = SqlRenewalRepository(self.conn, self.box, driver)
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)
         self.jobs = SqlJobRuns(self.conn)
@@ -89,6 +102,8 @@ class SqlUnitOfWork:
                 self._release()
         if isinstance(exc, (OperationalError, DBAPIError)) and not isinstance(exc, IntegrityError):
             raise StorageError("the database failed") from exc
+        if isinstance(exc, DRIVER_ERRORS) and not isinstance(exc, DRIVER_INTEGRITY):
+            raise StorageError("the database failed") from exc  # a Direct statement's
 
     async def commit(self) -> None:
         try:

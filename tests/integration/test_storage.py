@@ -67,6 +67,25 @@ async def test_tenant_found_by_every_name(engine: AsyncEngine, box: SecretBox) -
             assert found is not None and found.key == tenant.key
 
 
+async def test_a_tenant_reads_the_same_in_every_kind_of_unit_of_work(
+    engine: AsyncEngine, box: SecretBox
+) -> None:
+    """A one-write unit of work (on PostgreSQL its lookup goes by asyncpg itself) finds the
+    tenant exactly as any other does: every field, datetimes aware in UTC."""
+    tenant = await add_tenant(engine, box)
+    async with SqlUnitOfWork(engine, box) as uow:
+        await uow.tenants.mark_validated(tenant.key, NOW)
+        await uow.commit()
+    found = []
+    for kind in ({}, {"read_only": True}, {"one_write": True}):
+        async with SqlUnitOfWork(engine, box, **kind) as uow:
+            found.append(await uow.tenants.find_exact(tenant.slug.upper()))
+            assert await uow.tenants.find_exact("no-such-tenant") is None
+    assert found[0] == found[1] == found[2]
+    assert found[2] is not None and found[2].last_validated_at == NOW
+    assert found[2].last_validated_at.utcoffset() == timedelta(0)
+
+
 async def test_renewal_round_trip_with_encrypted_flow_state(
     engine: AsyncEngine, box: SecretBox
 ) -> None:
@@ -360,6 +379,32 @@ async def test_database_gone_is_a_storage_error(box: SecretBox) -> None:
         async with SqlUnitOfWork(eng, box):
             pass
     await eng.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_connection_lost_in_a_one_write_unit_of_work_is_a_storage_error(
+    postgres_url: str, box: SecretBox
+) -> None:
+    """PostgreSQL drops the connection of a one-write unit of work (whose statements go by
+    asyncpg itself): StorageError, as from any other unit of work, and the pool recovers."""
+    from adapters.storage.database import make_engine, upgrade
+    from tests.servers.postgres import fresh_database
+
+    engine = make_engine(await fresh_database(postgres_url))
+    await upgrade(engine)
+    try:
+        tenant = await add_tenant(engine, box)
+        with pytest.raises(StorageError):
+            async with SqlUnitOfWork(engine, box, one_write=True) as uow:
+                async with engine.connect() as other:
+                    pid = (await uow.conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+                    await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+                await uow.tenants.find_exact(tenant.slug)
+        async with SqlUnitOfWork(engine, box, one_write=True) as uow:
+            found = await uow.tenants.find_exact(tenant.slug)
+        assert found is not None and found.key == tenant.key
+    finally:
+        await engine.dispose()
 
 
 async def test_key_rotation_reencrypts_everything(engine: AsyncEngine) -> None:
