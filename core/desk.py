@@ -179,6 +179,8 @@ class Desk:
                 messages.in_progress(tenant, state), open_renewal.thread if open_renewal else None
             )
         renewal, tenant = requested.renewal, requested.tenant
+        if not requested.auth_url:  # replaced meanwhile: the renewal goes on with a fresh one
+            return Reply(messages.in_progress(tenant, renewal.state), renewal.thread)
         if renewal.thread is None:  # the chat refused the thread: do not strand the Auth URL
             return Reply(messages.no_thread(tenant, requested.auth_url))
         return Reply(messages.started(tenant), renewal.thread, just_points_to_thread=True)

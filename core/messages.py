@@ -203,8 +203,8 @@ def withdrawn(tenant: Tenant) -> str:
 
 def reopened_elsewhere(tenant: Tenant) -> str:
     return (
-        f"This renewal of {tenant.display_name} was reopened in another thread, with a new Auth "
-        "URL (the first one will not work). Follow the other thread."
+        f"This renewal of {tenant.display_name} got a new Auth URL while this thread was being "
+        "opened, so this thread's link will not work. Follow the thread that shows the new one."
     )
 
 

@@ -64,15 +64,16 @@ class Prepared:
 
     posts: list[Outgoing] = field(default_factory=list)
     announcements: list[Message] = field(default_factory=list)
+    #: a new thread's lease for this process's dispatcher (None: it has no room, or no thread)
+    lease: Lease | None = None
 
     @property
     def one_write(self) -> bool:
-        """Stored with the renewal (``stage(save=True)``) by one statement on PostgreSQL."""
-        return (
-            not self.announcements
-            and len(self.posts) <= 1
-            and all(p.kind != "status" for p in self.posts)
-        )
+        """Stored with the renewal (``stage(save=True)``) by one statement on PostgreSQL: no
+        announcement, and no post or one held for the dispatcher (unheld, it is a second)."""
+        if self.announcements or len(self.posts) > 1:
+            return False
+        return not self.posts or (self.lease is not None and self.posts[0].kind != "status")
 
 
 class Notifier:
@@ -117,12 +118,14 @@ class Notifier:
             return thread
         return None  # pragma: no cover - the loop returns
 
-    def prepare(self, tenant: Tenant, renewal: Renewal) -> Prepared:
+    def prepare(self, tenant: Tenant, renewal: Renewal, *, new_thread: bool = False) -> Prepared:
         """What happened since the last stage, as messages (to be stored by ``stage``). The
-        renewal's events are consumed."""
+        renewal's events are consumed. ``new_thread``: see ``stage``."""
         pending, renewal.events = renewal.events, []
         thread = renewal.thread
         prepared = Prepared()
+        if new_thread and self.dispatcher is not None:
+            prepared.lease = self.dispatcher.lease_new()
         for event in pending:
             message = self.render(tenant, renewal, event)
             if message and thread:
@@ -162,10 +165,10 @@ class Notifier:
         claim needed), the rest follows it. ``save``: save the renewal too, with that first
         message (``RenewalRepository.save(first=)``; ConcurrencyError as it raises it).
         """
-        prepared = prepared or self.prepare(tenant, renewal)
+        prepared = prepared or self.prepare(tenant, renewal, new_thread=new_thread)
         now = self.clock.now()
         staged = Staged()
-        lease = self.dispatcher.lease_new() if new_thread and self.dispatcher else None
+        lease = prepared.lease
         if save and not (lease and prepared.posts):  # no message to hold: the renewal alone
             await uow.renewals.save(renewal)
             save = False

@@ -66,7 +66,8 @@ def hash_invitation(token: str) -> str:
 
 @dataclass(frozen=True)
 class Requested:
-    """A new renewal, its tenant, and the Auth URL (shown once; only its hash is stored)."""
+    """A new renewal, its tenant, and the Auth URL (shown once; only its hash is stored; empty
+    when a fresh one replaced it before its thread was stored)."""
 
     renewal: Renewal
     tenant: Tenant
@@ -161,6 +162,8 @@ class RenewalService:
             renewal = await self._open_thread(tenant, renewal)
         else:
             await self.notifier.flush()
+        if renewal.invitation_hash != hash_invitation(token):  # a fresh one replaced it meanwhile
+            return Requested(renewal, tenant, "")
         return Requested(renewal, tenant, self.auth_url(token))
 
     async def _open_thread(self, tenant: Tenant, renewal: Renewal) -> Renewal:
@@ -176,8 +179,9 @@ class RenewalService:
             async with self.uow(read_only=True) as uow:
                 renewal = await self.load(uow, renewal.id)
             if renewal.invitation_hash != invitation or not renewal.awaiting_thread:
-                # reopened by a replica, with a fresh Auth URL and a thread of its own: this
-                # thread's Auth URL is dead, and the thread says so
+                # a fresh Auth URL meanwhile (a replica reopened it, or support asked for one):
+                # this thread's is dead, and the thread says so; the fresh one goes to the
+                # renewal's own thread (the replica's, or the sweep's)
                 if thread is not None:
                     await self.notifier.withdrawn(tenant, thread, reopened=True)
                 return renewal
@@ -191,16 +195,14 @@ class RenewalService:
         """The renewal with its new thread, and the thread's first messages. Without email, one
         statement on PostgreSQL (the invitation's emails mark its event first, then are rows of
         their own)."""
-        prepared = None if self.mail else self.notifier.prepare(tenant, renewal)
+        new_thread = renewal.thread is not None
+        prepared = None
+        if self.mail is None:  # (the invitation's emails mark its event before it is rendered)
+            prepared = self.notifier.prepare(tenant, renewal, new_thread=new_thread)
         async with self.uow(one_write=prepared is not None and prepared.one_write) as uow:
             await self._stage_invitation(uow, tenant, renewal)
             staged = await self.notifier.stage(
-                uow,
-                tenant,
-                renewal,
-                new_thread=renewal.thread is not None,
-                save=True,
-                prepared=prepared,
+                uow, tenant, renewal, new_thread=new_thread, save=True, prepared=prepared
             )
             staged.wake = staged.wake or self.mail is not None  # its emails wait for a claim
             await uow.commit()

@@ -15,6 +15,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,10 +145,17 @@ class Direct:
         compiled = statement.compile(dialect=_ASYNCPG)
         self.sql: str = compiled.string
         self.names: list[str] = list(compiled.positiontup or ())
-        self.defaults: dict[str, Any] = dict(compiled.params)  # e.g. LIMIT's
+        # values the statement carries itself (e.g. LIMIT's); every other must be given
+        self.defaults = {k: v for k, v in compiled.params.items() if v is not None}
 
     def args(self, params: dict[str, Any]) -> list[Any]:
-        return [params[n] if n in params else self.defaults[n] for n in self.names]
+        """The values in the statement's order. As SQLAlchemy would: a missing one is an error,
+        not NULL, and a naive datetime is refused (UTCDateTime's rule), not read as local."""
+        values = [params[n] if n in params else self.defaults[n] for n in self.names]
+        for value in values:
+            if isinstance(value, datetime) and value.tzinfo is None:
+                raise ValueError("naive datetime")
+        return values
 
     async def fetchrow(self, driver: Any, params: dict[str, Any]) -> Any:
         """The first row (attributes by column name, as SQLAlchemy's), or None."""

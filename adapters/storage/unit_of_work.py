@@ -6,6 +6,8 @@ everything a unit of work does. SQLite transactions of one process queue on the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -26,7 +28,7 @@ DRIVER_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
-    OSError,
+    ConnectionError,
 )
 DRIVER_INTEGRITY = asyncpg.IntegrityConstraintViolationError
 
@@ -48,6 +50,7 @@ class SqlUnitOfWork:
     def __init__(
         self, engine: AsyncEngine, box: SecretBox, read_only: bool = False, one_write: bool = False
     ) -> None:
+        self.driver: Any = None  # asyncpg's connection, in autocommit (database.Direct)
         self.engine = engine
         self.box = box
         self.read_only = read_only
@@ -68,7 +71,7 @@ class SqlUnitOfWork:
                 await self.conn.execution_options(isolation_level="AUTOCOMMIT")
             await self.conn.begin()
             # autocommit: the busiest statements go by the driver itself (database.Direct)
-            driver = await driver_of(self.conn) if self.autocommit else None
+            driver = self.driver = await driver_of(self.conn) if self.autocommit else None
         except (OperationalError, DBAPIError, OSError) as exc:
             self._release()
             raise StorageError("the database is not reachable") from exc
@@ -102,7 +105,9 @@ class SqlUnitOfWork:
                 self._release()
         if isinstance(exc, (OperationalError, DBAPIError)) and not isinstance(exc, IntegrityError):
             raise StorageError("the database failed") from exc
-        if isinstance(exc, DRIVER_ERRORS) and not isinstance(exc, DRIVER_INTEGRITY):
+        if self.driver is not None and (
+            isinstance(exc, DRIVER_ERRORS) and not isinstance(exc, DRIVER_INTEGRITY)
+        ):
             raise StorageError("the database failed") from exc  # a Direct statement's
 
     async def commit(self) -> None:

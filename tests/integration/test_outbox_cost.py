@@ -22,10 +22,12 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.storage.crypto import SecretBox
+from adapters.storage.outbox import SqlOutbox
 from adapters.storage.tables import outbox_leases
 from adapters.storage.unit_of_work import SqlUnitOfWork
 from bot.bootstrap import compose
 from core.delivery import Dispatcher, thread_conversation
+from core.errors import StorageError
 from core.model import ThreadRef
 from core.ports import Lease, Message, Outgoing, UnitOfWork
 from core.services import ServiceConfig
@@ -306,3 +308,36 @@ async def test_a_message_held_by_a_process_that_died_is_sent_once_its_lease_runs
         await uow.commit()
     await other.drain()
     assert [m.text for m in chat.threads[thread.key]] == ["Auth URL", "next"]
+
+
+async def test_a_thread_is_not_stored_without_its_auth_url(
+    own_engine: AsyncEngine, box: SecretBox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher has no room to hold a new thread's Auth URL (here: it is not running), so
+    the thread and the Auth URL are two writes, and the second fails (the database went away):
+    neither is stored, and the renewal is left for the sweep to reopen with a fresh Auth URL,
+    not stored as a thread that will never get one."""
+    chat = RecordingChatThreads()
+    uow = Factory(own_engine, box)
+    tenant = random_tenant("contoso")
+    async with uow() as u:
+        await u.tenants.add(tenant)
+        await u.commit()
+    core = compose(
+        uow=uow,
+        identity=FakeIdentityProvider(FrozenClock()),
+        threads=chat,
+        clock=FrozenClock(),
+        config=ServiceConfig(public_url="https://bot.test"),
+    )
+    assert core.dispatcher.lease_new() is None
+
+    async def fails(self: SqlOutbox, item: Outgoing, now: datetime, hold: Any = None) -> None:
+        raise StorageError("the database failed")
+
+    monkeypatch.setattr(SqlOutbox, "add", fails)
+    reply = await core.desk.handle(tenant.slug, HERE, SUPPORT)
+    assert "/onboard/" not in reply.text
+    async with SqlUnitOfWork(own_engine, box, read_only=True) as u:
+        (renewal,) = await u.renewals.for_tenant(tenant.key)
+    assert renewal.awaiting_thread and renewal.thread is None

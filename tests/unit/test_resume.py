@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from datetime import timedelta
 
 from core.model import RenewalState
 from core.ports import SignedIn, StagedTokens
@@ -176,8 +177,35 @@ async def test_a_thread_opened_after_a_replica_reopened_the_renewal_shows_no_dea
     await world.say("contoso")
     stalled, reopened = world.chat.threads["t1"], world.chat.threads["t2"]
     assert not any("/onboard/" in m.text for m in stalled)
-    assert "reopened in another thread" in world.chat.status["t1"].text
+    assert "this thread's link will not work" in world.chat.status["t1"].text
     (auth_url,) = [m.text for m in reopened if "/onboard/" in m.text]
     token = auth_url.split("/onboard/")[1].split()[0]
     renewal, _ = await world.service.open_invitation(token)  # the live one
     assert renewal.thread is not None and renewal.thread.key == "t2"
+
+
+async def test_a_requester_is_not_shown_an_auth_url_replaced_before_its_thread_was_stored(
+    world: World,
+) -> None:
+    """A replica's sweep gave the renewal a fresh Auth URL but has not posted its thread yet
+    when the stalled process stores its own: the requester's reply shows no Auth URL (the one
+    this process holds no longer works), nor does the stalled thread."""
+    opened = world.chat.open_thread
+
+    async def stalls(origin, message):  # type: ignore[no-untyped-def]
+        world.chat.open_thread = opened  # type: ignore[method-assign]
+        thread = await opened(origin, message)
+        async with world.service.uow() as uow:  # the replica's reinvite, its thread still to come
+            (renewal,) = await uow.renewals.open()
+            renewal.reinvite(
+                "0" * 64, world.clock.now() + timedelta(days=7), "x", world.clock.now()
+            )
+            await uow.renewals.save(renewal)
+            await uow.commit()
+        return thread
+
+    world.chat.open_thread = stalls  # type: ignore[method-assign]
+    reply = await world.say("contoso")
+    assert "/onboard/" not in reply and "already open" in reply
+    assert not any("/onboard/" in text for text in world.chat.texts())
+    assert "this thread's link will not work" in world.chat.status["t1"].text
