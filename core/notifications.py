@@ -220,7 +220,7 @@ class Notifier:
 
     async def withdrawn(self, tenant: Tenant, thread: ThreadRef, *, reopened: bool = False) -> None:
         """A thread opened for a renewal that lost a race with another request for the tenant
-        (``reopened``: that a replica reopened meanwhile, in a thread of its own)."""
+        (``reopened``: that got a fresh Auth URL meanwhile, so this thread's will not work)."""
         text = messages.reopened_elsewhere(tenant) if reopened else messages.withdrawn(tenant)
         await self._enqueue(_in_thread(thread, "status", Message(text, "warning")))
 

@@ -120,6 +120,7 @@ class RenewalService:
         """
         now = self.clock.now()
         token = secrets.token_urlsafe(32)
+        invitation = hash_invitation(token)
         # The row first: the database's one-open-renewal-per-tenant constraint picks the winner
         # before anything reaches chat, so a retried or doubled command never opens a second
         # thread, whichever replica it reaches. The tenant is looked up in the same transaction
@@ -140,7 +141,7 @@ class RenewalService:
                     batch=batch,
                 )
                 renewal.invite(
-                    hash_invitation(token),
+                    invitation,
                     now + self.config.invitation_ttl,
                     self.auth_url(token),
                     now,
@@ -162,7 +163,7 @@ class RenewalService:
             renewal = await self._open_thread(tenant, renewal)
         else:
             await self.notifier.flush()
-        if renewal.invitation_hash != hash_invitation(token):  # a fresh one replaced it meanwhile
+        if renewal.invitation_hash != invitation:  # a fresh one replaced it meanwhile
             return Requested(renewal, tenant, "")
         return Requested(renewal, tenant, self.auth_url(token))
 

@@ -24,7 +24,20 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CTE, Row, Table, and_, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (
+    CTE,
+    Row,
+    Table,
+    and_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
@@ -38,8 +51,8 @@ _ROW = ("conversation", "kind", "platform", "thread_key", "body", "state", "crea
 _CANDIDATES = 200  # conversations looked at per claim
 # Built once (a hot path: every renewal adds its Auth URL this way); values go in as parameters.
 _ADD = insert(outbox)
-_HOLD = {
-    dialect: dialect_insert(dialect, outbox_leases)
+_HOLD_SQLITE = (
+    dialect_insert("sqlite", outbox_leases)
     .values(
         conversation=bindparam("conversation"),
         owner=bindparam("owner"),
@@ -47,27 +60,15 @@ _HOLD = {
     )
     .on_conflict_do_nothing()
     .returning(outbox_leases.c.conversation)
-    for dialect in ("postgresql", "sqlite")
-}
-_ADD_HELD = insert(outbox).returning(outbox.c.id, outbox.c.attempts)
-# PostgreSQL: the lease and the message in one statement (a data-modifying WITH); the message
-# counts as tried exactly when the lease was made here
-_LEASED = _HOLD["postgresql"].cte("leased")
-_ADD_LEASED = (
-    insert(outbox)
-    .values(
-        {c.name: bindparam(c.name, type_=c.type) for c in outbox.c if c.name in _ROW}
-        | {"attempts": select(func.count()).select_from(_LEASED).scalar_subquery()}
-    )
-    .returning(outbox.c.id, outbox.c.attempts)
-    .add_cte(_LEASED)
 )
+_ADD_HELD = insert(outbox).returning(outbox.c.id, outbox.c.attempts)
 HELD_PREFIX = "o_"
 
 
 def add_held_after(guard: CTE) -> Any:
-    """PostgreSQL: ``add(hold=)`` in the statement of ``guard`` (a data-modifying WITH), done
-    only when ``guard`` returns a row. Its parameters are ``held_params``'."""
+    """PostgreSQL: ``add(hold=)`` as one statement (a data-modifying WITH), done only when
+    ``guard`` returns a row; the message counts as tried exactly when its lease was made here.
+    Its parameters are ``held_params``'."""
 
     def param(table: Table, name: str) -> Any:
         return bindparam(HELD_PREFIX + name, type_=table.c[name].type)
@@ -95,6 +96,10 @@ def add_held_after(guard: CTE) -> Any:
         .add_cte(guard)
         .add_cte(leased)
     )
+
+
+# PostgreSQL's add(hold=) on its own: after a guard that always returns its one row
+_ADD_LEASED = add_held_after(select(literal_column("1")).cte("always"))
 
 
 def held_params(item: Outgoing, now: datetime, hold: Lease, box: SecretBox) -> dict[str, Any]:
@@ -192,17 +197,21 @@ class SqlOutbox:
                     outbox.c.state == PENDING,
                 )
             )
-        row = _row(item, now, self.box)
         if hold is None:
-            await self.c.execute(_ADD, row)
+            await self.c.execute(_ADD, _row(item, now, self.box))
             return None
         # A new conversation: its lease row is made here, not by a claim.
-        lease = {"owner": hold.owner, "lease_until": hold.until}
         if self.c.dialect.name == "postgresql":
-            added = (await self.c.execute(_ADD_LEASED, row | lease)).one()
+            params = held_params(item, now, hold, self.box)
+            added = (await self.c.execute(_ADD_LEASED, params)).one()
         else:
-            lease["conversation"] = item.conversation
-            made = (await self.c.execute(_HOLD["sqlite"], lease)).first()
+            lease = {
+                "conversation": item.conversation,
+                "owner": hold.owner,
+                "lease_until": hold.until,
+            }
+            made = (await self.c.execute(_HOLD_SQLITE, lease)).first()
+            row = _row(item, now, self.box)
             row["attempts"] = 1 if made else 0  # handed out: counted as tried, as a claim does
             added = (await self.c.execute(_ADD_HELD, row)).one()
         return handed_out(item, added, now)

@@ -219,6 +219,23 @@ async def test_a_long_served_conversation_keeps_its_lease_renewed_every_other_me
     assert 1 <= len(renewals) <= len(texts) // 2
 
 
+async def renewing(engine: AsyncEngine, box: SecretBox, chat: RecordingChatThreads) -> Any:
+    """The core on ``engine``, posting to ``chat``, and a tenant of its own to renew."""
+    uow = Factory(engine, box)
+    tenant = random_tenant("contoso")
+    async with uow() as u:
+        await u.tenants.add(tenant)
+        await u.commit()
+    core = compose(
+        uow=uow,
+        identity=FakeIdentityProvider(FrozenClock()),
+        threads=chat,
+        clock=FrozenClock(),
+        config=ServiceConfig(public_url="https://bot.test"),
+    )
+    return core, tenant
+
+
 async def test_a_new_threads_auth_url_goes_out_without_a_claim(
     own_engine: AsyncEngine, box: SecretBox, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -245,18 +262,7 @@ async def test_a_new_threads_auth_url_goes_out_without_a_claim(
         await post(thread, message)
 
     monkeypatch.setattr(chat, "post", counted_post)
-    uow = Factory(own_engine, box)
-    tenant = random_tenant("contoso")
-    async with uow() as u:
-        await u.tenants.add(tenant)
-        await u.commit()
-    core = compose(
-        uow=uow,
-        identity=FakeIdentityProvider(FrozenClock()),
-        threads=chat,
-        clock=FrozenClock(),
-        config=ServiceConfig(public_url="https://bot.test"),
-    )
+    core, tenant = await renewing(own_engine, box, chat)
     stopping = asyncio.Event()
     runner = asyncio.create_task(core.dispatcher.run(stopping))
     await until(lambda: core.dispatcher.lease_new() is not None)  # running
@@ -318,18 +324,7 @@ async def test_a_thread_is_not_stored_without_its_auth_url(
     neither is stored, and the renewal is left for the sweep to reopen with a fresh Auth URL,
     not stored as a thread that will never get one."""
     chat = RecordingChatThreads()
-    uow = Factory(own_engine, box)
-    tenant = random_tenant("contoso")
-    async with uow() as u:
-        await u.tenants.add(tenant)
-        await u.commit()
-    core = compose(
-        uow=uow,
-        identity=FakeIdentityProvider(FrozenClock()),
-        threads=chat,
-        clock=FrozenClock(),
-        config=ServiceConfig(public_url="https://bot.test"),
-    )
+    core, tenant = await renewing(own_engine, box, chat)
     assert core.dispatcher.lease_new() is None
 
     async def fails(self: SqlOutbox, item: Outgoing, now: datetime, hold: Any = None) -> None:
