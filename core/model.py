@@ -199,6 +199,14 @@ class Renewal:
     def is_active(self) -> bool:
         return self.state in ACTIVE_STATES
 
+    def assign(self, tenant: Tenant) -> None:
+        """Make this ``tenant``'s renewal: the account expected to sign in is its administrator,
+        who is also invited unless another address was given. (PostgreSQL's
+        ``RenewalRepository.add_for`` says the same in SQL.)"""
+        self.tenant_key = tenant.key
+        self.expected_account = tenant.admin_upn
+        self.invitation_email = self.invitation_email or tenant.admin_upn
+
     def _move(self, target: RenewalState, now: datetime) -> None:
         if target not in TRANSITIONS[self.state]:
             raise InvalidTransitionError(self.state, target)

@@ -447,6 +447,12 @@ class RenewalRepository(Protocol):
         """Store a new renewal, with ``audit`` (its entry in the audit log) when given: both or
         neither. Raises RenewalInProgressError if the tenant already has an active renewal."""
 
+    async def add_for(self, ref: str, renewal: Renewal, audit: AuditEntry) -> Tenant | None:
+        """``add`` for the tenant that ``ref`` names (as ``TenantRepository.find_exact``), made
+        that tenant's first (``Renewal.assign``; the entry's tenant key too), in one statement
+        where the database allows. Returns the tenant, or None when ``ref`` names none (and
+        nothing is written). Raises RenewalInProgressError as ``add`` does."""
+
     async def get(self, renewal_id: str) -> Renewal | None: ...
 
     async def save(self, renewal: Renewal, first: FirstPost | None = None) -> Outgoing | None:

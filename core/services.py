@@ -123,33 +123,26 @@ class RenewalService:
         invitation = hash_invitation(token)
         # The row first: the database's one-open-renewal-per-tenant constraint picks the winner
         # before anything reaches chat, so a retried or doubled command never opens a second
-        # thread, whichever replica it reaches. The tenant is looked up in the same transaction
-        # (an open renewal is found by the insert, not by a read before it).
+        # thread, whichever replica it reaches. The tenant is looked up by the same statement
+        # where the database allows (an open renewal is found by the insert, not by a read).
         ref = cmd.tenant_ref.strip()
+        renewal = Renewal(
+            id=uuid.uuid4().hex,
+            tenant_key="",  # assigned with the tenant that ``ref`` names
+            requested_by=cmd.requester,
+            invitation_email=cmd.email or "",
+            origin=cmd.origin,
+            created_at=now,
+            thread=thread,
+            batch=batch,
+        )
+        renewal.invite(invitation, now + self.config.invitation_ttl, self.auth_url(token), now)
+        renewal.awaiting_thread = renewal.thread is None
+        requested = self.audit_entry(renewal, "renewal.requested", cmd.requester)
         async with self.uow(one_write=thread is None) as uow:  # a batch's stages more
-            tenant = await uow.tenants.find_exact(ref) if ref else None
+            # RenewalInProgressError: one is open (and nothing is written)
+            tenant = await uow.renewals.add_for(ref, renewal, requested) if ref else None
             if tenant is not None:
-                renewal = Renewal(
-                    id=uuid.uuid4().hex,
-                    tenant_key=tenant.key,
-                    requested_by=cmd.requester,
-                    invitation_email=cmd.email or tenant.admin_upn,
-                    origin=cmd.origin,
-                    created_at=now,
-                    expected_account=tenant.admin_upn,
-                    thread=thread,
-                    batch=batch,
-                )
-                renewal.invite(
-                    invitation,
-                    now + self.config.invitation_ttl,
-                    self.auth_url(token),
-                    now,
-                )
-                renewal.awaiting_thread = renewal.thread is None
-                # RenewalInProgressError: one is open (and nothing is written)
-                requested = self.audit_entry(renewal, "renewal.requested", cmd.requester)
-                await uow.renewals.add(renewal, requested)
                 if not renewal.awaiting_thread:  # a batch's renewal posts in the batch's thread
                     await self._stage_invitation(uow, tenant, renewal)
                     await self.notifier.stage(uow, tenant, renewal)

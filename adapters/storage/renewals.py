@@ -10,11 +10,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, bindparam, case, func, insert, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Row,
+    bindparam,
+    case,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
@@ -22,6 +34,7 @@ from adapters.storage.database import dialect_insert, fetchrow
 from adapters.storage.outbox import SqlOutbox, add_held_after, handed_out, held_params
 from adapters.storage.records import SqlAuditLog
 from adapters.storage.tables import audit_events, renewals
+from adapters.storage.tenants import FIND_TENANT, SqlTenantRepository, tenant_of
 from core.errors import (
     ConcurrencyError,
     RenewalInProgressError,
@@ -34,6 +47,7 @@ from core.model import (
     Origin,
     Renewal,
     RenewalState,
+    Tenant,
     ThreadRef,
 )
 from core.ports import AuditEntry, DurationHistogram, FirstPost, Outgoing
@@ -62,17 +76,9 @@ _ADD_RENEWAL = {
 _AUDIT_COLUMNS = ("at", "kind", "actor", "detail")
 
 
-@cache
-def _add_audited(columns: tuple[str, ...]) -> Any:
-    """PostgreSQL: the renewal and its audit entry in one statement (one round trip, not two);
-    the entry is written only when the renewal is (a data-modifying WITH)."""
-    added = (
-        dialect_insert("postgresql", renewals)
-        .values({c: bindparam(c, type_=renewals.c[c].type) for c in columns})
-        .on_conflict_do_nothing()
-        .returning(renewals.c.id, renewals.c.tenant_key)
-        .cte("added")
-    )
+def _audited(added: Any) -> Any:
+    """The audit entry's insert after ``added`` (a CTE returning the renewal's id and tenant
+    key): the entry is written only when the renewal is (a data-modifying WITH)."""
     entry = [bindparam(f"a_{c}", type_=audit_events.c[c].type) for c in _AUDIT_COLUMNS]
     return (
         insert(audit_events)
@@ -81,8 +87,44 @@ def _add_audited(columns: tuple[str, ...]) -> Any:
             select(*entry, added.c.id, added.c.tenant_key),
         )
         .returning(audit_events.c.renewal_id)
-        .add_cte(added)
     )
+
+
+@cache
+def _add_audited(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: the renewal and its audit entry in one statement (one round trip, not two)."""
+    added = (
+        dialect_insert("postgresql", renewals)
+        .values({c: bindparam(c, type_=renewals.c[c].type) for c in columns})
+        .on_conflict_do_nothing()
+        .returning(renewals.c.id, renewals.c.tenant_key)
+        .cte("added")
+    )
+    return _audited(added).add_cte(added)
+
+
+@cache
+def _add_for_ref(columns: tuple[str, ...]) -> Any:
+    """PostgreSQL: the tenant lookup (``FIND_TENANT``), then the renewal and its audit entry for
+    the tenant found, in one statement: the tenant's row, and whether the renewal was added.
+    The columns a renewal takes from its tenant are ``Renewal.assign``'s rule."""
+    found = FIND_TENANT.cte("found")
+    given = func.nullif(bindparam("invitation_email", type_=renewals.c.invitation_email.type), "")
+    assigned = {
+        "tenant_key": found.c.key,
+        "expected_account": found.c.admin_upn,
+        "invitation_email": func.coalesce(given, found.c.admin_upn),
+    }
+    row = [assigned.get(c, bindparam(c, type_=renewals.c[c].type)) for c in columns]
+    added = (
+        dialect_insert("postgresql", renewals)
+        .from_select(list(columns), select(*row))
+        .on_conflict_do_nothing()
+        .returning(renewals.c.id, renewals.c.tenant_key)
+        .cte("added")
+    )
+    entry = _audited(added).cte("entry")
+    return select(found, exists(entry.select()).label("claimed"))
 
 
 @cache
@@ -222,6 +264,25 @@ class SqlRenewalRepository:
             raise RenewalInProgressError(await self.active_for(renewal.tenant_key))
         if audit is not None and not folded:  # SQLite: the entry in a statement of its own
             await SqlAuditLog(self.c).add(audit)
+
+    async def add_for(self, ref: str, renewal: Renewal, audit: AuditEntry) -> Tenant | None:
+        if not self._postgres:  # SQLite: the lookup, then the insert
+            tenant = await SqlTenantRepository(self.c).find_exact(ref)
+            if tenant is not None:
+                renewal.assign(tenant)
+                await self.add(renewal, replace(audit, tenant_key=tenant.key))
+            return tenant
+        values = self._values(renewal)
+        statement = _add_for_ref(tuple(values))
+        values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS}, b_ref=ref.lower())
+        row = await fetchrow(self.c, self.driver, statement, values)
+        if row is None:
+            return None
+        tenant = tenant_of(row)
+        renewal.assign(tenant)
+        if not row.claimed:
+            raise RenewalInProgressError(await self.active_for(tenant.key))
+        return tenant
 
     async def get(self, renewal_id: str) -> Renewal | None:
         return await self._one(renewals.c.id == renewal_id)

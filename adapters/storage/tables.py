@@ -72,7 +72,7 @@ tenants = Table(
     Index("ix_tenants_auth_state", "auth_state"),
 )
 # `/renew-token <ref>` finds a tenant by any of these, case-insensitively (repository's
-# _FIND_TENANT compares lower(column)): one expression index each, so the lookup is four index
+# FIND_TENANT compares lower(column)): one expression index each, so the lookup is four index
 # probes instead of a scan of every tenant (migration 0014). The expressions must stay exactly
 # lower(<column>) for SQLite and PostgreSQL to match them against the query.
 TENANT_LOOKUP = ("slug", "display_name", "primary_domain", "tenant_id")

@@ -25,7 +25,7 @@ from core.ports import HealthRecord
 # Statements on the busiest paths (a chat command, a poll) are built once: building one costs
 # more CPU than running it (SQLAlchemy caches the compiled form, not the construction). Values
 # go in as execute() parameters for the same reason: .values(**row) coerces every value anew.
-_FIND_TENANT = (
+FIND_TENANT = (
     select(tenants)
     .where(
         or_(
@@ -58,7 +58,7 @@ _RECORD_HEALTH = (  # a failed refresh (b_refreshed None) keeps the last success
 )
 
 
-def _tenant(row: Row[Any]) -> Tenant:
+def tenant_of(row: Row[Any]) -> Tenant:
     return Tenant(
         row.key,
         row.slug,
@@ -114,11 +114,11 @@ class SqlTenantRepository:
 
     async def get(self, key: str) -> Tenant | None:
         row = (await self.c.execute(select(tenants).where(tenants.c.key == key))).first()
-        return _tenant(row) if row else None
+        return tenant_of(row) if row else None
 
     async def find_exact(self, ref: str) -> Tenant | None:
-        row = await fetchrow(self.c, self.driver, _FIND_TENANT, {"b_ref": ref.lower()})
-        return _tenant(row) if row else None
+        row = await fetchrow(self.c, self.driver, FIND_TENANT, {"b_ref": ref.lower()})
+        return tenant_of(row) if row else None
 
     async def names(self) -> list[str]:
         rows = await self.c.execute(select(tenants.c.slug, tenants.c.display_name))
@@ -126,7 +126,7 @@ class SqlTenantRepository:
 
     async def all(self) -> list[Tenant]:
         rows = await self.c.execute(select(tenants).order_by(tenants.c.slug))
-        return [_tenant(r) for r in rows]
+        return [tenant_of(r) for r in rows]
 
     async def mark_validated(self, key: str, at: datetime) -> None:
         """New tokens work: the tenant is healthy and its inactivity clock restarts."""
@@ -184,7 +184,7 @@ class SqlTenantRepository:
             .values(check_owner=owner, check_lease_until=until)
         )
         rows = await self.c.execute(select(tenants).where(tenants.c.key.in_(keys)))
-        return [_tenant(r) for r in rows]
+        return [tenant_of(r) for r in rows]
 
     async def counts_by_state(self) -> dict[AuthState, int]:
         rows = await self.c.execute(
@@ -201,7 +201,7 @@ class SqlTenantRepository:
             .order_by(tenants.c.auth_state, tenants.c.last_refresh_at)
             .limit(limit)
         )
-        return [_tenant(r) for r in rows]
+        return [tenant_of(r) for r in rows]
 
     async def in_state(self, state: AuthState, limit: int = 500) -> list[Tenant]:
         rows = await self.c.execute(
@@ -210,4 +210,4 @@ class SqlTenantRepository:
             .order_by(tenants.c.display_name)
             .limit(limit)
         )
-        return [_tenant(r) for r in rows]
+        return [tenant_of(r) for r in rows]

@@ -176,6 +176,13 @@ class _Renewals:
         if audit is not None:
             self.s.audit.append(audit)
 
+    async def add_for(self, ref: str, renewal: Renewal, audit: AuditEntry) -> Tenant | None:
+        tenant = await _Tenants(self.s).find_exact(ref)
+        if tenant is not None:
+            renewal.assign(tenant)
+            await self.add(renewal, replace(audit, tenant_key=tenant.key))
+        return tenant
+
     async def get(self, renewal_id: str) -> Renewal | None:
         r = self._all().get(renewal_id)
         return copy.deepcopy(r) if r else None

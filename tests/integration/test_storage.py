@@ -162,6 +162,50 @@ async def test_a_renewal_and_its_audit_entry_are_written_both_or_neither(
     assert logged[0].at == now
 
 
+@pytest.mark.parametrize("one_write", [False, True])
+async def test_a_renewal_asked_for_by_any_name_is_its_tenants_or_nothing_is_written(
+    engine: AsyncEngine, box: SecretBox, one_write: bool
+) -> None:
+    """A request names the tenant by domain, name or slug in any case (one statement on
+    PostgreSQL): the renewal is that tenant's, expecting its administrator, who is invited
+    unless an address was given. A name of no tenant, or a second request, writes nothing."""
+    tenant, other = await add_tenant(engine, box), await add_tenant(engine, box)
+    now = datetime.now(UTC)
+
+    async def request(ref: str, email: str = "") -> tuple[Renewal, Any]:
+        renewal = new_renewal("")
+        renewal.invitation_email, renewal.expected_account = email, ""
+        entry = AuditEntry(now, "renewal.requested", "Sam", renewal.id, None)
+        async with SqlUnitOfWork(engine, box, one_write=one_write) as uow:
+            found = await uow.renewals.add_for(ref, renewal, entry)
+            await uow.commit()
+        return renewal, found
+
+    assert (await request("no-such-tenant"))[1] is None
+    first, found = await request(tenant.primary_domain.upper())
+    assert found == tenant
+    given, _ = await request(other.display_name.swapcase(), email="it@other.example")
+    with pytest.raises(RenewalInProgressError):
+        await request(tenant.slug)
+    async with SqlUnitOfWork(engine, box, read_only=True) as uow:
+        stored = await uow.renewals.get(first.id)
+        stored_given = await uow.renewals.get(given.id)
+        logged = await uow.audit.for_tenant(tenant.key)
+        everyone = await uow.renewals.for_tenant(tenant.key)
+    assert stored == first and stored_given == given  # as Renewal.assign made them in memory
+    assert (first.tenant_key, first.expected_account, first.invitation_email) == (
+        tenant.key,
+        tenant.admin_upn,
+        tenant.admin_upn,
+    )
+    assert (given.tenant_key, given.expected_account, given.invitation_email) == (
+        other.key,
+        other.admin_upn,
+        "it@other.example",
+    )
+    assert [e.renewal_id for e in logged] == [first.id] and [r.id for r in everyone] == [first.id]
+
+
 async def test_a_thread_and_its_first_message_are_stored_both_or_neither(
     engine: AsyncEngine, box: SecretBox
 ) -> None:

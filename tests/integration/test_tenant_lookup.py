@@ -20,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.storage.crypto import SecretBox
 from adapters.storage.tables import tenants
-from adapters.storage.tenants import _FIND_TENANT
+from adapters.storage.tenants import FIND_TENANT
 from adapters.storage.unit_of_work import SqlUnitOfWork
 
 TENANTS = 3000
@@ -51,7 +51,7 @@ REFERENCES = {
 
 async def plan(conn: AsyncConnection, ref: str) -> str:
     """The database's own plan for the repository's lookup statement with this reference."""
-    compiled = _FIND_TENANT.compile(dialect=conn.dialect)
+    compiled = FIND_TENANT.compile(dialect=conn.dialect)
     values = {**compiled.params, "b_ref": ref.lower()}  # as find_exact binds it
     args = tuple(values[name] for name in compiled.positiontup or ())
     if conn.dialect.name == "sqlite":

@@ -1,0 +1,82 @@
+"""The log handler writes a line when the event loop next waits, never loses one, and keeps the
+ids bound where the line was logged."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from bot.logging import configure
+from core import logcontext
+
+
+@pytest.fixture
+def out() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    configure(json=True, stream=stream)
+    try:
+        yield stream
+    finally:
+        logging.getLogger().handlers.clear()
+
+
+def events(stream: io.StringIO) -> list[dict[str, str]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+async def test_a_line_logged_on_the_loop_is_written_when_the_loop_next_waits(
+    out: io.StringIO,
+) -> None:
+    """Not in the middle of the work that logged it (it would delay a command's first post),
+    but as soon as that work waits; written in the context it was logged in, in order."""
+    log = logging.getLogger("renewbot.test")
+    with logcontext.bound(renewal_id="r-1"):
+        log.info("first")
+    log.info("second")
+    assert out.getvalue() == ""  # still inside the same turn of the loop
+    await asyncio.sleep(0)
+    said = events(out)
+    assert [e["event"] for e in said] == ["first", "second"]
+    assert said[0]["renewal_id"] == "r-1" and "renewal_id" not in said[1]
+
+
+async def test_a_warning_is_written_at_once_after_what_is_pending(out: io.StringIO) -> None:
+    log = logging.getLogger("renewbot.test")
+    log.info("before")
+    log.warning("trouble")
+    assert [e["event"] for e in events(out)] == ["before", "trouble"]
+
+
+def test_lines_pending_when_a_loop_ends_are_written_by_the_next_one_or_at_exit(
+    out: io.StringIO,
+) -> None:
+    """A loop that closes before the handler's turn: the next loop writes its lines, and
+    logging.shutdown (at exit) writes whatever is still pending."""
+    log = logging.getLogger("renewbot.test")
+
+    async def say(text: str, wait: bool) -> None:
+        log.info(text)
+        if wait:
+            await asyncio.sleep(0)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(say("one", wait=False))
+    loop.close()  # its flush never ran
+    asyncio.run(say("two", wait=True))
+    assert [e["event"] for e in events(out)] == ["one", "two"]
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(say("three", wait=False))
+    loop.close()
+    for handler in logging.getLogger().handlers:  # what logging.shutdown does at exit
+        handler.flush()
+    assert [e["event"] for e in events(out)][-1] == "three"
+
+
+def test_a_line_logged_off_the_loop_is_written_at_once(out: io.StringIO) -> None:
+    logging.getLogger("renewbot.test").info("no loop here")
+    assert [e["event"] for e in events(out)] == ["no loop here"]
