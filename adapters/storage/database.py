@@ -200,11 +200,6 @@ async def fetchrow(
     return (await conn.execute(statement, params)).first()
 
 
-async def driver_of(conn: AsyncConnection) -> Any:
-    """The asyncpg connection under ``conn``."""
-    return (await conn.get_raw_connection()).driver_connection
-
-
 def _sqlite_pragmas(engine: AsyncEngine) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _: Any) -> None:

@@ -451,6 +451,42 @@ async def test_a_connection_lost_in_a_one_write_unit_of_work_is_a_storage_error(
         await engine.dispose()
 
 
+@pytest.mark.postgres
+async def test_a_one_write_unit_gives_its_connection_back_as_it_found_it(
+    postgres_url: str, box: SecretBox
+) -> None:
+    """A one-write unit of work borrows a pooled connection for asyncpg's own statements and
+    makes SQLAlchemy's over it only when a statement needs one (a refused request, here): either
+    way the connection goes back to the pool, and out of autocommit (a later unit of work's
+    uncommitted write still vanishes). A pool of one connection shows both."""
+    from adapters.storage.database import make_engine, upgrade
+    from tests.servers.postgres import fresh_database
+
+    engine = make_engine(await fresh_database(postgres_url), pool_size=1)
+    await upgrade(engine)
+    try:
+        tenant = await add_tenant(engine, box)
+
+        async def request() -> None:
+            renewal = new_renewal("")
+            entry = AuditEntry(NOW, "renewal.requested", "Sam", renewal.id, None)
+            async with SqlUnitOfWork(engine, box, one_write=True) as uow:
+                await uow.renewals.add_for(tenant.slug, renewal, entry)
+                await uow.commit()
+
+        await asyncio.wait_for(request(), 10)  # asyncpg's statements only
+        with pytest.raises(RenewalInProgressError):  # and SQLAlchemy's, to read the open one
+            await asyncio.wait_for(request(), 10)
+        async with SqlUnitOfWork(engine, box) as uow:
+            await uow.tenants.snooze(tenant.key, NOW)  # never committed
+        async with SqlUnitOfWork(engine, box, read_only=True) as uow:
+            again = await uow.tenants.get(tenant.key)
+            assert again is not None and again.snoozed_until is None
+            assert len(await uow.renewals.for_tenant(tenant.key)) == 1
+    finally:
+        await engine.dispose()
+
+
 async def test_key_rotation_reencrypts_everything(engine: AsyncEngine) -> None:
     """After `keys rotate`, the old key can be removed and every secret still opens."""
     from adapters.storage.database import make_engine, upgrade
