@@ -282,4 +282,19 @@ async def start_site(app: web.Application, host: str, port: int) -> web.AppRunne
     # first thread post (bench/wrk.py, first-post row); frozen, they take a few ms.
     gc.collect()
     gc.freeze()
+    asyncio.get_running_loop().call_later(FREEZE_AGAIN_AFTER, _freeze_again)
     return runner
+
+
+FREEZE_AGAIN_AFTER = 60.0
+"""Seconds of serving after which what exists is frozen once more."""
+
+
+def _freeze_again() -> None:
+    """The first requests make more that lives as long as the process: pooled database
+    connections with their prepared statements, compiled SQL, modules imported on first use.
+    Left in sight, every full collection walked them: 20,000 objects, 6-12 ms stalls of the
+    loop under load (bench/wrk.py); frozen, 3 ms. Once, so that what was in flight at this
+    moment (and may become cyclic garbage later) stays a one-time cost."""
+    gc.collect()
+    gc.freeze()
