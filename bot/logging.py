@@ -128,12 +128,18 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+# Set by the processors themselves from what the code says (the method, the logger's name, the
+# clock), over any value given with the same key: nothing to mask, and the timestamp is a run
+# of 27 characters that every shape would be tried on.
+_OURS = frozenset({"_record", "timestamp", "level", "logger"})
+
+
 def redact_secrets(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     """structlog processor: mask secret keys and secret-shaped values, recursively."""
     for key in list(event_dict):
-        if key == "_record":
+        if key in _OURS:
             continue
         if key.lower() in SECRET_KEYS:
             event_dict[key] = MASK
@@ -268,6 +274,10 @@ def configure(
 ) -> None:
     """Configure structlog and the root logger: one handler, redacted, at ``level``."""
     install_record_redaction()
+    # No line says where in the source it was logged from, nor which thread or process: the
+    # logging HOWTO's "Optimization" switches, so no record walks the stack to find out.
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         merge_ids,
