@@ -18,6 +18,8 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -83,6 +85,9 @@ def rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else 0.0
 
 
+INSTRUMENT_NICE = -10  # the stand-in while it times first posts (StandIn.ahead_of_the_database)
+
+
 def on_core(core: int) -> Any:
     return lambda: os.sched_setaffinity(0, {core})
 
@@ -99,6 +104,25 @@ class StandIn:
         )
         hello = self._read()
         self.api_url, self.response_url = hello["api_url"], hello["response_url"]
+
+    @contextmanager
+    def ahead_of_the_database(self) -> Iterator[bool]:
+        """The stand-in ahead of PostgreSQL on the load core while timing first posts (False if
+        this user may not raise a priority). The stand-in is both the clock and Slack's end:
+        behind a PostgreSQL backend that was still finishing renewbot's statement, it noted
+        renewbot's post up to a scheduler slice late (bolt's anchor uses no database, so only
+        renewbot's times carried this); in a deployment Slack and the database are not on one
+        core. Measured: renewbot's p99 7.1 ms at the default priority, 5.2 ms ahead (bolt's
+        4.0 and 3.8)."""
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, INSTRUMENT_NICE)
+        except PermissionError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            os.setpriority(os.PRIO_PROCESS, self.proc.pid, 0)
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout
