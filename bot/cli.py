@@ -180,6 +180,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
         level=logging.getLevelNamesMapping()[settings.log.level],
     )
     bot_logging.log_uncaught()
+    bot_logging.lean_records()
     from bot import check
 
     try:

@@ -20,6 +20,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, MutableMapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -187,6 +188,15 @@ def merge_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableM
     return event_dict
 
 
+def stamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """``timestamp``: when the line was logged, ISO 8601 in UTC (a record's own time: the
+    handler may write it a moment later)."""
+    record = event_dict.get("_record")
+    at = datetime.fromtimestamp(record.created, UTC) if record is not None else datetime.now(UTC)
+    event_dict["timestamp"] = at.isoformat().replace("+00:00", "Z")
+    return event_dict
+
+
 def _extra_to_event(
     _: Any, __: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -233,13 +243,14 @@ class DeferredHandler(logging.Handler):
         self.stream = stream
         self._pending: list[tuple[logging.LogRecord, contextvars.Context | None]] = []
         self._scheduled: asyncio.AbstractEventLoop | None = None  # where a flush is due
+        self._flushing = False
 
     def emit(self, record: logging.LogRecord) -> None:  # called with self.lock held
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
-        if loop is None or record.levelno >= logging.WARNING:
+        if loop is None or record.levelno >= logging.WARNING or len(self._pending) >= MAX_PENDING:
             self._pending.append((record, None))
             self.flush()
             return
@@ -251,22 +262,36 @@ class DeferredHandler(logging.Handler):
     def flush(self) -> None:
         self.acquire()
         try:
-            pending, self._pending, self._scheduled = self._pending, [], None
-            lines = []
-            for record, context in pending:
-                try:
-                    lines.append(
-                        context.run(self.format, record) if context else self.format(record)
-                    )
-                except Exception:
-                    self.handleError(record)
-            if lines:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-        except Exception:
-            self.handleError(pending[-1][0])
+            if self._flushing:  # logged while formatting: written by the flush under way
+                return
+            self._flushing = True
+            try:
+                while self._pending:
+                    pending, self._pending, self._scheduled = self._pending, [], None
+                    self._write(pending)
+            finally:
+                self._flushing = False
         finally:
             self.release()
+
+    def _write(self, pending: list[tuple[logging.LogRecord, contextvars.Context | None]]) -> None:
+        lines = []
+        for record, context in pending:
+            try:
+                lines.append(context.run(self.format, record) if context else self.format(record))
+            except Exception:
+                self.handleError(record)
+        if not lines:
+            return
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except Exception:
+            self.handleError(pending[-1][0])
+
+
+MAX_PENDING = 256
+"""Lines a turn of the loop may leave to be written; beyond, each is written at once."""
 
 
 def configure(
@@ -274,16 +299,12 @@ def configure(
 ) -> None:
     """Configure structlog and the root logger: one handler, redacted, at ``level``."""
     install_record_redaction()
-    # No line says where in the source it was logged from, nor which thread or process: the
-    # logging HOWTO's "Optimization" switches, so no record walks the stack to find out.
-    logging._srcfile = None
-    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         merge_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
-        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        stamp,
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer(colors=False)
@@ -317,6 +338,14 @@ def configure(
         )
     for name in SLACK_SDK:
         logging.getLogger(name).setLevel(level)
+
+
+def lean_records() -> None:
+    """No record looks up where in the source it was logged from, nor its thread or process:
+    no line shows them (the logging HOWTO's "Optimization" switches; a record walked the stack
+    for its caller). Process-wide, so for processes, not for tests (pytest shows them)."""
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def log_uncaught() -> None:

@@ -268,6 +268,13 @@ SHUTDOWN_SECONDS = 10.0
 
 
 async def start_site(app: web.Application, host: str, port: int) -> web.AppRunner:
+    refreeze: list[asyncio.TimerHandle] = []
+
+    async def _no_refreeze(_: web.Application) -> None:
+        for timer in refreeze:
+            timer.cancel()
+
+    app.on_cleanup.append(_no_refreeze)
     runner = web.AppRunner(
         app,
         access_log_class=RedactingAccessLogger,
@@ -280,9 +287,13 @@ async def start_site(app: web.Application, host: str, port: int) -> web.AppRunne
     # process. Frozen out of the collector's sight, a full collection walks only what requests
     # made: measured, full collections stalled the loop 70-90 ms and set the p99 of command ->
     # first thread post (bench/wrk.py, first-post row); frozen, they take a few ms.
-    gc.collect()
-    gc.freeze()
-    asyncio.get_running_loop().call_later(FREEZE_AGAIN_AFTER, _freeze_again)
+    _freeze()
+    # The first requests make more that lives as long: pooled database connections with their
+    # prepared statements, compiled SQL, modules imported on first use. Left in sight, every
+    # full collection walked them (20,000 objects, 6-12 ms stalls under load, bench/wrk.py;
+    # frozen, 3 ms). Frozen once more, once: what is in flight then (and may become cyclic
+    # garbage later) stays a one-time cost.
+    refreeze.append(asyncio.get_running_loop().call_later(FREEZE_AGAIN_AFTER, _freeze))
     return runner
 
 
@@ -290,11 +301,7 @@ FREEZE_AGAIN_AFTER = 60.0
 """Seconds of serving after which what exists is frozen once more."""
 
 
-def _freeze_again() -> None:
-    """The first requests make more that lives as long as the process: pooled database
-    connections with their prepared statements, compiled SQL, modules imported on first use.
-    Left in sight, every full collection walked them: 20,000 objects, 6-12 ms stalls of the
-    loop under load (bench/wrk.py); frozen, 3 ms. Once, so that what was in flight at this
-    moment (and may become cyclic garbage later) stays a one-time cost."""
+def _freeze() -> None:
+    """Everything that exists now, out of the garbage collector's sight."""
     gc.collect()
     gc.freeze()

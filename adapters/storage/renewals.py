@@ -76,6 +76,11 @@ _ADD_RENEWAL = {
 _AUDIT_COLUMNS = ("at", "kind", "actor", "detail")
 
 
+def _entry(audit: AuditEntry) -> dict[str, Any]:
+    """The audit entry's values for ``_audited``."""
+    return {f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS}
+
+
 def _audited(added: Any) -> Any:
     """The audit entry's insert after ``added`` (a CTE returning the renewal's id and tenant
     key): the entry is written only when the renewal is (a data-modifying WITH)."""
@@ -255,9 +260,9 @@ class SqlRenewalRepository:
     async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
         values = self._values(renewal)
         folded = audit is not None and self._postgres
-        if folded:
+        if audit is not None and folded:
             statement = _add_audited(tuple(values))
-            values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS})
+            values.update(_entry(audit))
         else:
             statement = _ADD_RENEWAL[self.c.dialect.name]
         if await fetchrow(self.c, self.driver, statement, values) is None:
@@ -274,7 +279,7 @@ class SqlRenewalRepository:
             return tenant
         values = self._values(renewal)
         statement = _add_for_ref(tuple(values))
-        values.update({f"a_{c}": getattr(audit, c) for c in _AUDIT_COLUMNS}, b_ref=ref.lower())
+        values.update(_entry(audit), b_ref=ref.lower())
         row = await fetchrow(self.c, self.driver, statement, values)
         if row is None:
             return None

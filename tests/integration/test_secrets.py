@@ -28,6 +28,8 @@ def snapshot() -> Saved:
 
 
 def restore(saved: Saved) -> None:
+    for handler in logging.getLogger().handlers:  # lines still pending: written, then read
+        handler.flush()
     handlers, levels = saved
     logging.getLogger().handlers[:] = handlers
     for name, level in levels.items():

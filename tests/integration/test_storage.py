@@ -413,14 +413,16 @@ async def test_health_records_keep_the_last_refresh_when_a_check_failed(
     assert not {ok.key, failed.key} & {t.key for t in again}  # next check is tomorrow
 
 
-async def test_database_gone_is_a_storage_error(box: SecretBox) -> None:
-    """A database that went away surfaces as StorageError, not a driver exception."""
+@pytest.mark.parametrize("one_write", [False, True])
+async def test_database_gone_is_a_storage_error(box: SecretBox, one_write: bool) -> None:
+    """A database that went away surfaces as StorageError, not a driver exception, whether the
+    unit of work borrows the pooled connection itself (one write) or SQLAlchemy's."""
     from adapters.storage.database import make_engine
     from tests.servers.postgres import free_port
 
     eng = make_engine(f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/postgres")
     with pytest.raises(StorageError):
-        async with SqlUnitOfWork(eng, box):
+        async with SqlUnitOfWork(eng, box, one_write=one_write):
             pass
     await eng.dispose()
 

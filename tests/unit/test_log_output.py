@@ -7,7 +7,9 @@ import asyncio
 import io
 import json
 import logging
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -55,26 +57,42 @@ async def test_a_warning_is_written_at_once_after_what_is_pending(out: io.String
 def test_lines_pending_when_a_loop_ends_are_written_by_the_next_one_or_at_exit(
     out: io.StringIO,
 ) -> None:
-    """A loop that closes before the handler's turn: the next loop writes its lines, and
+    """A loop that stops before the handler's turn comes: the next loop writes its lines, and
     logging.shutdown (at exit) writes whatever is still pending."""
     log = logging.getLogger("renewbot.test")
 
-    async def say(text: str, wait: bool) -> None:
-        log.info(text)
-        if wait:
-            await asyncio.sleep(0)
+    def stopped_before_writing(text: str) -> None:
+        loop = asyncio.new_event_loop()
+        loop.call_soon(log.info, text)
+        loop.call_soon(loop.stop)  # runs in the same turn: the handler's comes after
+        loop.run_forever()
+        loop.close()
 
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(say("one", wait=False))
-    loop.close()  # its flush never ran
-    asyncio.run(say("two", wait=True))
+    async def say(text: str) -> None:
+        log.info(text)
+        await asyncio.sleep(0)
+
+    stopped_before_writing("one")
+    assert out.getvalue() == ""
+    asyncio.run(say("two"))
     assert [e["event"] for e in events(out)] == ["one", "two"]
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(say("three", wait=False))
-    loop.close()
+    stopped_before_writing("three")
+    assert [e["event"] for e in events(out)] == ["one", "two"]
     for handler in logging.getLogger().handlers:  # what logging.shutdown does at exit
         handler.flush()
-    assert [e["event"] for e in events(out)][-1] == "three"
+    assert [e["event"] for e in events(out)] == ["one", "two", "three"]
+
+
+async def test_a_line_carries_the_time_it_was_logged_not_written(out: io.StringIO) -> None:
+    logged = datetime.now(UTC)
+    logging.getLogger("renewbot.test").info("busy after this")
+    busy_until = time.monotonic() + 0.05  # the loop is busy with work before it next waits
+    while time.monotonic() < busy_until:
+        pass
+    written = datetime.now(UTC)
+    await asyncio.sleep(0)
+    at = datetime.fromisoformat(events(out)[0]["timestamp"].replace("Z", "+00:00"))
+    assert logged <= at < written - timedelta(milliseconds=40)
 
 
 def test_a_line_logged_off_the_loop_is_written_at_once(out: io.StringIO) -> None:
