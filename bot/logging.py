@@ -105,14 +105,28 @@ def _mask_run(match: re.Match[str]) -> str:
 
 def redact_text(text: str) -> str:
     """``text`` with every secret shape and every value of a secret key masked."""
+    if text in _CLEAN:
+        return text
     lower = text.lower()
+    masked = text
     if "bearer" in lower or "basic" in lower:
-        text = _BEARER.sub(rf"\1 {MASK}", text)
-    text = _RUN.sub(_mask_run, text)
+        masked = _BEARER.sub(rf"\1 {MASK}", masked)
+    masked = _RUN.sub(_mask_run, masked)
     if _KEY_HINT.search(lower):
-        text = _QUOTED_KEY.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}{m.group(2)}", text)
-        text = _BARE_KEY.sub(lambda m: m.group(1) + MASK, text)
-    return text
+        masked = _QUOTED_KEY.sub(lambda m: f"{m.group(1)}{m.group(2)}{MASK}{m.group(2)}", masked)
+        masked = _BARE_KEY.sub(lambda m: m.group(1) + MASK, masked)
+    if masked == text and len(text) <= CLEAN_LENGTH:
+        if len(_CLEAN) >= CLEAN_KEPT:
+            _CLEAN.clear()
+        _CLEAN.add(text)
+    return masked
+
+
+# Short texts found to hold nothing to mask (event names, logger names, ids): a line's fields
+# repeat from line to line, and each was tried on every shape each time (about a third of a
+# line's cost). Only what redaction left unchanged is kept, so no masked value is; bounded.
+_CLEAN: set[str] = set()
+CLEAN_LENGTH, CLEAN_KEPT = 200, 4096
 
 
 def _scrub(value: Any) -> Any:
