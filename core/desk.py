@@ -76,14 +76,17 @@ class Desk:
         self.chaser = chaser or Chaser(service)
         self.views = Views(service.uow, service.clock, self.chaser)
 
-    async def handle(self, text: str, origin: Origin, actor: Actor) -> Reply:
-        """Parse and execute what a person typed."""
+    async def handle(
+        self, text: str, origin: Origin, actor: Actor, parsed: commands.Command | None = None
+    ) -> Reply:
+        """Parse and execute what a person typed (``parsed``: the adapter parsed it already)."""
         with logcontext.bound(platform=origin.platform):  # and what the command binds, until done
-            try:
-                cmd = commands.parse(text, origin, actor)
-            except CommandSyntaxError as exc:
-                return Reply(exc.reply)
-            return await self.execute(cmd, origin, actor)
+            if parsed is None:
+                try:
+                    parsed = commands.parse(text, origin, actor)
+                except CommandSyntaxError as exc:
+                    return Reply(exc.reply)
+            return await self.execute(parsed, origin, actor)
 
     async def execute(self, cmd: commands.Command, origin: Origin, actor: Actor) -> Reply:
         """Check the person's rights, then run the command (typed or from a button)."""

@@ -25,7 +25,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -217,15 +217,15 @@ class SlackBot:
         origin = Origin(PLATFORM, str(body.get("channel_id", "")))
         text = str(body.get("text", ""))
         try:
-            quick = isinstance(commands.parse(text, origin, actor), commands.ShowHelp)
+            parsed: commands.Command | None = commands.parse(text, origin, actor)
         except CommandSyntaxError:
-            quick = True
-        if not quick:
+            parsed = None  # a typo: the desk says what was wrong
+        if parsed is not None and not isinstance(parsed, commands.ShowHelp):
             return None
         # Answered in the ack (help, a typo): the access log's line is enough at INFO; logging
         # it twice was a sixth of a `help` command's CPU under load (py-spy, bench/wrk.py).
         log.debug("slack.command_received", extra={"user": uid, "answered": "in_ack"})
-        return (await self.desk.handle(text, origin, actor)).text
+        return (await self.desk.handle(text, origin, actor, parsed=parsed)).text
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         self.in_flight += 1
@@ -331,7 +331,7 @@ class SlackBot:
             log.warning("slack.bad_signature")  # never the body
             return _unauthorized()
         if b"command=" in raw and not raw.startswith(b"payload="):
-            body = dict(parse_qsl(raw.decode("utf-8", "replace")))
+            body = form_fields(raw)
             if body.get("command") == self.command and "ssl_check" not in body:
                 return await self._ack_command(body)
         resp = await self.app.async_dispatch(
@@ -355,6 +355,17 @@ class SlackBot:
         if text is None:
             return web.Response(status=200)
         return web.json_response({"response_type": "ephemeral", "text": text})
+
+
+def form_fields(raw: bytes) -> dict[str, str]:
+    """An application/x-www-form-urlencoded body (a slash command) as ``dict(parse_qsl(...))``
+    makes it: the last of a repeated field, none without a value; in half its time."""
+    fields = {}
+    for pair in raw.decode("utf-8", "replace").split("&"):
+        name, _, value = pair.partition("=")
+        if value:
+            fields[unquote_plus(name)] = unquote_plus(value)
+    return fields
 
 
 def _unauthorized() -> web.Response:
