@@ -259,15 +259,14 @@ class SqlRenewalRepository:
 
     async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
         values = self._values(renewal)
-        folded = audit is not None and self._postgres
-        if audit is not None and folded:
+        if audit is not None and self._postgres:  # with its entry, in one statement
             statement = _add_audited(tuple(values))
             values.update(_entry(audit))
         else:
             statement = _ADD_RENEWAL[self.c.dialect.name]
         if await fetchrow(self.c, self.driver, statement, values) is None:
             raise RenewalInProgressError(await self.active_for(renewal.tenant_key))
-        if audit is not None and not folded:  # SQLite: the entry in a statement of its own
+        if audit is not None and not self._postgres:  # SQLite: the entry on its own
             await SqlAuditLog(self.c).add(audit)
 
     async def add_for(self, ref: str, renewal: Renewal, audit: AuditEntry) -> Tenant | None:

@@ -12,7 +12,6 @@ from typing import Any
 from sqlalchemy import Row, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from adapters.storage.database import fetchrow
 from adapters.storage.tables import (
     tenants,
 )
@@ -75,9 +74,8 @@ def tenant_of(row: Row[Any]) -> Tenant:
 
 
 class SqlTenantRepository:
-    def __init__(self, conn: AsyncConnection, driver: Any = None) -> None:
+    def __init__(self, conn: AsyncConnection) -> None:
         self.c = conn
-        self.driver = driver  # asyncpg's connection, in autocommit (database.Direct)
 
     async def add(self, tenant: Tenant, now: datetime | None = None) -> None:
         values = {
@@ -117,7 +115,7 @@ class SqlTenantRepository:
         return tenant_of(row) if row else None
 
     async def find_exact(self, ref: str) -> Tenant | None:
-        row = await fetchrow(self.c, self.driver, FIND_TENANT, {"b_ref": ref.lower()})
+        row = (await self.c.execute(FIND_TENANT, {"b_ref": ref.lower()})).first()
         return tenant_of(row) if row else None
 
     async def names(self) -> list[str]:

@@ -129,7 +129,7 @@ class SqlUnitOfWork:
             if isinstance(exc, (*unreachable, self.engine.dialect.loaded_dbapi.Error)):
                 raise StorageError("the database is not reachable") from exc
             raise
-        self.tenants = SqlTenantRepository(self.conn, driver)
+        self.tenants = SqlTenantRepository(self.conn)
         self.renewals = SqlRenewalRepository(self.conn, self.box, driver)
         self.audit = SqlAuditLog(self.conn)
         self.identity_errors = SqlIdentityErrorLog(self.conn)

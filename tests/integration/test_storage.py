@@ -53,6 +53,15 @@ async def add_tenant(engine: AsyncEngine, box: SecretBox):  # type: ignore[no-un
     return tenant
 
 
+async def claim(uow: SqlUnitOfWork, ref: str, email: str = "") -> tuple[Renewal, Any]:
+    """A request's renewal for the tenant that ``ref`` names (``add_for``), not committed:
+    the renewal, and the tenant found (None: none)."""
+    renewal = new_renewal("")
+    renewal.invitation_email, renewal.expected_account = email, ""
+    entry = AuditEntry(NOW, "renewal.requested", "Sam", renewal.id, None)
+    return renewal, await uow.renewals.add_for(ref, renewal, entry)
+
+
 async def test_tenant_found_by_every_name(engine: AsyncEngine, box: SecretBox) -> None:
     """Slug, display name, domain and tenant id all find the tenant, ignoring case."""
     tenant = await add_tenant(engine, box)
@@ -70,17 +79,21 @@ async def test_tenant_found_by_every_name(engine: AsyncEngine, box: SecretBox) -
 async def test_a_tenant_reads_the_same_in_every_kind_of_unit_of_work(
     engine: AsyncEngine, box: SecretBox
 ) -> None:
-    """A one-write unit of work (on PostgreSQL its lookup goes by asyncpg itself) finds the
-    tenant exactly as any other does: every field, datetimes aware in UTC."""
+    """A request in a one-write unit of work (on PostgreSQL its lookup goes by asyncpg itself)
+    finds the tenant exactly as any unit of work's lookup does: every field, datetimes aware in
+    UTC."""
     tenant = await add_tenant(engine, box)
     async with SqlUnitOfWork(engine, box) as uow:
         await uow.tenants.mark_validated(tenant.key, NOW)
         await uow.commit()
     found = []
-    for kind in ({}, {"read_only": True}, {"one_write": True}):
+    for kind in ({}, {"read_only": True}):
         async with SqlUnitOfWork(engine, box, **kind) as uow:
             found.append(await uow.tenants.find_exact(tenant.slug.upper()))
             assert await uow.tenants.find_exact("no-such-tenant") is None
+    async with SqlUnitOfWork(engine, box, one_write=True) as uow:
+        found.append((await claim(uow, tenant.slug.upper()))[1])
+        assert (await claim(uow, "no-such-tenant"))[1] is None
     assert found[0] == found[1] == found[2]
     assert found[2] is not None and found[2].last_validated_at == NOW
     assert found[2].last_validated_at.utcoffset() == timedelta(0)
@@ -170,16 +183,12 @@ async def test_a_renewal_asked_for_by_any_name_is_its_tenants_or_nothing_is_writ
     PostgreSQL): the renewal is that tenant's, expecting its administrator, who is invited
     unless an address was given. A name of no tenant, or a second request, writes nothing."""
     tenant, other = await add_tenant(engine, box), await add_tenant(engine, box)
-    now = datetime.now(UTC)
 
     async def request(ref: str, email: str = "") -> tuple[Renewal, Any]:
-        renewal = new_renewal("")
-        renewal.invitation_email, renewal.expected_account = email, ""
-        entry = AuditEntry(now, "renewal.requested", "Sam", renewal.id, None)
         async with SqlUnitOfWork(engine, box, one_write=one_write) as uow:
-            found = await uow.renewals.add_for(ref, renewal, entry)
+            requested = await claim(uow, ref, email)
             await uow.commit()
-        return renewal, found
+        return requested
 
     assert (await request("no-such-tenant"))[1] is None
     first, found = await request(tenant.primary_domain.upper())
@@ -445,9 +454,9 @@ async def test_a_connection_lost_in_a_one_write_unit_of_work_is_a_storage_error(
                 async with engine.connect() as other:
                     pid = (await uow.conn.execute(text("SELECT pg_backend_pid()"))).scalar()
                     await other.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-                await uow.tenants.find_exact(tenant.slug)
+                await claim(uow, tenant.slug)
         async with SqlUnitOfWork(engine, box, one_write=True) as uow:
-            found = await uow.tenants.find_exact(tenant.slug)
+            _, found = await claim(uow, tenant.slug)
         assert found is not None and found.key == tenant.key
     finally:
         await engine.dispose()
@@ -470,10 +479,8 @@ async def test_a_one_write_unit_gives_its_connection_back_as_it_found_it(
         tenant = await add_tenant(engine, box)
 
         async def request() -> None:
-            renewal = new_renewal("")
-            entry = AuditEntry(NOW, "renewal.requested", "Sam", renewal.id, None)
             async with SqlUnitOfWork(engine, box, one_write=True) as uow:
-                await uow.renewals.add_for(tenant.slug, renewal, entry)
+                await claim(uow, tenant.slug)
                 await uow.commit()
 
         await asyncio.wait_for(request(), 10)  # asyncpg's statements only
