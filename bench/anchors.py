@@ -1,12 +1,16 @@
 """The anchors of `python -m bench.wrk`, each a process of its own: `python -m bench.anchors
-raw|bolt|bolt-post PORT API_URL`.
+raw|bolt|bolt-post|claim-post PORT API_URL [DATABASE_URL]`.
 
 raw: aiohttp reads the form POST, checks the Slack signature with slack_sdk's verifier, answers
 200 (the HTTP layer's ceiling). bolt: slack-bolt's AsyncApp (process_before_response=True) whose
 `/renew-token` listener only acks, bolt verifying the signature itself. bolt-post: the same, then
 one chat.postMessage naming the command from a background task (the anchor of "command -> first
-thread post"). All serve
-POST /slack/events on 127.0.0.1 until terminated; no access log.
+thread post"). claim-post: the floor of a claim-first path (issue 11: the renewal's row before
+its thread), for "command -> first thread post": raw's signature check, then renewbot's own
+claim statement (the tenant looked up, the renewal and its audit entry inserted: one statement,
+on asyncpg's pool), then the thread's chat.postMessage on a kept-alive session, then the 200;
+none of renewbot's layers, logging or other work. All serve POST /slack/events on 127.0.0.1
+until terminated; no access log.
 """
 
 from __future__ import annotations
@@ -68,9 +72,78 @@ def bolt_app(api_url: str, post: bool = False) -> web.Application:
     return app
 
 
+def claim_app(api_url: str, database_url: str) -> web.Application:
+    import json
+    import uuid
+    from datetime import UTC, datetime, timedelta
+    from urllib.parse import parse_qsl
+
+    import aiohttp
+    import asyncpg
+    from slack_sdk.signature import SignatureVerifier
+
+    from adapters.storage.crypto import SecretBox, generate_key
+    from adapters.storage.renewals import claim_statement
+    from core.model import Actor, Origin, Renewal
+    from core.ports import AuditEntry
+
+    verifier = SignatureVerifier(SECRET)
+    box = SecretBox([generate_key()])
+    headers = {
+        "Authorization": f"Bearer {BOT_TOKEN}",
+        "Content-Type": "application/json;charset=utf-8",
+    }
+    post_url = api_url.rstrip("/") + "/chat.postMessage"
+    held: dict[str, Any] = {}
+
+    async def start(app: web.Application) -> None:
+        dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+        held["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
+        held["http"] = aiohttp.ClientSession(trust_env=False)
+
+    async def stop(app: web.Application) -> None:
+        await held["http"].close()
+        await held["pool"].close()
+
+    async def handle(request: web.Request) -> web.Response:
+        raw = await request.read()
+        ts = request.headers.get("X-Slack-Request-Timestamp", "")
+        if not verifier.is_valid(raw, ts, request.headers.get("X-Slack-Signature", "")):
+            return web.Response(status=401)
+        form = dict(parse_qsl(raw.decode()))
+        now = datetime.now(UTC)
+        renewal = Renewal(
+            id=uuid.uuid4().hex,
+            tenant_key="",
+            requested_by=Actor("slack", form["user_id"], form["user_name"]),
+            invitation_email="",
+            origin=Origin("slack", form["channel_id"]),
+            created_at=now,
+        )
+        renewal.invite(uuid.uuid4().hex * 2, now + timedelta(days=7), "https://x/onboard/x", now)
+        entry = AuditEntry(now, "renewal.requested", form["user_id"], renewal.id, None)
+        sql, args = claim_statement(form["text"].strip(), renewal, entry, box)
+        async with held["pool"].acquire() as conn:
+            row = await conn.fetchrow(sql, *args)
+        if row is not None and row["claimed"]:
+            body = {"channel": form["channel_id"], "text": f"Renewal started ({form['text']})"}
+            async with held["http"].post(post_url, data=json.dumps(body), headers=headers) as r:
+                await r.read()
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+    app.router.add_post("/slack/events", handle)
+    return app
+
+
 def main() -> None:
     kind, port, api_url = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    app = raw_app() if kind == "raw" else bolt_app(api_url, post=kind == "bolt-post")
+    if kind == "claim-post":
+        app = claim_app(api_url, sys.argv[4])
+    else:
+        app = raw_app() if kind == "raw" else bolt_app(api_url, post=kind == "bolt-post")
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 

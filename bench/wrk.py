@@ -167,13 +167,19 @@ class Bench:
         self.stand = StandIn()
         kinds = ["raw", "bolt", "bolt-post"]
         servers = {k: await start_anchor(k, self.stand.api_url, self.workdir) for k in kinds}
+        if a.first_post_n:  # the floor of a claim-first path, for the first posts
+            servers["claim-post"] = await start_anchor(
+                "claim-post", self.stand.api_url, self.workdir, self.database_url
+            )
         servers["renewbot"] = await start_renewbot(
             self.database_url, self.stand.api_url, self.workdir
         )
         out = Results()
         try:
             for name, server in servers.items():  # warm up: imports, caches, connections
-                if name != "bolt-post":
+                if name == "claim-post":
+                    await self.first_posts(server, 300)
+                elif name != "bolt-post":
                     await self.run(server, "help", 16, 2, label=name if name != "renewbot" else "")
             if "renew" in a.rows:  # and the renewal path: its pool of database connections
                 await self.run(servers["renewbot"], "renew", 64, 3)
@@ -184,7 +190,7 @@ class Bench:
                         r = await self.run(servers[name], kind, conns, a.duration, label=label)
                         out.rows.setdefault((label, conns), []).append(r)
                 if a.first_post_n:
-                    for name in ("bolt-post", "renewbot"):
+                    for name in ("bolt-post", "claim-post", "renewbot"):
                         r = await self.first_posts(servers[name], a.first_post_n)
                         out.first.setdefault(name, []).append(r)
             rates = list(a.rates)
@@ -259,6 +265,14 @@ def goals(a: argparse.Namespace, res: Results) -> list[list[str]]:
             ratio, "<= 1.2x", statistics.median(ratio) <= 1.2, "{:.2f}x")  # fmt: skip
         add("  renewbot p99 (ms)", [o["p99"] for o in ours], "", None, "{:.1f}")
         add("  bolt + background post p99 (ms)", [b["p99"] for b in bolt], "", None, "{:.1f}")
+        if "claim-post" in res.first:  # what a claim-first path costs with no layers at all
+            floor = res.first["claim-post"]
+            add("  the claim-first floor (claim-post) p99 vs bolt + background post",
+                [f["p99"] / b["p99"] for f, b in zip(floor, bolt, strict=True)], "", None,
+                "{:.2f}x")  # fmt: skip
+            add("  renewbot p50 above the claim-first floor's (ms)",
+                [o["p50"] - f["p50"] for o, f in zip(ours, floor, strict=True)], "", None,
+                "{:.2f}")  # fmt: skip
     for r in res.sustained:
         if r["rate"] == res.overload_rate:
             posted = r["named"] >= r["started"] and r["auth_urls"] >= r["started"]

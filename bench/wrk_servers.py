@@ -185,12 +185,13 @@ async def ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) 
     raise RuntimeError(f"{url} not ready after {timeout} s")
 
 
-async def start_anchor(kind: str, api_url: str, workdir: Path) -> Server:
+async def start_anchor(kind: str, api_url: str, workdir: Path, *more: str) -> Server:
+    """An anchor of bench/anchors.py (``more``: the database URL of claim-post)."""
     port = free_port()
     log = workdir / f"{kind}.log"
     with log.open("ab") as out:
         proc = subprocess.Popen(  # noqa: ASYNC220 (a start of a long-lived server, once)
-            [sys.executable, "-m", "bench.anchors", kind, str(port), api_url],
+            [sys.executable, "-m", "bench.anchors", kind, str(port), api_url, *more],
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=on_core(SERVER_CORE),

@@ -24,7 +24,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
 from aiohttp import web
@@ -51,7 +51,7 @@ MAX_SKEW = 300
 GROUPS_TTL = 300.0
 # Commands worked on at once before a new one is told the bot is busy. One core sustains about
 # 90-250 renewals/s (bench/README.md): 64 is well under a second of queue, and far from the
-# database pool (30 connections) timing out a waiting command.
+# database pools (30 connections) timing out a waiting command.
 MAX_IN_FLIGHT = 64
 # Seconds a command may work before its ack goes out empty (then the answer follows through the
 # response_url). Slack shows "operation_timeout" after 3 s: a second left for the network.
@@ -84,6 +84,21 @@ class _Answer:
             return self.ready.result()
         self.late = True
         return None
+
+
+class _Command(NamedTuple):
+    """A slash command as read from its form: the text, where, who, and the text parsed (None:
+    a typo, or not parsed yet)."""
+
+    text: str
+    origin: Origin
+    actor: Actor
+    parsed: commands.Command | None
+
+    @property
+    def answered_at_once(self) -> bool:
+        """`help` or a typo: answered in the ack itself, without a task."""
+        return self.parsed is None or isinstance(self.parsed, commands.ShowHelp)
 
 
 class SlackBot:
@@ -174,9 +189,9 @@ class SlackBot:
         ack goes empty (a retry, or work that outlasted the budget and will answer late)."""
         if not self.seen.first_time(str(body.get("trigger_id", ""))):
             return None  # a Slack retry or a double submit: the first one is being answered
-        quick = await self._quick_reply(body)
-        if quick is not None:
-            return escape(quick)
+        command = self._read(body)
+        if command is not None and command.answered_at_once:
+            return escape(await self._quick_reply(command))
         if self.in_flight >= self.max_in_flight:
             self._busy_since_logged += 1
             now = time.monotonic()
@@ -188,7 +203,7 @@ class SlackBot:
                 self._busy_logged_at, self._busy_since_logged = now, 0
             return escape(messages.busy())
         answer = _Answer()
-        self._spawn(self._command(body, answer), "slack.command")
+        self._spawn(self._command(body, answer, command), "slack.command")
         try:
             await asyncio.wait_for(asyncio.shield(answer.ready), self.ack_budget)
         except TimeoutError:
@@ -197,12 +212,9 @@ class SlackBot:
             text = answer.take()
         return text
 
-    async def _quick_reply(self, body: dict[str, Any]) -> str | None:
-        """`help` or a mistyped command, answered without I/O; None for everything else.
-
-        Only when the user's groups are cached (access rules may name groups); the desk still
-        decides (a refused `help` is audited there, like any refusal).
-        """
+    def _read(self, body: dict[str, Any]) -> _Command | None:
+        """Who typed what, where, parsed once (None until the user groups are cached: access
+        rules may name groups, and fetching them is I/O, left to the task)."""
         fetched_at, by_user = self._groups
         if time.monotonic() - fetched_at > GROUPS_TTL:
             return None
@@ -220,12 +232,20 @@ class SlackBot:
             parsed: commands.Command | None = commands.parse(text, origin, actor)
         except CommandSyntaxError:
             parsed = None  # a typo: the desk says what was wrong
-        if parsed is not None and not isinstance(parsed, commands.ShowHelp):
-            return None
+        return _Command(text, origin, actor, parsed)
+
+    async def _quick_reply(self, command: _Command) -> str:
+        """`help` or a mistyped command, answered without I/O (the desk still decides: a refused
+        `help` is audited there, like any refusal)."""
         # Answered in the ack (help, a typo): the access log's line is enough at INFO; logging
         # it twice was a sixth of a `help` command's CPU under load (py-spy, bench/wrk.py).
-        log.debug("slack.command_received", extra={"user": uid, "answered": "in_ack"})
-        return (await self.desk.handle(text, origin, actor, parsed=parsed)).text
+        log.debug(
+            "slack.command_received", extra={"user": command.actor.user_id, "answered": "in_ack"}
+        )
+        reply = await self.desk.handle(
+            command.text, command.origin, command.actor, parsed=command.parsed
+        )
+        return reply.text
 
     def _spawn(self, work: Awaitable[None], name: str) -> None:
         self.in_flight += 1
@@ -239,12 +259,22 @@ class SlackBot:
 
     # -- the work after the ack ---------------------------------------------------------
 
-    async def _command(self, body: dict[str, Any], answer: _Answer) -> None:
-        actor = await self.actor(body.get("user_id"), body.get("user_name"), body.get("team_id"))
-        origin = Origin(PLATFORM, str(body.get("channel_id", "")))
-        log.info("slack.command_received", extra={"user": actor.user_id})
-        reply = await guarded(self.desk.handle(str(body.get("text", "")), origin, actor), PLATFORM)
-        text = await self._shown(reply, origin)
+    async def _command(
+        self, body: dict[str, Any], answer: _Answer, command: _Command | None = None
+    ) -> None:
+        """The work of a command past the ack (``command``: already read, when it could be)."""
+        if command is None:  # the user groups to fetch first
+            actor = await self.actor(
+                body.get("user_id"), body.get("user_name"), body.get("team_id")
+            )
+            origin = Origin(PLATFORM, str(body.get("channel_id", "")))
+            command = _Command(str(body.get("text", "")), origin, actor, None)
+        log.info("slack.command_received", extra={"user": command.actor.user_id})
+        reply = await guarded(
+            self.desk.handle(command.text, command.origin, command.actor, parsed=command.parsed),
+            PLATFORM,
+        )
+        text = await self._shown(reply, command.origin)
         if not answer.give(text):
             await self._respond(body, text)
 

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.database import dialect_insert, fetchrow
+from adapters.storage.database import dialect_insert, direct, fetchrow
 from adapters.storage.outbox import SqlOutbox, add_held_after, handed_out, held_params
 from adapters.storage.records import SqlAuditLog
 from adapters.storage.tables import audit_events, renewals
@@ -147,6 +147,73 @@ def _save_with_first(params: tuple[str, ...]) -> Any:
     return add_held_after(saved)
 
 
+def _row(r: Renewal, box: SecretBox) -> dict[str, Any]:
+    """A renewal's row (its secrets sealed by ``box``)."""
+    code = r.device_code
+    browser = r.browser_sign_in if r.is_active else None
+    return {
+        "id": r.id,
+        "tenant_key": r.tenant_key,
+        "state": r.state.value,
+        "requested_by_platform": r.requested_by.platform,
+        "requested_by_id": r.requested_by.user_id,
+        "requested_by_name": r.requested_by.name,
+        "invitation_email": r.invitation_email,
+        "expected_account": r.expected_account,
+        "origin_platform": r.origin.platform,
+        "origin_channel": r.origin.channel,
+        "created_at": r.created_at,
+        "updated_at": r.updated_at,
+        "invitation_hash": r.invitation_hash,
+        "invitation_expires_at": r.invitation_expires_at,
+        "user_code": code.user_code if code else None,
+        "verification_uri": code.verification_uri if code else None,
+        "code_expires_at": code.expires_at if code else None,
+        "poll_interval": code.interval if code else None,
+        "flow_state": box.seal(code.flow_state) if code else None,
+        "code_issued_at": r.code_issued_at,
+        "tokens_acquired": r.tokens_acquired,
+        "tokens_total": r.tokens_total,
+        "signed_in_account": r.signed_in_account,
+        "signed_in_is_global_admin": r.signed_in_is_global_admin,
+        "failure_code": r.failure_code,
+        "warnings": json.dumps(r.warnings),
+        "thread_platform": r.thread.platform if r.thread else None,
+        "thread_key": r.thread.key if r.thread else None,
+        "batch_id": r.batch,
+        "version": r.version,
+        "staged_tokens": box.seal(r.staged_tokens) if r.staged_tokens else None,
+        "awaiting_thread": r.awaiting_thread,
+        # kept only while the renewal is open: an ended renewal holds no verifier
+        "signin_state_hash": browser.state_hash if browser else None,
+        "signin_expires_at": browser.expires_at if browser else None,
+        "signin_flow": box.seal(browser.flow_state) if browser else None,
+        "invited_at": r.invited_at,
+        "link_opened_at": r.link_opened_at,
+        "codes_lapsed": r.codes_lapsed,
+    }
+
+
+def _claim(
+    ref: str, renewal: Renewal, audit: AuditEntry, box: SecretBox
+) -> tuple[Any, dict[str, Any]]:
+    """``add_for``'s one statement on PostgreSQL, and its values."""
+    values = _row(renewal, box)
+    statement = _add_for_ref(tuple(values))
+    values.update(_entry(audit), b_ref=ref.lower())
+    return statement, values
+
+
+def claim_statement(
+    ref: str, renewal: Renewal, audit: AuditEntry, box: SecretBox
+) -> tuple[str, list[Any]]:
+    """``add_for``'s one statement on PostgreSQL as asyncpg takes it, its SQL and arguments: for
+    a caller with a connection of its own (bench/anchors.py's claim-first floor)."""
+    statement, values = _claim(ref, renewal, audit, box)
+    made = direct(statement)
+    return made.sql, made.args(values)
+
+
 class SqlRenewalRepository:
     def __init__(self, conn: AsyncConnection, box: SecretBox, driver: Any = None) -> None:
         self.c = conn
@@ -155,49 +222,7 @@ class SqlRenewalRepository:
         self._postgres = conn.dialect.name == "postgresql"
 
     def _values(self, r: Renewal) -> dict[str, Any]:
-        code = r.device_code
-        browser = r.browser_sign_in if r.is_active else None
-        return {
-            "id": r.id,
-            "tenant_key": r.tenant_key,
-            "state": r.state.value,
-            "requested_by_platform": r.requested_by.platform,
-            "requested_by_id": r.requested_by.user_id,
-            "requested_by_name": r.requested_by.name,
-            "invitation_email": r.invitation_email,
-            "expected_account": r.expected_account,
-            "origin_platform": r.origin.platform,
-            "origin_channel": r.origin.channel,
-            "created_at": r.created_at,
-            "updated_at": r.updated_at,
-            "invitation_hash": r.invitation_hash,
-            "invitation_expires_at": r.invitation_expires_at,
-            "user_code": code.user_code if code else None,
-            "verification_uri": code.verification_uri if code else None,
-            "code_expires_at": code.expires_at if code else None,
-            "poll_interval": code.interval if code else None,
-            "flow_state": self.box.seal(code.flow_state) if code else None,
-            "code_issued_at": r.code_issued_at,
-            "tokens_acquired": r.tokens_acquired,
-            "tokens_total": r.tokens_total,
-            "signed_in_account": r.signed_in_account,
-            "signed_in_is_global_admin": r.signed_in_is_global_admin,
-            "failure_code": r.failure_code,
-            "warnings": json.dumps(r.warnings),
-            "thread_platform": r.thread.platform if r.thread else None,
-            "thread_key": r.thread.key if r.thread else None,
-            "batch_id": r.batch,
-            "version": r.version,
-            "staged_tokens": self.box.seal(r.staged_tokens) if r.staged_tokens else None,
-            "awaiting_thread": r.awaiting_thread,
-            # kept only while the renewal is open: an ended renewal holds no verifier
-            "signin_state_hash": browser.state_hash if browser else None,
-            "signin_expires_at": browser.expires_at if browser else None,
-            "signin_flow": self.box.seal(browser.flow_state) if browser else None,
-            "invited_at": r.invited_at,
-            "link_opened_at": r.link_opened_at,
-            "codes_lapsed": r.codes_lapsed,
-        }
+        return _row(r, self.box)
 
     def _renewal(self, row: Row[Any]) -> Renewal:
         code = None
@@ -276,9 +301,7 @@ class SqlRenewalRepository:
                 renewal.assign(tenant)
                 await self.add(renewal, replace(audit, tenant_key=tenant.key))
             return tenant
-        values = self._values(renewal)
-        statement = _add_for_ref(tuple(values))
-        values.update(_entry(audit), b_ref=ref.lower())
+        statement, values = _claim(ref, renewal, audit, self.box)
         row = await fetchrow(self.c, self.driver, statement, values)
         if row is None:
             return None

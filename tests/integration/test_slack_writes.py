@@ -1,0 +1,108 @@
+"""SlackThreads sends chat.postMessage and chat.update itself (not through the SDK's per-call
+layer): against the Web API stand-in, every answer Slack documents for them reaches core as it
+did through the SDK's client, and a 5xx is still retried by the SDK's handlers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from adapters.slack.threads import SlackThreads, make_client, split_key
+from core.errors import ChatDeliveryError, ChatRateLimitedError, ChatRejectedError
+from core.model import Origin
+from core.ports import Action, Message
+from tests.servers.slack import BOT_TOKEN, SlackStandIn
+
+OPS = Origin("slack", "C-ops")
+
+
+@pytest.fixture
+async def threads(slack: SlackStandIn) -> AsyncIterator[SlackThreads]:
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        yield SlackThreads(make_client(BOT_TOKEN, slack.api_url, session), "C-alerts")
+
+
+def posts(slack: SlackStandIn) -> list[dict[str, object]]:
+    return [c.args for c in slack.calls if c.method == "chat.postMessage"]
+
+
+async def test_a_thread_its_reply_and_its_status_arrive_as_sent(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    message = Message(
+        "Renewal of *Contoso* started", actions=(Action("cancel", "contoso", "Cancel"),)
+    )
+    thread = await threads.open_thread(OPS, message)
+    channel, ts = split_key(thread.key)
+    assert channel == "C-ops" and (channel, ts) in slack.messages
+    first = slack.messages[(channel, ts)]
+    assert first["text"] == message.text and first["unfurl_links"] is False
+    assert any(b.get("type") == "actions" for b in first["blocks"])
+
+    await threads.post(thread, Message("Auth URL: https://bot.example/onboard/x", ref="o-1"))
+    reply = posts(slack)[-1]
+    assert reply["thread_ts"] == ts and reply["channel"] == "C-ops"
+    assert reply["metadata"] == {"event_type": "renewbot_outbox", "event_payload": {"ref": "o-1"}}
+
+    await threads.update_status(thread, Message("Validated", tone="success"))
+    assert slack.messages[(channel, ts)]["text"] == "Validated"
+
+
+async def test_a_server_error_is_retried_by_the_sdk_and_posts_once(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    slack.fail_next("chat.postMessage", "500")
+    thread = await threads.open_thread(OPS, Message("Renewal started"))
+    assert len(posts(slack)) == 2  # the 500, then the SDK's retry
+    assert [k for k in slack.messages if k[0] == "C-ops"] == [split_key(thread.key)]
+
+
+async def test_a_rate_limit_is_raised_at_once_with_slacks_retry_after(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    slack.fail_next("chat.postMessage", "429", 7)
+    with pytest.raises(ChatRateLimitedError) as raised:
+        await threads.open_thread(OPS, Message("Renewal started"))
+    assert raised.value.retry_after == 7
+    assert len(posts(slack)) == 1  # not waited out here: the outbox waits
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("channel_not_found", ChatRejectedError),  # would fail again: rejected
+        ("msg_too_long", ChatRejectedError),
+        ("fatal_error", ChatDeliveryError),  # may pass later: delivery failed
+    ],
+)
+async def test_slacks_refusals_are_told_apart(
+    slack: SlackStandIn, threads: SlackThreads, code: str, error: type[Exception]
+) -> None:
+    slack.fail_next("chat.update", "error", code)
+    thread = await threads.open_thread(OPS, Message("Renewal started"))
+    with pytest.raises(error) as raised:
+        await threads.update_status(thread, Message("Validated"))
+    assert type(raised.value) is error
+    assert BOT_TOKEN not in str(raised.value)
+
+
+async def test_a_wrong_token_is_a_delivery_error_that_never_shows_the_token(
+    slack: SlackStandIn,
+) -> None:
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        wrong = SlackThreads(make_client("xoxb-wrong", slack.api_url, session), "C-alerts")
+        with pytest.raises(ChatDeliveryError) as raised:
+            await wrong.announce(Message("Tokens of Contoso expire in 3 days"))
+    assert "invalid_auth" in str(raised.value) and "xoxb" not in str(raised.value)
+    assert not slack.messages
+
+
+async def test_slack_unreachable_is_a_delivery_error(slack: SlackStandIn) -> None:
+    url = slack.api_url
+    await slack.stop()
+    async with aiohttp.ClientSession(trust_env=False) as session:
+        gone = SlackThreads(make_client(BOT_TOKEN, url, session), "C-alerts")
+        with pytest.raises(ChatDeliveryError):
+            await gone.open_thread(OPS, Message("Renewal started"))
