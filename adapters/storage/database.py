@@ -157,7 +157,15 @@ async def driver_pool(engine: AsyncEngine) -> asyncpg.Pool:
         args, options = engine.dialect.create_connect_args(engine.url)
         kwargs = {k: v for k, v in options.items() if k not in _SQLALCHEMY_ONLY}
         pool = asyncpg.create_pool(
-            *args, **kwargs, min_size=0, max_size=driver.size, reset=_given_back
+            *args,
+            **kwargs,
+            min_size=0,
+            max_size=driver.size,
+            reset=_given_back,
+            # kept open once opened, as SQLAlchemy's are: asyncpg's idle timeout would start
+            # and cancel a timer at every release and acquire (timers that pile up in the event
+            # loop until it sweeps them, and into the collector's oldest generation)
+            max_inactive_connection_lifetime=0,
         )  # initialised once, however many units ask for it at once
         made = driver.made = asyncio.ensure_future(_initialised(pool))
     return await made
