@@ -96,9 +96,14 @@ def claim_app(api_url: str, database_url: str) -> web.Application:
     post_url = api_url.rstrip("/") + "/chat.postMessage"
     held: dict[str, Any] = {}
 
+    async def nothing_to_reset(conn: asyncpg.Connection) -> None:
+        pass
+
     async def start(app: web.Application) -> None:
         dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-        held["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=8)
+        held["pool"] = await asyncpg.create_pool(  # (no reset on release: no session state)
+            dsn, min_size=1, max_size=8, reset=nothing_to_reset
+        )
         held["http"] = aiohttp.ClientSession(trust_env=False)
 
     async def stop(app: web.Application) -> None:

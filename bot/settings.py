@@ -46,9 +46,8 @@ _DRIVERS = {"postgresql": "postgresql+asyncpg://", "postgres": "postgresql+async
 class DatabaseSettings(BaseModel):
     # holds the password: RENEWBOT_DATABASE__URL_FILE reads it from a mounted secret
     url: str = Field(default=DEFAULT_DATABASE_URL, json_schema_extra={"secret": True})
-    # PostgreSQL connections each process opens at most (a quarter for asyncpg's own pool of
-    # one-write units, the rest SQLAlchemy's). max_connections must cover replicas x pool_size
-    # + tools.
+    # PostgreSQL connections each process keeps open, and the most it opens. The server's
+    # max_connections must cover replicas x pool_size + tools.
     pool_size: int = Field(default=30, ge=1, le=200)
 
     @field_validator("url")

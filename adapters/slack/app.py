@@ -51,7 +51,7 @@ MAX_SKEW = 300
 GROUPS_TTL = 300.0
 # Commands worked on at once before a new one is told the bot is busy. One core sustains about
 # 90-250 renewals/s (bench/README.md): 64 is well under a second of queue, and far from the
-# database pools (30 connections) timing out a waiting command.
+# database pool (30 connections) timing out a waiting command.
 MAX_IN_FLIGHT = 64
 # Seconds a command may work before its ack goes out empty (then the answer follows through the
 # response_url). Slack shows "operation_timeout" after 3 s: a second left for the network.
@@ -88,7 +88,7 @@ class _Answer:
 
 class _Command(NamedTuple):
     """A slash command as read from its form: the text, where, who, and the text parsed (None:
-    a typo, or not parsed yet)."""
+    a typo; or, read before the user groups were cached, left for the desk to parse)."""
 
     text: str
     origin: Origin
@@ -97,7 +97,7 @@ class _Command(NamedTuple):
 
     @property
     def answered_at_once(self) -> bool:
-        """`help` or a typo: answered in the ack itself, without a task."""
+        """`help` or a typo (of a command ``_read`` parsed): answered in the ack itself."""
         return self.parsed is None or isinstance(self.parsed, commands.ShowHelp)
 
 

@@ -15,6 +15,7 @@ sending again. Pacing: chat.postMessage allows about one message per second per 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -22,6 +23,7 @@ from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.async_handler import default_interval_calculator
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -69,9 +71,11 @@ PERMANENT = frozenset(
 )
 
 
-# What the SDK's AsyncConnectionErrorRetryHandler retries (a connection the server dropped or
-# reset); ``SlackThreads._write`` hands these to the SDK's client to retry.
+# What the SDK's AsyncConnectionErrorRetryHandler and AsyncServerErrorRetryHandler retry (a
+# connection the server dropped or reset; a 500 or 503): ``SlackThreads._write`` hands these to
+# the SDK's client to retry.
 RETRIED_BY_SDK = (aiohttp.ServerConnectionError, aiohttp.ClientOSError)
+RETRIED_STATUSES = frozenset({500, 503})
 
 
 def make_client(
@@ -95,16 +99,22 @@ def make_client(
     )
 
 
-def posting_client(client: AsyncWebClient) -> AsyncWebClient:
-    """``client`` without the rate-limit retry handler: a 429 reaches the caller at once."""
+CONNECTION_RETRIES, SERVER_ERROR_RETRIES = 2, 3
+
+
+def posting_client(client: AsyncWebClient, tried: int = 0) -> AsyncWebClient:
+    """``client`` without the rate-limit retry handler: a 429 reaches the caller at once.
+    ``tried``: attempts already made (by ``SlackThreads._write``), off the retries left."""
     return AsyncWebClient(
         token=client.token,
         base_url=client.base_url,
         session=client.session,
         timeout=client.timeout,
+        ssl=client.ssl,
+        proxy=client.proxy,
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncServerErrorRetryHandler(max_retry_count=3),
+            AsyncConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES - tried),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES - tried),
         ],
     )
 
@@ -137,11 +147,7 @@ class SlackThreads:
     def __init__(self, client: AsyncWebClient, alert_channel: str | None) -> None:
         self.client = client
         self.poster = posting_client(client)
-        self._auth = {
-            "Authorization": f"Bearer {client.token}",
-            "Content-Type": "application/json;charset=utf-8",
-        }
-        self._timeout = aiohttp.ClientTimeout(total=client.timeout)
+        self._retrying = posting_client(client, tried=1)  # after _write's own attempt
         self.alert_channel = alert_channel
         self._locks = KeyedLocks()  # serialises posts per thread; empties as they finish
         self.pace = Pace(rate=1.0, burst=1, key=self.channel_of)
@@ -170,26 +176,39 @@ class SlackThreads:
             raise ChatDeliveryError(f"Slack unreachable for {what}") from None
 
     async def _write(self, method: str, payload: dict[str, Any]) -> Any:
-        """A chat.postMessage or chat.update as the SDK's client sends it (the same JSON body,
-        headers and timeout, and its AsyncSlackResponse, validated: an error is SlackApiError as
-        from the SDK), without the SDK's per-call work around it: about 0.15 ms of CPU a call
-        (bench/README.md). One attempt on the process's session; a 5xx answer, or a connection
-        the server dropped or reset, goes on through the SDK's client, whose retry handlers
-        retry it as they would have."""
+        """A chat.postMessage or chat.update as the SDK's client sends it: the same JSON body,
+        headers, proxy and TLS context on the process's session (so its timeout), and the SDK's
+        AsyncSlackResponse, validated (an error is SlackApiError, as from the SDK). Without the
+        SDK's per-call work around it: about 0.15 ms of CPU a call (bench/README.md).
+
+        What the SDK's retry handlers retry (a 500 or 503, a connection the server dropped or
+        reset) goes on through the SDK's client after the SDK's first pause, with one retry
+        fewer: as many attempts as the SDK alone would make, no more (a retried post may be one
+        Slack took: every extra attempt could double a message).
+        """
         client = self.poster
-        if client.session is None:  # the SDK opens a session of its own per call
+        session = client.session
+        if session is None or session.closed:  # the SDK opens a session of its own then
             return await client.api_call(method, json=payload)
         url = client.base_url + method
-        headers = {**client.headers, **self._auth}
+        headers = {
+            **client.headers,
+            "Authorization": f"Bearer {client.token}",
+            "Content-Type": "application/json;charset=utf-8",
+        }
+        answer = None
         try:
-            async with client.session.post(
-                url, data=json.dumps(payload), headers=headers, timeout=self._timeout
+            async with session.post(
+                url,
+                data=json.dumps(payload),
+                headers=headers,
+                proxy=client.proxy,
+                ssl=True if client.ssl is None else client.ssl,
             ) as resp:
-                answer = None
-                if resp.status < 500:
+                if resp.status not in RETRIED_STATUSES:
                     try:
                         data = await resp.json(content_type=None)
-                    except ValueError:  # not JSON (a proxy's page): refused, as by the SDK
+                    except ValueError:  # not JSON: refused, as by the SDK
                         data = {}
                     answer = AsyncSlackResponse(
                         client=client,
@@ -201,9 +220,10 @@ class SlackThreads:
                         status_code=resp.status,
                     )
         except RETRIED_BY_SDK:
-            answer = None
+            pass
         if answer is None:
-            return await client.api_call(method, json=payload)
+            await asyncio.sleep(default_interval_calculator.calculate_sleep_duration(0))
+            return await self._retrying.api_call(method, json=payload)
         return answer.validate()  # type: ignore[no-untyped-call]
 
     async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:

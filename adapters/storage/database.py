@@ -19,7 +19,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
@@ -30,7 +29,6 @@ from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.util import await_only
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -81,16 +79,8 @@ POOL_SIZE = 30
 """PostgreSQL connections a process keeps open, and the most it opens: none beyond them (a
 connection opened for a burst is closed when given back, and a new one costs a connect,
 authentication and a fresh prepare of every statement it runs; with 25 kept and 5 for bursts, a
-5 s run of renewals at full load opened 37, bench/wrk.py). A quarter of them are asyncpg's own
-pool, for units of one write (``driver_pool``), the rest SQLAlchemy's. Two replicas and a
-rolling update's third fit PostgreSQL's default max_connections (100)."""
-
-
-def split_pool(pool_size: int) -> tuple[int, int]:
-    """``pool_size`` as (SQLAlchemy's pool, asyncpg's pool for units of one write): a quarter
-    for the latter, and at least one each."""
-    one_write = max(1, pool_size // 4)
-    return max(1, pool_size - one_write), one_write
+5 s run of renewals at full load opened 37, bench/wrk.py). Two replicas and a rolling update's
+third fit PostgreSQL's default max_connections (100)."""
 
 
 def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
@@ -100,95 +90,9 @@ def make_engine(url: str, pool_size: int = POOL_SIZE) -> AsyncEngine:
         engine = create_async_engine(url, hide_parameters=True, connect_args={"timeout": 30})
         _sqlite_pragmas(engine)
         return engine
-    sqlalchemy_size, one_write = split_pool(pool_size)
-    engine = create_async_engine(
-        url, hide_parameters=True, pool_size=sqlalchemy_size, max_overflow=0
-    )
+    engine = create_async_engine(url, hide_parameters=True, pool_size=pool_size, max_overflow=0)
     _ping_when_idle(engine)
-    _DRIVER_POOLS[engine.sync_engine] = _DriverPool(one_write)
-    event.listen(engine.sync_engine, "engine_disposed", _close_driver_pool)
     return engine
-
-
-async def _given_back(conn: asyncpg.Connection) -> None:
-    """asyncpg's pool ``reset``: a one-write unit's connection runs single statements in
-    autocommit only (no SET, LISTEN, advisory lock or cursor), so it has no session state to
-    reset, and asyncpg's default reset (a round trip: "RESET ALL" and the rest) is not sent.
-    A transaction somehow left open is rolled back all the same."""
-    if conn.is_in_transaction():
-        await conn.execute("ROLLBACK")
-
-
-async def _initialised(pool: asyncpg.Pool) -> asyncpg.Pool:
-    return await pool
-
-
-class _DriverPool:
-    """asyncpg's own pool of an engine: its size, and the pool once made (at first use)."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.made: asyncio.Future[asyncpg.Pool] | None = None
-
-
-_DRIVER_POOLS: weakref.WeakKeyDictionary[Any, _DriverPool] = weakref.WeakKeyDictionary()
-# SQLAlchemy's own connect options, not asyncpg.connect's (its asyncpg dialect drops them too)
-_SQLALCHEMY_ONLY = {
-    "async_fallback",
-    "async_creator_fn",
-    "prepared_statement_cache_size",
-    "prepared_statement_name_func",
-}
-
-
-async def driver_pool(engine: AsyncEngine) -> asyncpg.Pool:
-    """asyncpg's own pool of a PostgreSQL engine, for units of one write (made at first use,
-    closed with the engine).
-
-    SQLAlchemy's checkout and check-in (a greenlet each way, its pool and events) took longer
-    than asyncpg's own pool, and a unit of one write needs nothing of SQLAlchemy's connection:
-    its statements are each their own transaction (autocommit), so a statement that needs
-    SQLAlchemy runs on a connection of SQLAlchemy's pool (``OnDemand``) with the same meaning.
-    The same connect options as SQLAlchemy's (the engine's URL); none is opened in advance.
-    """
-    driver = _DRIVER_POOLS.setdefault(engine.sync_engine, _DriverPool(split_pool(POOL_SIZE)[1]))
-    made = driver.made
-    if made is None or made.get_loop() is not asyncio.get_running_loop():
-        args, options = engine.dialect.create_connect_args(engine.url)
-        kwargs = {k: v for k, v in options.items() if k not in _SQLALCHEMY_ONLY}
-        pool = asyncpg.create_pool(
-            *args,
-            **kwargs,
-            min_size=0,
-            max_size=driver.size,
-            reset=_given_back,
-            # kept open once opened, as SQLAlchemy's are: asyncpg's idle timeout would start
-            # and cancel a timer at every release and acquire (timers that pile up in the event
-            # loop until it sweeps them, and into the collector's oldest generation)
-            max_inactive_connection_lifetime=0,
-        )  # initialised once, however many units ask for it at once
-        made = driver.made = asyncio.ensure_future(_initialised(pool))
-    return await made
-
-
-def _close_driver_pool(sync_engine: Any) -> None:
-    """At the engine's dispose (run by SQLAlchemy in a greenlet): close asyncpg's pool too,
-    waiting for its connections in use a few seconds at most."""
-    driver = _DRIVER_POOLS.get(sync_engine)
-    made = driver.made if driver is not None else None
-    if driver is None or made is None:
-        return
-    driver.made = None  # the engine may be used again: a pool is made afresh then
-    if not made.done() or made.exception() is not None:
-        return
-    pool = made.result()
-    try:
-        await_only(asyncio.wait_for(pool.close(), DRIVER_CLOSE_WAIT))
-    except (TimeoutError, asyncpg.InterfaceError, OSError):
-        pool.terminate()
-
-
-DRIVER_CLOSE_WAIT = 5.0
 
 
 PING_AFTER = 1.0

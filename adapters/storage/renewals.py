@@ -221,9 +221,6 @@ class SqlRenewalRepository:
         self.driver = driver  # asyncpg's connection, in autocommit (database.Direct)
         self._postgres = conn.dialect.name == "postgresql"
 
-    def _values(self, r: Renewal) -> dict[str, Any]:
-        return _row(r, self.box)
-
     def _renewal(self, row: Row[Any]) -> Renewal:
         code = None
         if row.flow_state is not None:
@@ -283,7 +280,7 @@ class SqlRenewalRepository:
         return found[0] if found else None
 
     async def add(self, renewal: Renewal, audit: AuditEntry | None = None) -> None:
-        values = self._values(renewal)
+        values = _row(renewal, self.box)
         if audit is not None and self._postgres:  # with its entry, in one statement
             statement = _add_audited(tuple(values))
             values.update(_entry(audit))
@@ -315,7 +312,7 @@ class SqlRenewalRepository:
         return await self._one(renewals.c.id == renewal_id)
 
     async def save(self, renewal: Renewal, first: FirstPost | None = None) -> Outgoing | None:
-        values = self._values(renewal)
+        values = _row(renewal, self.box)
         values.update(version=renewal.version + 1, b_id=renewal.id, b_version=renewal.version)
         held = None
         if first is not None and first.item.kind != "status" and self._postgres:

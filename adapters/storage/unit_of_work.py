@@ -9,11 +9,14 @@ from __future__ import annotations
 from typing import Any, cast
 
 import asyncpg
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.pool import PoolProxiedConnection
+from sqlalchemy.util import greenlet_spawn
 
 from adapters.storage.crypto import SecretBox
-from adapters.storage.database import READ_ONLY, driver_pool, gate_for
+from adapters.storage.database import READ_ONLY, gate_for
 from adapters.storage.emails import SqlChaseLog, SqlEmailOutbox
 from adapters.storage.outbox import SqlOutbox
 from adapters.storage.records import SqlAuditLog, SqlIdentityErrorLog, SqlJobRuns
@@ -37,24 +40,23 @@ class OnDemand:
     """A one-write unit's SQLAlchemy connection, made only if one of its statements needs it.
 
     In a PostgreSQL unit of one write, the busiest statements go by asyncpg itself
-    (``database.Direct``) on a connection of asyncpg's own pool (``database.driver_pool``):
-    entering and leaving SQLAlchemy's connection (its pool's checkout, execution options, begin,
-    close) cost more client CPU than one of those statements (bench/wrk.py). The others (a
-    refused request reading the open renewal, say) get a connection of SQLAlchemy's pool, in
-    autocommit: each statement of the unit is its own transaction either way, so which
-    connection runs it changes nothing. Closing this gives both back.
+    (``database.Direct``) on the pooled connection the unit checked out: entering and leaving
+    SQLAlchemy's connection (checkout, execution options, begin, close) cost more client CPU
+    than one of those statements (bench/wrk.py). The others (a refused request reading the open
+    renewal, say) get a SQLAlchemy connection over that same pooled connection, in autocommit;
+    closing it gives the pooled connection back, as closing this does when it was never made.
     """
 
-    def __init__(self, engine: AsyncEngine, pool: asyncpg.Pool, driver: Any) -> None:
+    def __init__(self, engine: AsyncEngine, raw: PoolProxiedConnection) -> None:
         self.engine = engine
         self.dialect = engine.dialect
-        self._pool = pool
-        self._driver = driver
+        self._raw = raw
         self._conn: AsyncConnection | None = None
 
     async def connection(self) -> AsyncConnection:
         if self._conn is None:
-            self._conn = await self.engine.connect()
+            sync = Connection(self.engine.sync_engine, connection=self._raw)
+            self._conn = AsyncConnection(self.engine, sync)
             await self._conn.execution_options(isolation_level="AUTOCOMMIT")
         return self._conn
 
@@ -73,11 +75,10 @@ class OnDemand:
             await self._conn.rollback()
 
     async def close(self) -> None:
-        try:
-            if self._conn is not None:
-                await self._conn.close()
-        finally:
-            await self._pool.release(self._driver)
+        if self._conn is not None:
+            await self._conn.close()
+        else:
+            await greenlet_spawn(self._raw.close)
 
 
 class SqlUnitOfWork:
@@ -111,11 +112,11 @@ class SqlUnitOfWork:
         if self._gate is not None:
             await self._gate.acquire()
         try:
-            if self.autocommit:  # asyncpg's own pool; the busiest statements go by its
-                pool = await driver_pool(self.engine)  # connection (database.Direct)
-                driver = self.driver = await pool.acquire()
+            if self.autocommit:  # the pooled connection itself; the busiest statements go by
+                raw = await self.engine.raw_connection()  # its driver (database.Direct)
                 # (OnDemand has what the repositories use of a connection)
-                self.conn = cast(AsyncConnection, OnDemand(self.engine, pool, driver))
+                self.conn = cast(AsyncConnection, OnDemand(self.engine, raw))
+                driver = self.driver = raw.driver_connection
             else:
                 self.conn = await self.engine.connect()
                 if self.read_only:

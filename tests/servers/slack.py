@@ -53,7 +53,8 @@ class SlackStandIn:
     calls: list[Call] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
-    # scripted failures: method -> list of ("429", seconds) | ("500", None) | ("error", code)
+    # scripted failures: method -> list of ("429", seconds) | ("500", None or a 5xx status) |
+    # ("error", code)
     failures: dict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     post_rate: float | None = 1.0  # chat.postMessage per second per channel (None: no limit)
@@ -160,8 +161,8 @@ class SlackStandIn:
                     status=429,
                     headers={"Retry-After": str(value)},
                 )
-            if kind == "500":
-                return web.Response(status=500, text="upstream failure")
+            if kind == "500":  # a server error; ("500", 502) answers 502, and so on
+                return web.Response(status=int(value or 500), text="upstream failure")
             return web.json_response({"ok": False, "error": value})
         auth = request.headers.get("Authorization", "")
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
