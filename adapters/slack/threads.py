@@ -175,6 +175,10 @@ class SlackThreads:
             log.warning("slack.unreachable", extra={"method": what, "error": type(exc).__name__})
             raise ChatDeliveryError(f"Slack unreachable for {what}") from None
 
+    async def _send(self, method: str, payload: dict[str, Any]) -> Any:
+        """``_write``, its failures as core's errors (``_call``)."""
+        return await self._call(method, lambda: self._write(method, payload))
+
     async def _write(self, method: str, payload: dict[str, Any]) -> Any:
         """A chat.postMessage or chat.update as the SDK's client sends it: the same JSON body,
         headers, proxy and TLS context on the process's session (so its timeout), and the SDK's
@@ -228,11 +232,8 @@ class SlackThreads:
 
     async def open_thread(self, origin: Origin, message: Message) -> ThreadRef:
         body = blocks.render(message)
-        resp = await self._call(
-            "chat.postMessage",
-            lambda: self._write(
-                "chat.postMessage", {"channel": origin.channel, "unfurl_links": False, **body}
-            ),
+        resp = await self._send(
+            "chat.postMessage", {"channel": origin.channel, "unfurl_links": False, **body}
         )
         return ThreadRef(PLATFORM, thread_key(str(resp["channel"]), str(resp["ts"])))
 
@@ -240,34 +241,23 @@ class SlackThreads:
         channel, ts = split_key(thread.key)
         body = blocks.render(message) | _metadata(message)
         async with self._locks.hold(thread.key):
-            await self._call(
+            await self._send(
                 "chat.postMessage",
-                lambda: self._write(
-                    "chat.postMessage",
-                    {"channel": channel, "thread_ts": ts, "unfurl_links": False, **body},
-                ),
+                {"channel": channel, "thread_ts": ts, "unfurl_links": False, **body},
             )
 
     async def update_status(self, thread: ThreadRef, message: Message) -> None:
         channel, ts = split_key(thread.key)
         body = blocks.render(message)
         async with self._locks.hold(thread.key):
-            await self._call(
-                "chat.update",
-                lambda: self._write("chat.update", {"channel": channel, "ts": ts, **body}),
-            )
+            await self._send("chat.update", {"channel": channel, "ts": ts, **body})
 
     async def announce(self, message: Message) -> None:
         if not self.alert_channel:
             return
         body = blocks.render(message) | _metadata(message)
         channel = self.alert_channel
-        await self._call(
-            "chat.postMessage",
-            lambda: self._write(
-                "chat.postMessage", {"channel": channel, "unfurl_links": False, **body}
-            ),
-        )
+        await self._send("chat.postMessage", {"channel": channel, "unfurl_links": False, **body})
 
     async def was_delivered(self, thread: ThreadRef | None, ref: str) -> bool:
         """Is a message with outbox id ``ref`` in the thread (the alert channel for None)?"""
