@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
+import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
@@ -312,7 +313,7 @@ class SlackBot:
         try:
             webhook = AsyncWebhookClient(str(url), timeout=10, session=self.client.session)
             await webhook.send(text=text, response_type="ephemeral", replace_original=False)
-        except (SlackClientError, OSError) as exc:
+        except (SlackClientError, OSError, aiohttp.ClientError, TimeoutError) as exc:
             log.warning("slack.reply_failed", extra={"error": type(exc).__name__})
 
     async def actor(self, user_id: Any, name: Any, team: Any) -> Actor:

@@ -171,7 +171,9 @@ class SlackThreads:
             if error in PERMANENT:
                 raise ChatRejectedError(error, f"by Slack ({what})") from None
             raise ChatDeliveryError(f"Slack refused {what}: {error}") from None
-        except (TimeoutError, SlackClientError, OSError) as exc:
+        except (TimeoutError, SlackClientError, OSError, aiohttp.ClientError) as exc:
+            # aiohttp.ClientError: a connection dropped or an answer cut short, once the SDK's
+            # retries are spent (ServerDisconnectedError, ClientPayloadError are not OSError)
             log.warning("slack.unreachable", extra={"method": what, "error": type(exc).__name__})
             raise ChatDeliveryError(f"Slack unreachable for {what}") from None
 

@@ -94,6 +94,22 @@ async def test_an_answer_later_than_the_budget_comes_through_the_response_url(
     assert len(slack.responses) == 1
 
 
+async def test_a_late_answer_slack_drops_is_logged_and_the_renewal_goes_on(
+    live: Live, slack: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The response_url's connection closes unanswered at every attempt (the SDK's webhook
+    client retries once): one warning, no failed task; the thread is there all the same."""
+    assert live.rt.slack is not None
+    live.rt.slack.ack_budget = 0.0
+    slack.drop_responses = 5
+    with caplog.at_level(logging.WARNING, logger="renewbot"):
+        assert (await ack(live, command_body(slack, "contoso")))[0] == 200
+        await until(lambda: [r for r in caplog.records if r.getMessage() == "slack.reply_failed"])
+        await until(lambda: live.rt.slack is not None and live.rt.slack.in_flight == 0)
+    assert parent(slack) and not slack.responses
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_a_command_at_capacity_is_told_at_once_and_changes_nothing(
     live: Live, slack: SlackStandIn
 ) -> None:

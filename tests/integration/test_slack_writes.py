@@ -169,3 +169,33 @@ async def test_slack_unreachable_is_a_delivery_error(slack: SlackStandIn) -> Non
         gone = SlackThreads(make_client(BOT_TOKEN, url, session), "C-alerts")
         with pytest.raises(ChatDeliveryError):
             await gone.open_thread(OPS, Message("Renewal started"))
+
+
+async def test_a_connection_dropped_at_every_attempt_is_a_delivery_error(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    for _ in range(10):
+        slack.fail_next("chat.postMessage", "drop")
+    with pytest.raises(ChatDeliveryError):  # core's error, which the outbox backs off on
+        await threads.open_thread(OPS, Message("Renewal started"))
+    assert not slack.messages
+    assert 1 < len(posts(slack)) < 10  # retried, as the SDK retries a dropped connection
+
+
+async def test_a_dropped_connection_is_retried_and_posts_once(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    slack.fail_next("chat.postMessage", "drop")
+    thread = await threads.open_thread(OPS, Message("Renewal started"))
+    assert [a["text"] for a in slack.posted("C-ops")] == ["Renewal started"]
+    assert split_key(thread.key)[0] == "C-ops"
+
+
+async def test_an_answer_cut_short_is_a_delivery_error_not_retried(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    thread = await threads.open_thread(OPS, Message("Renewal started"))
+    slack.fail_next("chat.postMessage", "cut")
+    with pytest.raises(ChatDeliveryError):  # Slack may have taken it: the outbox checks first
+        await threads.post(thread, Message("Open the link"))
+    assert len(posts(slack)) == 2  # not sent again here: a retry could double the reply

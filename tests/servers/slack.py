@@ -52,9 +52,10 @@ class SlackStandIn:
     usergroups: dict[str, list[str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
+    drop_responses: int = 0  # response_url posts whose connection closes unanswered
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
-    # scripted failures: method -> list of ("429", seconds) | ("500", None or a 5xx status) |
-    # ("error", code)
+    # scripted failures (fail_next): method -> list of ("429", seconds) | ("500", None or a 5xx
+    # status) | ("error", code) | ("drop", None) | ("cut", None)
     failures: dict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     post_rate: float | None = 1.0  # chat.postMessage per second per channel (None: no limit)
@@ -86,6 +87,9 @@ class SlackStandIn:
         ]
 
     def fail_next(self, method: str, kind: str, value: Any = None) -> None:
+        """The next call of ``method`` fails: "429" (Retry-After ``value``), "500" (status
+        ``value``, 500 by default), "error" (``{"ok": false, "error": value}``), "drop" (the
+        connection closes unanswered) or "cut" (carried out, its answer cut short)."""
         self.failures[method].append((kind, value))
 
     def stall_next_post(self) -> None:
@@ -149,12 +153,18 @@ class SlackStandIn:
                 args[key] = json.loads(args[key])
         return args
 
-    async def _api(self, request: web.Request) -> web.Response:
+    async def _api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
         args = await self._args(request)
         self.calls.append(Call(method, args, time.monotonic()))
+        cut = False
         if self.failures[method]:
             kind, value = self.failures[method].pop(0)
+            if kind == "drop":  # the connection closes before any answer (a reset, a restart)
+                assert request.transport is not None
+                request.transport.close()
+                return web.Response(status=500)  # never reaches the client
+            cut = kind == "cut"  # taken, but the answer's body is cut short (below)
             if kind == "429":
                 return web.json_response(
                     {"ok": False, "error": "ratelimited"},
@@ -163,7 +173,8 @@ class SlackStandIn:
                 )
             if kind == "500":  # a server error; ("500", 502) answers 502, and so on
                 return web.Response(status=int(value or 500), text="upstream failure")
-            return web.json_response({"ok": False, "error": value})
+            if not cut:
+                return web.json_response({"ok": False, "error": value})
         auth = request.headers.get("Authorization", "")
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
         if auth != f"Bearer {wanted}":
@@ -186,6 +197,8 @@ class SlackStandIn:
             self._stall = max(0, self._stall - 1)
             self.stalled.append(args)
             await self._closing.wait()  # hangs until the client gives up or the server stops
+        if cut:
+            return await _cut_short(request, answer)
         return web.json_response(answer)
 
     def _next_ts(self) -> str:
@@ -296,6 +309,11 @@ class SlackStandIn:
         return {"ok": True, "url": self.base_url.replace("http://", "ws://") + "/_socket"}
 
     async def _response(self, request: web.Request) -> web.Response:
+        if self.drop_responses:  # the connection closes unanswered, the reply not taken
+            self.drop_responses -= 1
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=500)  # never reaches the client
         self.responses.append(await request.json())
         return web.Response(text="ok")
 
@@ -357,3 +375,16 @@ def mentioned(args: dict[str, Any]) -> list[str]:
     walk(args.get("blocks"))
     walk(args.get("attachments"))
     return found
+
+
+async def _cut_short(request: web.Request, answer: dict[str, Any]) -> web.StreamResponse:
+    """``answer``'s headers and half its body, then the connection closes: the client reads a
+    body shorter than its Content-Length (a connection lost mid-answer)."""
+    body = json.dumps(answer).encode()
+    resp = web.StreamResponse(headers={"Content-Type": "application/json; charset=utf-8"})
+    resp.content_length = len(body)
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    assert request.transport is not None
+    request.transport.close()
+    return resp
