@@ -309,11 +309,14 @@ class Dispatcher:
             if not await self._keep(hand):
                 return 0.0, "lease lost", ""  # another process serves it now: stop here
             hand.tries += 1
+            sending = False
             try:
                 if not (maybe_sent and await self._arrived(item)):
+                    sending = True
                     await self._send(item)
             except ChatRateLimitedError as exc:
-                maybe_sent = False  # a 429 took nothing
+                if sending:  # a 429 to the send took nothing; to the check, the question stands
+                    maybe_sent = False
                 self.totals.rate_limited += 1
                 self._bucket(item).hold_until = asyncio.get_running_loop().time() + exc.retry_after
                 if exc.retry_after > self.lease.total_seconds() / 3:
@@ -390,13 +393,16 @@ class Dispatcher:
         return self.threads
 
     async def _arrived(self, item: Outgoing) -> bool:
-        """Before a resend: did the earlier attempt reach the platform after all?"""
+        """Before a resend: did the earlier attempt reach the platform after all? Asking may
+        fail like a send (ChatDeliveryError: unreachable, rate limited): then it is asked again
+        later, never sent unchecked, which could show the message twice. Only a platform that
+        will not answer (ChatRejectedError: say, a permission the bot lacks) gets it unchecked."""
         check = getattr(self._adapter(item.platform), "was_delivered", None)
         if check is None or item.kind == "status" or item.message is None:
             return False  # a status update is idempotent: sending it again is harmless
         try:
             return bool(await check(item.thread, item.message.ref))
-        except ChatDeliveryError:
+        except ChatRejectedError:
             return False
 
     async def _send(self, item: Outgoing) -> None:

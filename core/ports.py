@@ -200,7 +200,9 @@ class DeliveryCheck(Protocol):
     """Optional capability of a ChatThreads adapter: was a message sent before a crash?"""
 
     async def was_delivered(self, thread: ThreadRef | None, ref: str) -> bool:
-        """True when a message carrying ``ref`` is in ``thread`` (the alert channel for None)."""
+        """True when a message carrying ``ref`` is in ``thread`` (the alert channel for None).
+        Raises ChatRejectedError when the platform will not say (asking again will not help),
+        ChatDeliveryError when it could not be asked now (ask again later)."""
 
 
 OutboxKind = Literal["post", "status", "announce"]

@@ -27,18 +27,17 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, NamedTuple
 from urllib.parse import unquote_plus
 
-import aiohttp
 from aiohttp import web
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from adapters.slack.blocks import ACTION_PREFIX, action_kind, escape
-from adapters.slack.threads import PLATFORM, SlackThreads, split_key
+from adapters.slack.threads import PLATFORM, UNREACHABLE, SlackThreads, split_key
 from core import commands, messages
 from core.dedup import SeenTriggers
 from core.desk import Desk, Reply, guarded
@@ -313,7 +312,7 @@ class SlackBot:
         try:
             webhook = AsyncWebhookClient(str(url), timeout=10, session=self.client.session)
             await webhook.send(text=text, response_type="ephemeral", replace_original=False)
-        except (SlackClientError, OSError, aiohttp.ClientError, TimeoutError) as exc:
+        except UNREACHABLE as exc:
             log.warning("slack.reply_failed", extra={"error": type(exc).__name__})
 
     async def actor(self, user_id: Any, name: Any, team: Any) -> Actor:
@@ -330,7 +329,7 @@ class SlackBot:
                 for group in resp.get("usergroups") or []:
                     for member in group.get("users") or []:
                         by_user[member] = by_user.get(member, frozenset()) | {str(group["id"])}
-            except (SlackApiError, SlackClientError, OSError) as exc:
+            except (SlackApiError, *UNREACHABLE) as exc:
                 log.warning("slack.usergroups_unavailable", extra={"error": type(exc).__name__})
             self._groups = (time.monotonic(), by_user)
         return by_user.get(user_id, frozenset())

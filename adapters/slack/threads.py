@@ -75,6 +75,9 @@ PERMANENT = frozenset(
 # connection the server dropped or reset; a 500 or 503): ``SlackThreads._write`` hands these to
 # the SDK's client to retry.
 RETRIED_BY_SDK = (aiohttp.ServerConnectionError, aiohttp.ClientOSError)
+# Slack not reached, or its answer lost, once the SDK's retries are spent (aiohttp.ClientError:
+# ServerDisconnectedError, ClientPayloadError are not OSError)
+UNREACHABLE = (TimeoutError, SlackClientError, OSError, aiohttp.ClientError)
 RETRIED_STATUSES = frozenset({500, 503})
 
 
@@ -158,7 +161,12 @@ class SlackThreads:
             return split_key(item.thread.key)[0]
         return self.alert_channel or ""
 
-    async def _call(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(
+        self, what: str, call: Callable[[], Awaitable[Any]], asking: bool = False
+    ) -> Any:
+        """``call``, its failures as core's errors: a 429 ChatRateLimitedError; Slack's refusal
+        ChatRejectedError when it would repeat (``PERMANENT``; or any answer but a server
+        error to a question, ``asking``: Slack will not say), else ChatDeliveryError."""
         try:
             return await call()
         except SlackApiError as exc:
@@ -168,12 +176,10 @@ class SlackThreads:
             if status == 429 or error == "ratelimited":
                 raise ChatRateLimitedError(_retry_after(exc), what) from None
             log.warning("slack.api_error", extra={"method": what, "error": error})
-            if error in PERMANENT:
+            if error in PERMANENT or (asking and status < 500):
                 raise ChatRejectedError(error, f"by Slack ({what})") from None
             raise ChatDeliveryError(f"Slack refused {what}: {error}") from None
-        except (TimeoutError, SlackClientError, OSError, aiohttp.ClientError) as exc:
-            # aiohttp.ClientError: a connection dropped or an answer cut short, once the SDK's
-            # retries are spent (ServerDisconnectedError, ClientPayloadError are not OSError)
+        except UNREACHABLE as exc:
             log.warning("slack.unreachable", extra={"method": what, "error": type(exc).__name__})
             raise ChatDeliveryError(f"Slack unreachable for {what}") from None
 
@@ -272,6 +278,7 @@ class SlackThreads:
                 lambda: self.client.conversations_history(
                     channel=channel, include_all_metadata=True, limit=100
                 ),
+                asking=True,
             )
         else:
             channel, ts = split_key(thread.key)
@@ -280,6 +287,7 @@ class SlackThreads:
                 lambda: self.client.conversations_replies(
                     channel=channel, ts=ts, include_all_metadata=True, limit=1000
                 ),
+                asking=True,
             )
         for found in resp.get("messages") or ():
             meta = found.get("metadata") or {}

@@ -27,7 +27,6 @@ from typing import Any
 from sqlalchemy import (
     ARRAY,
     CTE,
-    Integer,
     Row,
     Table,
     and_,
@@ -176,23 +175,29 @@ def _item(row: Row[Any], box: SecretBox) -> Outgoing:
     )
 
 
-def _firsts(conversations: Iterable[str], dialect: str) -> Any:
-    """Is the row the oldest pending message of one of ``conversations``?
+def _among(column: Any, rows: Any, dialect: str) -> Any:
+    """``column IN (rows)``, ``rows`` (a select of one column) found once, whatever the planner's
+    statistics say. On PostgreSQL as an array (an InitPlan) that ``column`` is looked up in. As
+    ``IN (subquery)`` the planner may run the subquery once per row of the table when its
+    statistics say the table is empty, as they do after a quiet spell: with a backlog of 1,090
+    messages a claim hit 1.28 million buffers, half a second (bench/README.md, "Outbox
+    backlog"); and a subquery with LIMIT and SKIP LOCKED run more than once can take more than
+    its limit. SQLite runs an uncorrelated IN subquery once."""
+    if dialect != "postgresql":
+        return column.in_(rows)
+    found = next(iter(rows.subquery().c))
+    listed = select(func.array_agg(found)).scalar_subquery()
+    return column == any_(cast(listed, ARRAY(column.type)))  # ANY of one array, not of rows
 
-    On PostgreSQL the ids are found once, as an array (an InitPlan), then looked up by primary
-    key. As ``id IN (SELECT min(id) ... GROUP BY ...)`` the planner may run the subquery once per
-    row of the outbox when its statistics say the table is empty, as they do after a quiet
-    spell: with a backlog of 1,090 that read 1.3 million index entries, half a second a claim
-    (bench/README.md, "outbox backlog")."""
+
+def _firsts(conversations: Iterable[str], dialect: str) -> Any:
+    """Is the row the oldest pending message of one of ``conversations``?"""
     first = (
-        select(func.min(outbox.c.id).label("id"))
+        select(func.min(outbox.c.id))
         .where(outbox.c.conversation.in_(sorted(conversations)), outbox.c.state == PENDING)
         .group_by(outbox.c.conversation)
     )
-    if dialect != "postgresql":
-        return outbox.c.id.in_(first)
-    ids = select(func.array_agg(first.subquery().c.id)).scalar_subquery()
-    return outbox.c.id == any_(cast(ids, ARRAY(Integer)))  # ANY of one array, not of rows
+    return _among(outbox.c.id, first, dialect)
 
 
 class SqlOutbox:
@@ -262,7 +267,7 @@ class SqlOutbox:
         )
         taken = await self.c.execute(
             update(outbox_leases)
-            .where(outbox_leases.c.conversation.in_(free.scalar_subquery()))
+            .where(_among(outbox_leases.c.conversation, free, self.c.dialect.name))
             .values(owner=owner, lease_until=until)
             .returning(outbox_leases.c.conversation)
         )
@@ -276,7 +281,10 @@ class SqlOutbox:
         """Count a try of the rows ``which`` selects, before they are sent, and return them with
         the count from before: a row with tries is one that may have reached the platform."""
         rows = await self.c.execute(
-            update(outbox).where(which).values(attempts=outbox.c.attempts + 1).returning(*outbox.c)
+            update(outbox)
+            .where(which, outbox.c.state == PENDING)  # re-checked if another writer got there
+            .values(attempts=outbox.c.attempts + 1)
+            .returning(*outbox.c)
         )
         return [replace(_item(r, self.box), attempts=r.attempts - 1) for r in rows]
 
@@ -328,7 +336,7 @@ class SqlOutbox:
         # As advance: the lease rows first, then the messages (the order a claim locks them in).
         gone = list(done.values())
         # Not correlated (NOT IN: one hashed subplan): as NOT EXISTS per lease row, with the
-        # statistics of an empty outbox, each row read every pending message (``_firsts``).
+        # statistics of an empty outbox, each row read every pending message (see ``_among``).
         going_on = select(outbox.c.conversation).where(
             outbox.c.state == PENDING,
             outbox.c.conversation.in_(sorted(done)),

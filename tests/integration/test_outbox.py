@@ -115,6 +115,37 @@ async def test_restart_mid_queue_loses_none_and_doubles_none(
         assert alerts(fast_slack) == wanted
 
 
+async def drained(rt: Runtime, timeout: float = 60.0) -> None:
+    """Until nothing waits in the outbox (a message backing off included) and none is in hand."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        async with rt.uow() as uow:
+            pending = (await uow.outbox.stats())["pending"]
+        if not pending and not rt.core.dispatcher._active:
+            return
+        assert loop.time() < deadline, f"{pending} messages still pending"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_post_whose_answer_was_lost_is_checked_until_slack_can_say_never_resent(
+    tmp_path: Path, fast_slack: SlackStandIn
+) -> None:
+    """Slack takes an alert but its answer is cut short; then the check for it
+    (conversations.history) cannot reach Slack for a while. The check waits and is asked
+    again: sending unchecked would show the alert twice."""
+    async with live_bot(tmp_path, slack=slack_settings(fast_slack)) as live:
+        at_tempo(live.rt)
+        live.rt.core.dispatcher.max_backoff = 0.2
+        fast_slack.fail_next("chat.postMessage", "cut")
+        for _ in range(20):  # several checks' worth, every retry of each included
+            fast_slack.fail_next("conversations.history", "drop")
+        await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
+        await drained(live.rt)
+        assert alerts(fast_slack) == ["Tokens of Contoso expired"]
+        assert not fast_slack.failures["conversations.history"]  # asked until Slack said
+
+
 @pytest.mark.postgres
 async def test_two_replicas_deliver_each_message_once_in_order(
     tmp_path: Path, postgres_url: str, fast_slack: SlackStandIn

@@ -107,6 +107,26 @@ async def test_a_late_answer_slack_drops_is_logged_and_the_renewal_goes_on(
         await until(lambda: [r for r in caplog.records if r.getMessage() == "slack.reply_failed"])
         await until(lambda: live.rt.slack is not None and live.rt.slack.in_flight == 0)
     assert parent(slack) and not slack.responses
+    assert slack.drop_responses == 3  # two attempts: the webhook client retried once
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_user_groups_slack_does_not_send_leave_the_command_answered(
+    live: Live, slack: SlackStandIn, caplog: pytest.LogCaptureFixture
+) -> None:
+    """usergroups.list's connection closes unanswered at every attempt: the command is
+    answered all the same (without group-based access), with a warning and no failed task."""
+    assert live.rt.slack is not None
+    live.rt.slack._groups = (float("-inf"), {})  # the cached groups expired: asked again
+    for _ in range(20):  # more than every retry (the SDK's, and aiohttp's on a reused one)
+        slack.fail_next("usergroups.list", "drop")
+    with caplog.at_level(logging.WARNING, logger="renewbot"):
+        status, answer = await ack(live, command_body(slack, "contoso"))
+        assert status == 200
+        if answer is None:  # past the ack's budget (the SDK's pause before its retry)
+            answer = (await until(lambda: slack.responses))[0]
+    assert "Renewal for Contoso Ltd started" in answer["text"]
+    assert [r for r in caplog.records if r.getMessage() == "slack.usergroups_unavailable"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
