@@ -196,7 +196,10 @@ class SlackThreads:
         What the SDK's retry handlers retry (a 500 or 503, a connection the server dropped or
         reset) goes on through the SDK's client after the SDK's first pause, with one retry
         fewer: as many attempts as the SDK alone would make, no more (a retried post may be one
-        Slack took: every extra attempt could double a message).
+        Slack took: every extra attempt could double a message). Except a post carrying its
+        outbox id (``_metadata``) whose connection dropped: Slack may have taken it before, so
+        it is a delivery error, and the outbox looks for it (``was_delivered``) before sending
+        it again; a blind retry could show it twice.
         """
         client = self.poster
         session = client.session
@@ -232,7 +235,8 @@ class SlackThreads:
                         status_code=resp.status,
                     )
         except RETRIED_BY_SDK:
-            pass
+            if "metadata" in payload:
+                raise
         if answer is None:
             await asyncio.sleep(default_interval_calculator.calculate_sleep_duration(0))
             return await self._retrying.api_call(method, json=payload)

@@ -146,6 +146,21 @@ async def test_a_post_whose_answer_was_lost_is_checked_until_slack_can_say_never
         assert not fast_slack.failures["conversations.history"]  # asked until Slack said
 
 
+async def test_an_alert_slack_took_whose_answer_never_came_arrives_once(
+    tmp_path: Path, fast_slack: SlackStandIn
+) -> None:
+    """The connection closes after Slack took the alert, before its answer: the outbox finds
+    the alert in the channel (its id in the metadata) instead of sending it a second time."""
+    async with live_bot(tmp_path, slack=slack_settings(fast_slack)) as live:
+        at_tempo(live.rt)
+        live.rt.core.dispatcher.max_backoff = 0.2
+        fast_slack.fail_next("chat.postMessage", "lost")
+        await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
+        await drained(live.rt)
+        assert alerts(fast_slack) == ["Tokens of Contoso expired"]
+        assert fast_slack.called("conversations.history")  # looked for before sending again
+
+
 @pytest.mark.postgres
 async def test_two_replicas_deliver_each_message_once_in_order(
     tmp_path: Path, postgres_url: str, fast_slack: SlackStandIn

@@ -205,3 +205,20 @@ async def test_an_answer_cut_short_is_a_delivery_error_not_retried(
     with pytest.raises(ChatDeliveryError):  # Slack may have taken it: the outbox checks first
         await threads.post(thread, Message("Open the link"))
     assert len(posts(slack)) == 2  # not sent again here: a retry could double the reply
+
+
+async def test_a_post_slack_took_whose_answer_never_came_is_not_sent_again_blindly(
+    slack: SlackStandIn, threads: SlackThreads
+) -> None:
+    """The connection closes after Slack took a reply that carries its outbox id: a delivery
+    error for the outbox to check on (it can find the id), not a retry that could double it.
+    A thread's first message carries no id: it is retried as the SDK would."""
+    thread = await threads.open_thread(OPS, Message("Renewal started"))
+    slack.fail_next("chat.postMessage", "lost")
+    with pytest.raises(ChatDeliveryError):
+        await threads.post(thread, Message("Open the link", ref="41"))
+    assert [a["text"] for a in posts(slack)] == ["Renewal started", "Open the link"]
+    assert await threads.was_delivered(thread, "41")
+    slack.fail_next("chat.postMessage", "drop")
+    await threads.open_thread(OPS, Message("Another renewal started"))
+    assert [a["text"] for a in slack.posted("C-ops")][-1] == "Another renewal started"

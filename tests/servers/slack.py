@@ -55,7 +55,7 @@ class SlackStandIn:
     drop_responses: int = 0  # response_url posts whose connection closes unanswered
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
     # scripted failures (fail_next): method -> list of ("429", seconds) | ("500", None or a 5xx
-    # status) | ("error", code) | ("drop", None) | ("cut", None)
+    # status) | ("error", code) | ("drop", None) | ("cut", None) | ("lost", None)
     failures: dict[str, list[tuple[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     post_rate: float | None = 1.0  # chat.postMessage per second per channel (None: no limit)
@@ -89,7 +89,9 @@ class SlackStandIn:
     def fail_next(self, method: str, kind: str, value: Any = None) -> None:
         """The next call of ``method`` fails: "429" (Retry-After ``value``), "500" (status
         ``value``, 500 by default), "error" (``{"ok": false, "error": value}``), "drop" (the
-        connection closes unanswered) or "cut" (carried out, its answer cut short)."""
+        connection closes unanswered), "cut" (carried out, its answer cut short) or "lost"
+        (carried out, the connection closes before any answer: a load balancer or Slack's
+        server failing mid-request)."""
         self.failures[method].append((kind, value))
 
     def stall_next_post(self) -> None:
@@ -157,7 +159,7 @@ class SlackStandIn:
         method = request.match_info["method"]
         args = await self._args(request)
         self.calls.append(Call(method, args, time.monotonic()))
-        cut = False
+        cut = lost = False
         if self.failures[method]:
             kind, value = self.failures[method].pop(0)
             if kind == "drop":  # the connection closes before any answer (a reset, a restart)
@@ -165,6 +167,7 @@ class SlackStandIn:
                 request.transport.close()
                 return web.Response(status=500)  # never reaches the client
             cut = kind == "cut"  # taken, but the answer's body is cut short (below)
+            lost = kind == "lost"  # taken, but the connection closes before any answer
             if kind == "429":
                 return web.json_response(
                     {"ok": False, "error": "ratelimited"},
@@ -173,7 +176,7 @@ class SlackStandIn:
                 )
             if kind == "500":  # a server error; ("500", 502) answers 502, and so on
                 return web.Response(status=int(value or 500), text="upstream failure")
-            if not cut:
+            if not (cut or lost):
                 return web.json_response({"ok": False, "error": value})
         auth = request.headers.get("Authorization", "")
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
@@ -199,6 +202,9 @@ class SlackStandIn:
             await self._closing.wait()  # hangs until the client gives up or the server stops
         if cut:
             return await _cut_short(request, answer)
+        if lost:
+            assert request.transport is not None
+            request.transport.close()
         return web.json_response(answer)
 
     def _next_ts(self) -> str:
