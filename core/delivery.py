@@ -315,9 +315,10 @@ class Dispatcher:
                     sending = True
                     await self._send(item)
             except ChatRateLimitedError as exc:
-                if sending:  # a 429 to the send took nothing; to the check, the question stands
-                    maybe_sent = False
                 self.totals.rate_limited += 1
+                if not sending:  # the check's limit (its own method's, not the channel's posts'):
+                    return exc.retry_after, str(exc), ""  # this message alone waits, then asks
+                maybe_sent = False  # a 429 to the send took nothing
                 self._bucket(item).hold_until = asyncio.get_running_loop().time() + exc.retry_after
                 if exc.retry_after > self.lease.total_seconds() / 3:
                     return exc.retry_after, str(exc), ""
@@ -326,7 +327,7 @@ class Dispatcher:
                 return None, "", exc.reason
             except ChatDeliveryError as exc:
                 self.totals.retried += 1
-                if hand.tries == REPORT_AFTER:
+                if hand.tries >= REPORT_AFTER:  # (a 429 on the REPORT_AFTER-th try skips none)
                     await self._report(item, str(exc), stuck=True)
                 backoff = min(self.max_backoff, 2 ** min(hand.tries, 16))
                 return random.uniform(backoff / 2, backoff), str(exc), ""

@@ -49,6 +49,7 @@ log = logging.getLogger("renewbot.slack")
 SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 MAX_SKEW = 300
 GROUPS_TTL = 300.0
+GROUPS_RETRY = 30.0  # seconds until user groups Slack did not send are asked for again
 # Commands worked on at once before a new one is told the bot is busy. One core sustains about
 # 90-250 renewals/s (bench/README.md): 64 is well under a second of queue, and far from the
 # database pool (30 connections) timing out a waiting command.
@@ -323,15 +324,17 @@ class SlackBot:
         """The user groups the user belongs to (cached; empty when Slack will not say)."""
         fetched_at, by_user = self._groups
         if time.monotonic() - fetched_at > GROUPS_TTL:
-            by_user = {}
+            fresh: dict[str, frozenset[str]] = {}
             try:
                 resp = await self.client.usergroups_list(include_users=True)
                 for group in resp.get("usergroups") or []:
                     for member in group.get("users") or []:
-                        by_user[member] = by_user.get(member, frozenset()) | {str(group["id"])}
+                        fresh[member] = fresh.get(member, frozenset()) | {str(group["id"])}
+                self._groups = (time.monotonic(), by_user := fresh)
             except (SlackApiError, *UNREACHABLE) as exc:
+                # the groups last known stay (none if never fetched); asked again soon
                 log.warning("slack.usergroups_unavailable", extra={"error": type(exc).__name__})
-            self._groups = (time.monotonic(), by_user)
+                self._groups = (time.monotonic() - GROUPS_TTL + GROUPS_RETRY, by_user)
         return by_user.get(user_id, frozenset())
 
     # -- transports ---------------------------------------------------------------------------

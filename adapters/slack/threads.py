@@ -75,6 +75,25 @@ PERMANENT = frozenset(
 # connection the server dropped or reset; a 500 or 503): ``SlackThreads._write`` hands these to
 # the SDK's client to retry.
 RETRIED_BY_SDK = (aiohttp.ServerConnectionError, aiohttp.ClientOSError)
+# Answers to a question (conversations.history / .replies) that asking again will not change:
+# the bot lacks the scope or the channel, or its token is not valid (Slack's documented errors).
+WILL_NOT_SAY = frozenset(
+    {
+        "missing_scope",
+        "not_in_channel",
+        "channel_not_found",
+        "thread_not_found",
+        "not_authed",
+        "invalid_auth",
+        "account_inactive",
+        "token_revoked",
+        "token_expired",
+        "no_permission",
+        "not_allowed_token_type",
+        "access_denied",
+        "ekm_access_denied",
+    }
+)
 # Slack not reached, or its answer lost, once the SDK's retries are spent (aiohttp.ClientError:
 # ServerDisconnectedError, ClientPayloadError are not OSError)
 UNREACHABLE = (TimeoutError, SlackClientError, OSError, aiohttp.ClientError)
@@ -165,8 +184,9 @@ class SlackThreads:
         self, what: str, call: Callable[[], Awaitable[Any]], asking: bool = False
     ) -> Any:
         """``call``, its failures as core's errors: a 429 ChatRateLimitedError; Slack's refusal
-        ChatRejectedError when it would repeat (``PERMANENT``; or any answer but a server
-        error to a question, ``asking``: Slack will not say), else ChatDeliveryError."""
+        ChatRejectedError when it would repeat (``PERMANENT``; to a question, ``asking``, one
+        of ``WILL_NOT_SAY``), else ChatDeliveryError (``internal_error``, ``fatal_error`` ...:
+        Slack answers those with HTTP 200 too)."""
         try:
             return await call()
         except SlackApiError as exc:
@@ -176,7 +196,7 @@ class SlackThreads:
             if status == 429 or error == "ratelimited":
                 raise ChatRateLimitedError(_retry_after(exc), what) from None
             log.warning("slack.api_error", extra={"method": what, "error": error})
-            if error in PERMANENT or (asking and status < 500):
+            if error in PERMANENT or (asking and error in WILL_NOT_SAY):
                 raise ChatRejectedError(error, f"by Slack ({what})") from None
             raise ChatDeliveryError(f"Slack refused {what}: {error}") from None
         except UNREACHABLE as exc:
@@ -234,9 +254,9 @@ class SlackThreads:
                         headers=dict(resp.headers),
                         status_code=resp.status,
                     )
-        except RETRIED_BY_SDK:
-            if "metadata" in payload:
-                raise
+        except RETRIED_BY_SDK as exc:
+            if "metadata" in payload and not isinstance(exc, aiohttp.ClientConnectorError):
+                raise  # sent, maybe taken (a connection that never opened sent nothing)
         if answer is None:
             await asyncio.sleep(default_interval_calculator.calculate_sleep_duration(0))
             return await self._retrying.api_call(method, json=payload)
@@ -279,7 +299,7 @@ class SlackThreads:
             channel = self.alert_channel
             resp = await self._call(
                 "conversations.history",
-                lambda: self.client.conversations_history(
+                lambda: self.poster.conversations_history(
                     channel=channel, include_all_metadata=True, limit=100
                 ),
                 asking=True,
@@ -288,7 +308,7 @@ class SlackThreads:
             channel, ts = split_key(thread.key)
             resp = await self._call(
                 "conversations.replies",
-                lambda: self.client.conversations_replies(
+                lambda: self.poster.conversations_replies(
                     channel=channel, ts=ts, include_all_metadata=True, limit=1000
                 ),
                 asking=True,

@@ -161,6 +161,23 @@ async def test_an_alert_slack_took_whose_answer_never_came_arrives_once(
         assert fast_slack.called("conversations.history")  # looked for before sending again
 
 
+async def test_a_check_slack_fails_with_a_passing_error_is_asked_again_not_skipped(
+    tmp_path: Path, fast_slack: SlackStandIn
+) -> None:
+    """Slack answers the check with ``internal_error`` (HTTP 200, as most of its errors): a
+    passing failure, so the check is asked again; only an answer like ``missing_scope`` means
+    Slack will not say (and the message then goes unchecked)."""
+    async with live_bot(tmp_path, slack=slack_settings(fast_slack)) as live:
+        at_tempo(live.rt)
+        live.rt.core.dispatcher.max_backoff = 0.2
+        fast_slack.fail_next("chat.postMessage", "lost")
+        fast_slack.fail_next("conversations.history", "error", "internal_error")
+        await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
+        await drained(live.rt)
+        assert alerts(fast_slack) == ["Tokens of Contoso expired"]
+        assert len(fast_slack.called("conversations.history")) == 2
+
+
 @pytest.mark.postgres
 async def test_two_replicas_deliver_each_message_once_in_order(
     tmp_path: Path, postgres_url: str, fast_slack: SlackStandIn

@@ -29,6 +29,8 @@ def test_slack_manifest_points_commands_and_buttons_at_the_bot() -> None:
         "chat:write",
         "chat:write.public",
         "usergroups:read",
+        "channels:history",  # the delivery check (conversations.history / .replies)
+        "groups:history",
     }
     assert doc["settings"]["socket_mode_enabled"] is False
     assert len(doc["display_information"]["long_description"]) >= 175
