@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from adapters.slack.threads import SlackThreads
+from bot import manifests
 from bot.bootstrap import Runtime, runtime
 from core.delivery import thread_conversation
 from core.errors import StorageError
@@ -176,6 +178,27 @@ async def test_a_check_slack_fails_with_a_passing_error_is_asked_again_not_skipp
         await drained(live.rt)
         assert alerts(fast_slack) == ["Tokens of Contoso expired"]
         assert len(fast_slack.called("conversations.history")) == 2
+
+
+async def test_with_the_manifests_scopes_the_check_finds_a_lost_alert(tmp_path: Path) -> None:
+    """The Slack app installed from renewbot's manifest can ask Slack whether a post whose
+    answer was lost went through: with only the scopes the manifest asks for, an alert Slack
+    took before the connection closed shows once (without the history scopes every check is
+    ``missing_scope`` and the alert is sent again)."""
+    manifest = yaml.safe_load(manifests.slack("https://bot.example.com/"))
+    scopes = set(manifest["oauth_config"]["scopes"]["bot"])
+    stand = await SlackStandIn(post_rate=TEMPO, scopes=scopes).start()
+    try:
+        async with live_bot(tmp_path, slack=slack_settings(stand)) as live:
+            at_tempo(live.rt)
+            live.rt.core.dispatcher.max_backoff = 0.2
+            stand.fail_next("chat.postMessage", "lost")
+            await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
+            await drained(live.rt)
+            assert alerts(stand) == ["Tokens of Contoso expired"]
+            assert stand.called("conversations.history")
+    finally:
+        await stand.stop()
 
 
 @pytest.mark.postgres

@@ -53,6 +53,9 @@ class SlackStandIn:
     calls: list[Call] = field(default_factory=list)
     responses: list[dict[str, Any]] = field(default_factory=list)
     drop_responses: int = 0  # response_url posts whose connection closes unanswered
+    # the bot token's scopes (None: any method is allowed); a method whose scope is missing is
+    # answered as Slack does: {"ok": false, "error": "missing_scope", "needed", "provided"}
+    scopes: set[str] | None = None
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
     # scripted failures (fail_next): method -> list of ("429", seconds) | ("500", None or a 5xx
     # status) | ("error", code) | ("drop", None) | ("cut", None) | ("lost", None)
@@ -182,6 +185,16 @@ class SlackStandIn:
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
         if auth != f"Bearer {wanted}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        needed = _needed_scope(method, args)
+        if self.scopes is not None and needed and needed not in self.scopes:
+            return web.json_response(
+                {
+                    "ok": False,
+                    "error": "missing_scope",
+                    "needed": needed,
+                    "provided": ",".join(sorted(self.scopes)),
+                }
+            )
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
@@ -394,3 +407,18 @@ async def _cut_short(request: web.Request, answer: dict[str, Any]) -> web.Stream
     assert request.transport is not None
     request.transport.close()
     return resp
+
+
+def _needed_scope(method: str, args: dict[str, Any]) -> str:
+    """The bot scope a Web API method needs, as the methods' reference pages list them
+    (https://docs.slack.dev/reference/methods/conversations.replies and the like): reading a
+    conversation needs channels:history for a public channel (C...), groups:history for a
+    private one (G...). Methods not listed here are not checked."""
+    if method in ("conversations.history", "conversations.replies"):
+        private = str(args.get("channel", "")).startswith("G")
+        return "groups:history" if private else "channels:history"
+    return {
+        "chat.postMessage": "chat:write",
+        "chat.update": "chat:write",
+        "usergroups.list": "usergroups:read",
+    }.get(method, "")
