@@ -182,15 +182,16 @@ class Bench:
     async def first_posts_in_turn(
         self, servers: dict[str, Server], n: int
     ) -> dict[str, dict[str, Any]]:
-        """``n`` first posts from each of bolt + post, the claim-first floor and renewbot, in
-        ``FIRST_POST_BLOCKS`` blocks taken in turn: each meets the machine's slow spells about
-        as often. The p99 of 1,000 is the tenth-worst sample, and one slow spell in one
-        server's 20 s moved it 2x between runs of the same code (bench/README.md)."""
+        """``n`` first posts (rounded down to whole blocks) from each of bolt + post, the
+        claim-first floor and renewbot, in ``FIRST_POST_BLOCKS`` blocks taken in turn: each
+        meets the machine's slow spells about as often. The p99 of 1,000 is the tenth-worst
+        sample, and one slow spell in one server's 20 s moved it 2x between runs of the same
+        code (bench/README.md)."""
         names = ("bolt-post", "claim-post", "renewbot")
         blocks: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         per = max(1, n // FIRST_POST_BLOCKS)
-        for _ in range(FIRST_POST_BLOCKS):
-            for name in names:
+        for k in range(FIRST_POST_BLOCKS):
+            for name in names[k % 3 :] + names[: k % 3]:  # each first, second and last in turn
                 blocks[name].append(await self.first_posts(servers[name], per))
         return {name: _joined(runs) for name, runs in blocks.items()}
 

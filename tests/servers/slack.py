@@ -185,7 +185,7 @@ class SlackStandIn:
         wanted = APP_TOKEN if method == "apps.connections.open" else BOT_TOKEN
         if auth != f"Bearer {wanted}":
             return web.json_response({"ok": False, "error": "invalid_auth"})
-        needed = _needed_scope(method, args)
+        needed = _needed_scope(method, args) if self.scopes is not None else ""
         if self.scopes is not None and needed and needed not in self.scopes:
             return web.json_response(
                 {
@@ -412,11 +412,13 @@ async def _cut_short(request: web.Request, answer: dict[str, Any]) -> web.Stream
 def _needed_scope(method: str, args: dict[str, Any]) -> str:
     """The bot scope a Web API method needs, as the methods' reference pages list them
     (https://docs.slack.dev/reference/methods/conversations.replies and the like): reading a
-    conversation needs channels:history for a public channel (C...), groups:history for a
-    private one (G...). Methods not listed here are not checked."""
+    conversation needs channels:history for a public channel, groups:history for a private one,
+    im:history for a direct message. The kind is told here by the id's first letter (G private,
+    D direct, else public), as this stand-in names its channels; real Slack keeps a channel's
+    C id when it is made private. Methods not listed here are not checked."""
     if method in ("conversations.history", "conversations.replies"):
-        private = str(args.get("channel", "")).startswith("G")
-        return "groups:history" if private else "channels:history"
+        first = str(args.get("channel", ""))[:1]
+        return {"G": "groups:history", "D": "im:history"}.get(first, "channels:history")
     return {
         "chat.postMessage": "chat:write",
         "chat.update": "chat:write",
