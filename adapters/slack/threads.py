@@ -73,8 +73,10 @@ PERMANENT = frozenset(
 
 # What the SDK's AsyncConnectionErrorRetryHandler and AsyncServerErrorRetryHandler retry (a
 # connection the server dropped or reset; a 500 or 503): ``SlackThreads._write`` hands these to
-# the SDK's client to retry.
+# the SDK's client to retry, with as many retries in all as ``make_client``'s handlers make.
 RETRIED_BY_SDK = (aiohttp.ServerConnectionError, aiohttp.ClientOSError)
+RETRIED_STATUSES = frozenset({500, 503})
+CONNECTION_RETRIES, SERVER_ERROR_RETRIES = 2, 3
 # Answers to a question (conversations.history / .replies) that asking again will not change:
 # the bot lacks the scope or the channel, or its token is not valid (Slack's documented errors).
 WILL_NOT_SAY = frozenset(
@@ -97,7 +99,6 @@ WILL_NOT_SAY = frozenset(
 # Slack not reached, or its answer lost, once the SDK's retries are spent (aiohttp.ClientError:
 # ServerDisconnectedError, ClientPayloadError are not OSError)
 UNREACHABLE = (TimeoutError, SlackClientError, OSError, aiohttp.ClientError)
-RETRIED_STATUSES = frozenset({500, 503})
 
 
 def make_client(
@@ -114,14 +115,11 @@ def make_client(
         session=session,
         timeout=timeout,
         retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
+            AsyncConnectionErrorRetryHandler(max_retry_count=CONNECTION_RETRIES),
             AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-            AsyncServerErrorRetryHandler(max_retry_count=3),
+            AsyncServerErrorRetryHandler(max_retry_count=SERVER_ERROR_RETRIES),
         ],
     )
-
-
-CONNECTION_RETRIES, SERVER_ERROR_RETRIES = 2, 3
 
 
 def posting_client(client: AsyncWebClient, tried: int = 0) -> AsyncWebClient:

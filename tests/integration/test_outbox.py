@@ -130,22 +130,31 @@ async def drained(rt: Runtime, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.05)
 
 
+ALERT = "Tokens of Contoso expired"
+
+
+async def alert_through(tmp_path: Path, stand: SlackStandIn, *failures: tuple[Any, ...]) -> None:
+    """One alert announced with ``failures`` scripted at Slack (``fail_next``'s arguments),
+    delivered until nothing is left in the outbox: it must show once."""
+    async with live_bot(tmp_path, slack=slack_settings(stand)) as live:
+        at_tempo(live.rt)
+        live.rt.core.dispatcher.max_backoff = 0.2
+        for failure in failures:
+            stand.fail_next(*failure)
+        await live.rt.core.monitor.notifier.announce(Message(ALERT))
+        await drained(live.rt)
+    assert alerts(stand) == [ALERT]
+
+
 async def test_a_post_whose_answer_was_lost_is_checked_until_slack_can_say_never_resent(
     tmp_path: Path, fast_slack: SlackStandIn
 ) -> None:
     """Slack takes an alert but its answer is cut short; then the check for it
     (conversations.history) cannot reach Slack for a while. The check waits and is asked
     again: sending unchecked would show the alert twice."""
-    async with live_bot(tmp_path, slack=slack_settings(fast_slack)) as live:
-        at_tempo(live.rt)
-        live.rt.core.dispatcher.max_backoff = 0.2
-        fast_slack.fail_next("chat.postMessage", "cut")
-        for _ in range(20):  # several checks' worth, every retry of each included
-            fast_slack.fail_next("conversations.history", "drop")
-        await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
-        await drained(live.rt)
-        assert alerts(fast_slack) == ["Tokens of Contoso expired"]
-        assert not fast_slack.failures["conversations.history"]  # asked until Slack said
+    dropped = [("conversations.history", "drop")] * 20  # several checks, every retry of each
+    await alert_through(tmp_path, fast_slack, ("chat.postMessage", "cut"), *dropped)
+    assert not fast_slack.failures["conversations.history"]  # asked until Slack said
 
 
 async def test_an_alert_slack_took_whose_answer_never_came_arrives_once(
@@ -153,14 +162,8 @@ async def test_an_alert_slack_took_whose_answer_never_came_arrives_once(
 ) -> None:
     """The connection closes after Slack took the alert, before its answer: the outbox finds
     the alert in the channel (its id in the metadata) instead of sending it a second time."""
-    async with live_bot(tmp_path, slack=slack_settings(fast_slack)) as live:
-        at_tempo(live.rt)
-        live.rt.core.dispatcher.max_backoff = 0.2
-        fast_slack.fail_next("chat.postMessage", "lost")
-        await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
-        await drained(live.rt)
-        assert alerts(fast_slack) == ["Tokens of Contoso expired"]
-        assert fast_slack.called("conversations.history")  # looked for before sending again
+    await alert_through(tmp_path, fast_slack, ("chat.postMessage", "lost"))
+    assert fast_slack.called("conversations.history")  # looked for before sending again
 
 
 async def test_a_check_slack_fails_with_a_passing_error_is_asked_again_not_skipped(
@@ -169,15 +172,13 @@ async def test_a_check_slack_fails_with_a_passing_error_is_asked_again_not_skipp
     """Slack answers the check with ``internal_error`` (HTTP 200, as most of its errors): a
     passing failure, so the check is asked again; only an answer like ``missing_scope`` means
     Slack will not say (and the message then goes unchecked)."""
-    async with live_bot(tmp_path, slack=slack_settings(fast_slack)) as live:
-        at_tempo(live.rt)
-        live.rt.core.dispatcher.max_backoff = 0.2
-        fast_slack.fail_next("chat.postMessage", "lost")
-        fast_slack.fail_next("conversations.history", "error", "internal_error")
-        await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
-        await drained(live.rt)
-        assert alerts(fast_slack) == ["Tokens of Contoso expired"]
-        assert len(fast_slack.called("conversations.history")) == 2
+    await alert_through(
+        tmp_path,
+        fast_slack,
+        ("chat.postMessage", "lost"),
+        ("conversations.history", "error", "internal_error"),
+    )
+    assert len(fast_slack.called("conversations.history")) == 2
 
 
 async def test_with_the_manifests_scopes_the_check_finds_a_lost_alert(tmp_path: Path) -> None:
@@ -189,14 +190,8 @@ async def test_with_the_manifests_scopes_the_check_finds_a_lost_alert(tmp_path: 
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     stand = await SlackStandIn(post_rate=TEMPO, scopes=scopes).start()
     try:
-        async with live_bot(tmp_path, slack=slack_settings(stand)) as live:
-            at_tempo(live.rt)
-            live.rt.core.dispatcher.max_backoff = 0.2
-            stand.fail_next("chat.postMessage", "lost")
-            await live.rt.core.monitor.notifier.announce(Message("Tokens of Contoso expired"))
-            await drained(live.rt)
-            assert alerts(stand) == ["Tokens of Contoso expired"]
-            assert stand.called("conversations.history")
+        await alert_through(tmp_path, stand, ("chat.postMessage", "lost"))
+        assert stand.called("conversations.history")
     finally:
         await stand.stop()
 
